@@ -1,0 +1,63 @@
+"""Image Storage Lab's storage library: many image-storage backends behind one interface.
+
+    import storage
+    with storage.open_store("lmdb", "data/stores/cifar", "w") as store:
+        store.write_batch(images, labels)
+    with storage.open_store("lmdb", "data/stores/cifar") as store:
+        image, label = store.read_one(0)
+
+This module only re-exports; each backend lives in its own module and is registered
+explicitly below.
+"""
+
+from .base import BackendInfo, DiskUsage, ImageStore, measure_disk_usage
+from .errors import (
+    BadImageFileError,
+    CorruptDataError,
+    DownloadError,
+    EmptyBatchError,
+    ImageIndexError,
+    ImageShapeError,
+    ImageTypeError,
+    IncompleteStoreError,
+    LabelError,
+    ModeError,
+    ReadOnlyStoreError,
+    StorageError,
+    StoreExistsError,
+    StoreNotFoundError,
+    StoreNotWritableError,
+    UnknownBackendError,
+    WrongBackendError,
+)
+from .registry import backend_info, backends, open_store, register_backend, store_class, unregister_backend
+
+__all__ = [
+    "BackendInfo",
+    "BadImageFileError",
+    "CorruptDataError",
+    "DiskUsage",
+    "DownloadError",
+    "EmptyBatchError",
+    "ImageIndexError",
+    "ImageShapeError",
+    "ImageStore",
+    "ImageTypeError",
+    "IncompleteStoreError",
+    "LabelError",
+    "ModeError",
+    "ReadOnlyStoreError",
+    "StorageError",
+    "StoreExistsError",
+    "StoreNotFoundError",
+    "StoreNotWritableError",
+    "UnknownBackendError",
+    "WrongBackendError",
+    "backend_info",
+    "backends",
+    "measure_disk_usage",
+    "open_store",
+    "register_backend",
+    "store_class",
+    "unregister_backend",
+]

@@ -1,0 +1,81 @@
+"""Errors raised by the storage library.
+
+Every error derives from :class:`StorageError` (so callers can catch the library's
+errors in one place) and from the closest builtin exception (so code that already
+catches ``ValueError`` or ``FileNotFoundError`` keeps working). Each message says what
+was wrong and what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class StorageError(Exception):
+    """Base class of every error the storage library raises on purpose."""
+
+    def __str__(self) -> str:
+        # KeyError quotes its message; every error here is a sentence, so print it as is.
+        return str(self.args[0]) if self.args else self.__class__.__name__
+
+
+class UnknownBackendError(StorageError, KeyError):
+    """A backend name that is not registered."""
+
+
+class ImageTypeError(StorageError, TypeError):
+    """Images or labels of the wrong type (for instance float pixels instead of uint8)."""
+
+
+class ImageShapeError(StorageError, ValueError):
+    """Images of a shape the store cannot hold (wrong rank, channel count, or mixed sizes)."""
+
+
+class EmptyBatchError(StorageError, ValueError):
+    """A write of zero images."""
+
+
+class LabelError(StorageError, ValueError):
+    """Labels that do not match the images (wrong count, not integers, out of range)."""
+
+
+class StoreNotFoundError(StorageError, FileNotFoundError):
+    """Opening for reading or appending a store that does not exist."""
+
+
+class WrongBackendError(StorageError, ValueError):
+    """Opening a store with a backend other than the one that wrote it."""
+
+
+class IncompleteStoreError(StorageError, ValueError):
+    """A store whose last write was interrupted before it finished."""
+
+
+class ReadOnlyStoreError(StorageError, PermissionError):
+    """Writing to a store opened with mode ``"r"``."""
+
+
+class StoreNotWritableError(StorageError, PermissionError):
+    """A store folder that cannot be created or written (permissions, read-only disk)."""
+
+
+class StoreExistsError(StorageError, FileExistsError):
+    """Creating a store where a folder that is not a store already holds files."""
+
+
+class ImageIndexError(StorageError, IndexError):
+    """Reading an image id that the store does not hold."""
+
+
+class CorruptDataError(StorageError, ValueError):
+    """A data file or store whose bytes do not parse (truncated, damaged, or not what it claims)."""
+
+
+class BadImageFileError(StorageError, ValueError):
+    """A file in an image folder that is empty or not an image Pillow can read."""
+
+
+class DownloadError(StorageError, ConnectionError):
+    """A download that failed (no network, a broken transfer, or a checksum mismatch)."""
+
+
+class ModeError(StorageError, ValueError):
+    """An open mode other than ``"r"``, ``"w"`` or ``"a"``, or an unknown store option."""
