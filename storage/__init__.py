@@ -14,6 +14,8 @@ from .base import BackendInfo, DiskUsage, ImageStore, measure_disk_usage
 from .errors import (
     BadImageFileError,
     CorruptDataError,
+    DataNotFoundError,
+    DiskSpaceError,
     DownloadError,
     EmptyBatchError,
     ImageIndexError,
@@ -36,6 +38,8 @@ __all__ = [
     "BackendInfo",
     "BadImageFileError",
     "CorruptDataError",
+    "DataNotFoundError",
+    "DiskSpaceError",
     "DiskUsage",
     "DownloadError",
     "EmptyBatchError",

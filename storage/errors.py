@@ -79,3 +79,11 @@ class DownloadError(StorageError, ConnectionError):
 
 class ModeError(StorageError, ValueError):
     """An open mode other than ``"r"``, ``"w"`` or ``"a"``, or an unknown store option."""
+
+
+class DataNotFoundError(StorageError, FileNotFoundError):
+    """A data source (CIFAR-10 folder, image folder, batch file) that does not exist."""
+
+
+class DiskSpaceError(StorageError, OSError):
+    """Not enough free disk space for what was asked."""
