@@ -506,7 +506,12 @@ def _extract(archive: Path, root: Path) -> Path:
                 f"{archive} holds no {CIFAR10_DIRNAME}/ folder with CIFAR-10 batches; it was deleted, "
                 f"run `{DOWNLOAD_COMMAND}` again"
             )
-        _load_cifar10_folder(extracted)
+        try:
+            _load_cifar10_folder(extracted)
+        except CorruptDataError as error:
+            raise CorruptDataError(
+                f"{archive} holds a damaged CIFAR-10 batch ({error}); it was deleted, run `{DOWNLOAD_COMMAND}` again"
+            ) from None
         if final.exists():
             os.replace(final, staging / "previous")
         os.replace(extracted, final)

@@ -453,6 +453,19 @@ def test_archive_that_is_not_a_tarball_is_corrupt(tmp_path, server):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_archive_with_a_damaged_batch_is_corrupt(tmp_path, server):
+    info = tarfile.TarInfo("cifar-10-batches-py/data_batch_1")
+    payload = b"\x80\x04broken"
+    info.size = len(payload)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        tar.addfile(info, io.BytesIO(payload))
+    server.files["/damaged.tgz"] = buffer.getvalue()
+    with pytest.raises(CorruptDataError, match="damaged CIFAR-10 batch"):
+        download_cifar10(tmp_path, url=server.url("/damaged.tgz"), md5=None, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
 # --------------------------------------------------------------------------- image folders
 
 
