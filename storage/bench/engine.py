@@ -1,0 +1,694 @@
+"""Run an experiment: write and read every backend's stores, timing only the storage calls.
+
+For each image count (outer loop, so every backend works on the same images close
+together in time) and each backend, the engine writes a store in a fresh folder under
+``<work_dir>/<run id>/``, reads it back in each cache state, and records one
+:class:`Measurement` per (backend, count, operation, cache). Data preparation, buffer
+allocation, eviction, verification and progress reporting all happen outside the timers
+(time spent in progress callbacks during a timed call is measured and subtracted).
+
+Methods, per operation (one sample per repeat; one unrecorded warm-up repeat for counts
+up to 1,000):
+
+* ``write_batch``: open a new store + one ``write_batch`` of N images + ``close``. No
+  extra fsync is added (a backend's own commit may sync: LMDB's does); when the cold
+  cache is measured, the ``os.sync()`` that follows is timed separately (``sync_seconds``).
+* ``write_one``: open + N ``write_one`` calls + ``close``.
+* ``read_all``: every image in id order into a buffer allocated and touched beforehand;
+  one ``read_all(out=...)`` call up to 16,384 images, above that ``read_batch`` calls of
+  16,384 consecutive ids into slices of the same buffer, so progress and cancellation
+  work during long reads.
+* ``read_random``: min(N, 1,000) distinct seeded ids in shuffled order, one ``read_one``
+  each, as a training loop would.
+* ``read_one``: min(N, 100) seeded single reads, each timed on its own; a sample is their
+  median latency.
+
+Cold cache: before every repeat the store is closed, synced and evicted file by file
+(``posix_fadvise(DONTNEED)``), residency is checked with ``mincore`` (``evicted`` records
+the answer), and the store is reopened outside the timer.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import secrets
+import shutil
+import threading
+import time
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import datasets, registry
+from ..base import ImageStore, measure_disk_usage
+from ..errors import DiskSpaceError
+from . import pagecache
+from .environment import capture_environment, peak_rss_bytes
+from .estimate import estimate_experiment
+from .events import (
+    Event,
+    Measurement,
+    MeasurementRecorded,
+    PreviewReady,
+    Progress,
+    RunFinished,
+    RunStarted,
+    RunSummary,
+    fill_rates,
+)
+from .experiment import (
+    LATENCY_READS,
+    READ_OPERATIONS,
+    WARMUP_MAX_COUNT,
+    Experiment,
+    images_per_sample,
+    seeded_rng,
+    steps,
+    validate,
+    verified_after_write,
+)
+from .verify import Verification, compare, verify_store
+
+log = logging.getLogger(__name__)
+
+READ_ALL_CHUNK = 16_384
+PROGRESS_INTERVAL = 0.25  # seconds between Progress events inside long operations
+
+METHODS = {
+    "write_batch": "open + write_batch(N) + close; no extra fsync",
+    "write_one": "open + N x write_one + close; no extra fsync",
+    "read_all": f"read_all(out=) into a pre-touched buffer (read_batch slices of {READ_ALL_CHUNK:,} ids above that)",
+    "read_random": "min(N, 1,000) shuffled seeded ids, one read_one each",
+    "read_one": "median latency of min(N, 100) single read_one calls",
+}
+
+
+class RunCancelled(Exception):
+    """Raised inside a run (also from write_batch's progress callback) to stop it."""
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id such as ``20261124-041500-ab12cd`` (UTC time + random)."""
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+@contextmanager
+def _gc_paused():
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+@dataclass
+class _Run:
+    """The state one run carries from measurement to measurement."""
+
+    run_id: str
+    experiment: Experiment
+    run_dir: Path
+    source: Any
+    db: Any
+    on_event: Callable[[Event], None] | None
+    cancel: threading.Event | None
+    weights: list[float]
+    plan: list[tuple[str, int, str, str]]
+    measurements: list[Measurement] = field(default_factory=list)
+    step: int = 0
+    done_weight: float = 0.0
+    last_progress: float = 0.0
+    paused_seconds: float = 0.0
+    message: str = ""
+
+    # -- events ----------------------------------------------------------------------
+
+    def emit(self, event: Event) -> None:
+        if self.on_event is not None:
+            self.on_event(event)
+
+    def check_cancel(self) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise RunCancelled("the run was cancelled")
+
+    def fraction(self, inner: float) -> float:
+        total = sum(self.weights) or 1.0
+        weight = self.weights[self.step] if self.step < len(self.weights) else 0.0
+        return min(1.0, (self.done_weight + max(0.0, min(1.0, inner)) * weight) / total)
+
+    def progress(self, inner: float, message: str | None = None) -> None:
+        if message is not None:
+            self.message = message
+        self.last_progress = time.perf_counter()
+        self.emit(Progress(self.run_id, self.step, len(self.plan), self.message, self.fraction(inner)))
+
+    def tick(self, inner: float) -> None:
+        """Check for cancel and report progress every ~0.25 s; time spent here is paused."""
+        if self.cancel is not None and self.cancel.is_set():
+            raise RunCancelled("the run was cancelled")
+        now = time.perf_counter()
+        if now - self.last_progress >= PROGRESS_INTERVAL:
+            self.progress(inner)
+            self.paused_seconds += time.perf_counter() - now
+
+    def record(self, measurement: Measurement) -> Measurement:
+        fill_rates(measurement)
+        measurement.peak_rss_bytes = peak_rss_bytes()
+        self.measurements.append(measurement)
+        if self.db is not None:
+            self.db.add_measurement(measurement)
+        self.emit(MeasurementRecorded(self.run_id, measurement))
+        self.done_weight += self.weights[self.step] if self.step < len(self.weights) else 0.0
+        self.step += 1
+        return measurement
+
+    # -- timing ----------------------------------------------------------------------
+
+    def start_timer(self) -> float:
+        self.paused_seconds = 0.0
+        return time.perf_counter()
+
+    def stop_timer(self, started: float) -> float:
+        return time.perf_counter() - started - self.paused_seconds
+
+
+@dataclass
+class _Cell:
+    """One backend at one image count: its images and the stores it writes."""
+
+    backend: str
+    count: int
+    images: np.ndarray | list[np.ndarray]
+    labels: np.ndarray
+    pixel_bytes: int
+    folder: Path
+    options: dict[str, Any]
+    lossless: bool
+    read_buffer: np.ndarray | None
+    store_path: Path | None = None
+    write_failed: str | None = None
+    previewed: bool = False
+
+    @property
+    def batch_store(self) -> Path:
+        return self.folder / "store"
+
+    @property
+    def one_store(self) -> Path:
+        return self.folder / "write_one"
+
+
+def _remove(path: Path) -> None:
+    if path.exists():
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _runs_of(count: int, repeats: int) -> tuple[int, int]:
+    """(warm-up runs, total runs): one unrecorded warm-up for small counts."""
+    warmup = 1 if count <= WARMUP_MAX_COUNT else 0
+    return warmup, warmup + repeats
+
+
+def _measurement(run: _Run, cell: _Cell, operation: str, cache: str) -> Measurement:
+    images = images_per_sample(operation, cell.count)
+    per_image = cell.pixel_bytes / cell.count
+    return Measurement(
+        run_id=run.run_id,
+        backend=cell.backend,
+        count=cell.count,
+        operation=operation,
+        cache=cache,
+        images=images,
+        pixel_bytes=int(round(per_image * images)),
+        warmup=cell.count <= WARMUP_MAX_COUNT,
+        method=METHODS[operation],
+    )
+
+
+def _set_disk(measurement: Measurement, path: Path) -> None:
+    usage = measure_disk_usage(path)
+    measurement.apparent_bytes = usage.apparent_bytes
+    measurement.allocated_bytes = usage.allocated_bytes
+    measurement.files = usage.files
+
+
+def _fail(measurement: Measurement, error: BaseException | str) -> None:
+    text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    measurement.error = text
+    measurement.verified = False
+
+
+def _apply_verification(measurement: Measurement, result: Verification, what: str) -> bool:
+    if result.psnr is not None:
+        measurement.psnr = result.psnr if measurement.psnr is None else min(measurement.psnr, result.psnr)
+    if not result.verified:
+        _fail(measurement, f"VERIFICATION FAILED ({what}): {result.error}")
+        return False
+    return True
+
+
+# -- writes --------------------------------------------------------------------------
+
+
+def _measure_write_batch(run: _Run, cell: _Cell) -> Measurement:
+    measurement = _measurement(run, cell, "write_batch", "warm")
+    warmup, runs = _runs_of(cell.count, run.experiment.repeats)
+    path = cell.batch_store
+    try:
+        for index in range(runs):
+            run.check_cancel()
+            label = "warm-up" if index < warmup else f"repeat {index - warmup + 1}/{runs - warmup}"
+            run.progress(index / runs, f"{cell.backend} · {cell.count:,} images · write_batch · {label}")
+            _remove(path)
+
+            def on_chunk(done: int, total: int, index: int = index) -> None:
+                run.tick((index + done / total) / runs)
+
+            started = run.start_timer()
+            with _gc_paused():
+                store = registry.open_store(cell.backend, path, "w", **cell.options)
+                try:
+                    store.write_batch(cell.images, cell.labels, progress=on_chunk)
+                finally:
+                    store.close()
+            seconds = run.stop_timer(started)
+            if index >= warmup:
+                measurement.samples.append(seconds)
+        if "cold" in run.experiment.caches:
+            started = time.perf_counter()
+            os.sync()
+            measurement.sync_seconds = time.perf_counter() - started
+        _set_disk(measurement, path)
+        cell.store_path = path
+        checked = verified_after_write(run.experiment, "write_batch", cell.count)
+        ids = None if checked == cell.count else _sample_ids(run, cell.count, checked, "verify")
+        measurement.verified = _apply_verification(
+            measurement,
+            verify_store(cell.backend, path, cell.images, cell.labels, ids),
+            f"{checked:,} images read back after writing",
+        )
+    except RunCancelled:
+        raise
+    except Exception as error:
+        _fail(measurement, error)
+        cell.write_failed = measurement.error
+    return measurement
+
+
+def _measure_write_one(run: _Run, cell: _Cell) -> Measurement:
+    measurement = _measurement(run, cell, "write_one", "warm")
+    warmup, runs = _runs_of(cell.count, run.experiment.repeats)
+    path = cell.one_store
+    images, labels, count = cell.images, cell.labels, cell.count
+    try:
+        for index in range(runs):
+            run.check_cancel()
+            label = "warm-up" if index < warmup else f"repeat {index - warmup + 1}/{runs - warmup}"
+            run.progress(index / runs, f"{cell.backend} · {count:,} images · write_one · {label}")
+            _remove(path)
+            started = run.start_timer()
+            with _gc_paused():
+                store = registry.open_store(cell.backend, path, "w", **cell.options)
+                try:
+                    for position in range(count):
+                        store.write_one(images[position], labels[position])
+                        run.tick((index + position / count) / runs)
+                finally:
+                    store.close()
+            seconds = run.stop_timer(started)
+            if index >= warmup:
+                measurement.samples.append(seconds)
+        _set_disk(measurement, path)
+        checked = verified_after_write(run.experiment, "write_one", count)
+        measurement.verified = _apply_verification(
+            measurement,
+            verify_store(cell.backend, path, images, labels, _sample_ids(run, count, checked, "verify")),
+            f"{checked:,} images read back after writing",
+        )
+        if cell.store_path is None and measurement.verified:
+            _preview(run, cell, path)
+    except RunCancelled:
+        raise
+    except Exception as error:
+        _fail(measurement, error)
+    finally:
+        if not run.experiment.keep:
+            _remove(path)
+    return measurement
+
+
+def _write_store_for_reads(run: _Run, cell: _Cell) -> None:
+    """Write the store that reads use when write_batch itself is not measured."""
+    path = cell.batch_store
+    run.progress(0.0, f"{cell.backend} · {cell.count:,} images · writing the store to read")
+    _remove(path)
+    with registry.open_store(cell.backend, path, "w", **cell.options) as store:
+        store.write_batch(cell.images, cell.labels, progress=lambda done, total: run.tick(0.0))
+    result = verify_store(cell.backend, path, cell.images, cell.labels)
+    if not result.verified:
+        raise RuntimeError(f"VERIFICATION FAILED (the store written for reading): {result.error}")
+    cell.store_path = path
+
+
+def _sample_ids(run: _Run, count: int, size: int, purpose: str) -> np.ndarray:
+    return np.sort(seeded_rng(run.experiment.seed, count, purpose).choice(count, size=min(size, count), replace=False))
+
+
+def _preview(run: _Run, cell: _Cell, path: Path) -> None:
+    """Read the same seeded ids back from this store and hand them to the UI."""
+    if run.experiment.preview_ids <= 0 or cell.previewed:
+        return
+    cell.previewed = True
+    ids = _sample_ids(run, cell.count, run.experiment.preview_ids, "preview")
+    images, labels = [], []
+    error = None
+    try:
+        with registry.open_store(cell.backend, path, "r") as store:
+            for image_id in ids:
+                image, label = store.read_one(int(image_id))
+                images.append(image)
+                labels.append(int(label))
+        result = compare(images, labels, cell.images, cell.labels, ids, cell.lossless)
+    except Exception as failure:  # the measurements report the failure; a preview only shows it
+        result = Verification(False, 0, error=str(failure))
+        error = failure
+    if error is not None:
+        log.warning("preview of %s failed: %s", path, error)
+    run.emit(
+        PreviewReady(
+            run.run_id,
+            cell.backend,
+            cell.count,
+            [int(i) for i in ids],
+            images,
+            labels,
+            list(run.source.class_names),
+            result.verified,
+            result.psnr,
+        )
+    )
+
+
+# -- reads ---------------------------------------------------------------------------
+
+
+class _Reader:
+    """Opens the store to read; for the cold cache, evicts it before every repeat."""
+
+    def __init__(self, run: _Run, cell: _Cell, cache: str, measurement: Measurement) -> None:
+        self.run, self.cell, self.cache, self.measurement = run, cell, cache, measurement
+        self.store: ImageStore | None = None
+
+    def prepare(self) -> ImageStore:
+        """An open store, with the page cache evicted first when measuring cold reads."""
+        if self.cache == "cold" or self.store is None:
+            self.close()
+            if self.cache == "cold":
+                residency = pagecache.evict(self.cell.store_path)
+                evicted = residency.resident_bytes == 0
+                resident = residency.resident_bytes
+                previous = self.measurement.resident_bytes or 0
+                self.measurement.resident_bytes = max(previous, resident)
+                self.measurement.evicted = evicted if self.measurement.evicted in (None, True) else False
+            self.store = registry.open_store(self.cell.backend, self.cell.store_path, "r")
+        return self.store
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+
+def _measure_read(run: _Run, cell: _Cell, operation: str, cache: str) -> Measurement:
+    measurement = _measurement(run, cell, operation, cache)
+    if cell.store_path is None:
+        _fail(measurement, f"not measured: the store could not be written ({cell.write_failed or 'unknown error'})")
+        return measurement
+    _set_disk(measurement, cell.store_path)
+    warmup, runs = _runs_of(cell.count, run.experiment.repeats)
+    reader = _Reader(run, cell, cache, measurement)
+    timed = {"read_all": _time_read_all, "read_random": _time_read_random, "read_one": _time_read_one}[operation]
+    measurement.verified = True
+    try:
+        for index in range(runs):
+            run.check_cancel()
+            label = "warm-up" if index < warmup else f"repeat {index - warmup + 1}/{runs - warmup}"
+            run.progress(index / runs, f"{cell.backend} · {cell.count:,} images · {operation} ({cache}) · {label}")
+            store = reader.prepare()
+            seconds, result = timed(run, cell, store, (index, runs))
+            if index >= warmup:
+                measurement.samples.append(seconds)
+            if not _apply_verification(measurement, result, f"{operation}, {cache} cache"):
+                break
+    except RunCancelled:
+        raise
+    except Exception as error:
+        _fail(measurement, error)
+    finally:
+        reader.close()
+    if measurement.error is None and measurement.resident_bytes and cache == "cold":
+        log.warning("%s: %d bytes stayed in the page cache after eviction", cell.store_path, measurement.resident_bytes)
+    return measurement
+
+
+def _time_read_all(run: _Run, cell: _Cell, store: ImageStore, position: tuple[int, int]) -> tuple[float, Verification]:
+    index, runs = position
+    count, out = cell.count, cell.read_buffer
+    if out is not None and store.uniform_shape != tuple(out.shape[1:]):
+        out = None
+    ids = np.arange(count)
+    started = run.start_timer()
+    with _gc_paused():
+        if count <= READ_ALL_CHUNK:
+            images, labels = store.read_all(out=out)
+        else:
+            parts, label_parts = [], []
+            for start in range(0, count, READ_ALL_CHUNK):
+                stop = min(start + READ_ALL_CHUNK, count)
+                part, part_labels = store.read_batch(ids[start:stop], None if out is None else out[start:stop])
+                parts.append(part)
+                label_parts.append(part_labels)
+                run.tick((index + stop / count) / runs)
+            labels = np.concatenate(label_parts)
+            if out is not None and all(isinstance(p, np.ndarray) and np.shares_memory(p, out) for p in parts):
+                images = out
+            else:
+                images = [image for part in parts for image in part]
+    seconds = run.stop_timer(started)
+    return seconds, compare(images, labels, cell.images, cell.labels, ids, cell.lossless)
+
+
+def _time_read_random(
+    run: _Run, cell: _Cell, store: ImageStore, position: tuple[int, int]
+) -> tuple[float, Verification]:
+    index, runs = position
+    ids = seeded_rng(run.experiment.seed, cell.count, "read_random").permutation(cell.count)[
+        : images_per_sample("read_random", cell.count)
+    ]
+    id_list = ids.tolist()
+    total = len(id_list)
+    results: list[Any] = [None] * total
+    read_one = store.read_one
+    started = run.start_timer()
+    with _gc_paused():
+        for position_in_loop, image_id in enumerate(id_list):
+            results[position_in_loop] = read_one(image_id)
+            if not position_in_loop & 15:
+                run.tick((index + position_in_loop / total) / runs)
+    seconds = run.stop_timer(started)
+    images = [image for image, _ in results]
+    labels = [label for _, label in results]
+    return seconds, compare(images, labels, cell.images, cell.labels, ids, cell.lossless)
+
+
+def _time_read_one(run: _Run, cell: _Cell, store: ImageStore, position: tuple[int, int]) -> tuple[float, Verification]:
+    index, runs = position
+    ids = _sample_ids(run, cell.count, LATENCY_READS, "read_one")
+    rng = seeded_rng(run.experiment.seed, cell.count, "read_one order")
+    ids = ids[rng.permutation(len(ids))]
+    latencies, images, labels = [], [], []
+    read_one = store.read_one
+    with _gc_paused():
+        for position_in_loop, image_id in enumerate(ids.tolist()):
+            started = time.perf_counter()
+            image, label = read_one(image_id)
+            latencies.append(time.perf_counter() - started)
+            images.append(image)
+            labels.append(label)
+            run.tick((index + position_in_loop / len(ids)) / runs)
+    return float(np.median(latencies)), compare(images, labels, cell.images, cell.labels, ids, cell.lossless)
+
+
+# -- the run -------------------------------------------------------------------------
+
+
+def _run_cell(run: _Run, cell: _Cell) -> None:
+    experiment = run.experiment
+    try:
+        if "write_batch" in experiment.operations:
+            run.record(_measure_write_batch(run, cell))
+            if cell.store_path is not None:
+                _preview(run, cell, cell.store_path)
+        if "write_one" in experiment.operations:
+            run.record(_measure_write_one(run, cell))
+        reads = [op for op in experiment.operations if op in READ_OPERATIONS]
+        if reads and cell.store_path is None and cell.write_failed is None:
+            try:
+                _write_store_for_reads(run, cell)
+                _preview(run, cell, cell.store_path)
+            except RunCancelled:
+                raise
+            except Exception as error:
+                cell.write_failed = f"{type(error).__name__}: {error}"
+        for cache in experiment.caches:
+            for operation in reads:
+                run.record(_measure_read(run, cell, operation, cache))
+    finally:
+        if not experiment.keep:
+            _remove(cell.folder)
+
+
+def _source_summary(experiment: Experiment, source: Any) -> dict[str, Any]:
+    return {
+        "spec": experiment.source,
+        "kind": source.kind,
+        "root": str(source.root),
+        "description": source.description,
+        "images": len(source.labels),
+        "class_names": list(source.class_names),
+    }
+
+
+def _mean_image_bytes(images: np.ndarray | Sequence[np.ndarray]) -> float:
+    if isinstance(images, np.ndarray):
+        return images.nbytes / max(1, len(images))
+    return sum(image.nbytes for image in images) / max(1, len(images))
+
+
+def _make_run_dir(work_dir: str) -> tuple[str, Path]:
+    Path(work_dir).mkdir(parents=True, exist_ok=True)
+    while True:
+        run_id = new_run_id()
+        run_dir = Path(work_dir) / run_id
+        try:
+            run_dir.mkdir()
+            return run_id, run_dir
+        except FileExistsError:
+            continue
+
+
+def _failure_summary(measurements: list[Measurement]) -> str | None:
+    failed = [m for m in measurements if m.error or not m.verified]
+    if not failed:
+        return None
+    first = failed[0]
+    verification = [m for m in failed if (m.error or "").startswith("VERIFICATION FAILED")]
+    lead = "VERIFICATION FAILED: " if verification else ""
+    first = verification[0] if verification else first
+    return (
+        f"{lead}{len(failed)} of {len(measurements)} measurements failed; first: {first.backend}, "
+        f"{first.count:,} images, {first.operation} ({first.cache}): {first.error}"
+    )
+
+
+def run_experiment(
+    experiment: Experiment,
+    db: Any = None,
+    on_event: Callable[[Event], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> RunSummary:
+    """Run ``experiment`` and return how it went; measurements go to ``db`` as they finish.
+
+    Args:
+        experiment: what to measure.
+        db: a :class:`ResultsDB` to record the run in (None: record nothing).
+        on_event: called with every :class:`RunStarted`, :class:`Progress`,
+            :class:`MeasurementRecorded`, :class:`PreviewReady` and :class:`RunFinished`,
+            in the thread running the experiment.
+        cancel: set it (from any thread) to stop the run within about a second.
+
+    Returns:
+        A :class:`RunSummary`; its status is ``finished``, ``cancelled``, ``failed`` (a
+        measurement failed or a read did not match the source: see ``error``) or
+        ``interrupted`` (only seen in the database: KeyboardInterrupt is re-raised).
+
+    Raises:
+        UnknownBackendError, InvalidExperimentError: bad parameters, before anything runs.
+        DataNotFoundError, CorruptDataError, BadImageFileError: the source cannot be loaded.
+        DiskSpaceError: the run needs more disk space than is free.
+    """
+    started = time.perf_counter()
+    experiment = validate(experiment)
+    source = datasets.load_source(experiment.source)
+    estimate = estimate_experiment(experiment, db, raw_image_bytes=_mean_image_bytes(source.images))
+    if not estimate.fits:
+        raise DiskSpaceError(estimate.message)
+    run_id, run_dir = _make_run_dir(experiment.work_dir)
+    environment = capture_environment(experiment.work_dir)
+    plan = steps(experiment)
+    run = _Run(run_id, experiment, run_dir, source, db, on_event, cancel, estimate.step_seconds, plan)
+    if db is not None:
+        db.create_run(run_id, experiment.to_dict(), environment, _source_summary(experiment, source))
+    status, error = "failed", None
+    interrupted: BaseException | None = None
+    try:
+        run.emit(RunStarted(run_id, len(plan), experiment, environment))
+        for count in experiment.counts:
+            run.check_cancel()
+            images, labels = datasets.take(source.images, source.labels, count)
+            read_buffer = None
+            if isinstance(images, np.ndarray):
+                read_buffer = np.empty_like(images)
+                read_buffer.fill(0)  # touch every page now, not inside a timer
+            for backend in experiment.backends:
+                cell = _Cell(
+                    backend=backend,
+                    count=count,
+                    images=images,
+                    labels=labels,
+                    pixel_bytes=int(images.nbytes if isinstance(images, np.ndarray) else sum(i.nbytes for i in images)),
+                    folder=run_dir / backend / str(count),
+                    options=experiment.backend_options.get(backend, {}),
+                    lossless=registry.backend_info(backend).lossless,
+                    read_buffer=read_buffer,
+                )
+                _run_cell(run, cell)
+            del images, labels, read_buffer
+        error = _failure_summary(run.measurements)
+        status = "failed" if error else "finished"
+        run.progress(1.0, "done")
+    except RunCancelled:
+        status, error = "cancelled", "cancelled by the user"
+    except KeyboardInterrupt as stop:
+        status, error, interrupted = "interrupted", "interrupted (KeyboardInterrupt)", stop
+    except Exception as failure:
+        log.exception("run %s failed", run_id)
+        status, error = "failed", f"{type(failure).__name__}: {failure}"
+    finally:
+        if not experiment.keep:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        environment["peak_rss_bytes"] = peak_rss_bytes()
+        if db is not None:
+            db.finish_run(run_id, status, error, environment)
+        run.emit(RunFinished(run_id, status, error))
+    if interrupted is not None:
+        raise interrupted
+    return RunSummary(
+        run_id=run_id,
+        status=status,
+        measurements=run.measurements,
+        error=error,
+        environment=environment,
+        run_dir=str(run_dir),
+        wall_seconds=time.perf_counter() - started,
+        peak_rss_bytes=environment["peak_rss_bytes"],
+        source_description=source.description,
+    )

@@ -1,0 +1,162 @@
+"""Rough time and disk needs of an experiment, known before anything is written.
+
+Per-image costs come from the measurements in ``BENCHMARKING.md`` (2-core VM, ext4) and
+are refined by past results when a results database is given: the measurement of the
+same backend, operation and cache state whose image count is closest wins. The disk
+estimate is deliberately generous: running out of space midway is worse than refusing.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from dataclasses import dataclass, field
+
+from .. import registry
+from .environment import existing_parent
+from .experiment import (
+    LATENCY_READS,
+    WARMUP_MAX_COUNT,
+    WRITE_OPERATIONS,
+    Experiment,
+    images_per_sample,
+    steps,
+    validate,
+    verified_after_write,
+)
+
+RAW_IMAGE_BYTES = 32 * 32 * 3
+BLOCK = 4096
+MEGABYTE = 1_000_000
+
+# Seconds per image (per read for read_one) on the development machine.
+_COSTS = {
+    "png": {"write_batch": 4e-4, "write_one": 7e-4, "read_all": 1e-4, "read_random": 1.2e-4, "read_one": 1.2e-4},
+    "lmdb": {"write_batch": 1.5e-5, "write_one": 2e-3, "read_all": 8e-6, "read_random": 1e-5, "read_one": 1.5e-5},
+    "hdf5": {"write_batch": 2e-6, "write_one": 1e-4, "read_all": 2e-6, "read_random": 2e-5, "read_one": 3e-5},
+}
+_DEFAULT_COSTS = {"write_batch": 3e-4, "write_one": 1e-3, "read_all": 2e-4, "read_random": 2e-4, "read_one": 2e-4}
+_COLD_FACTOR = 3.0
+_STEP_OVERHEAD = 0.02  # opening stores, verification, bookkeeping per measurement
+_EVICT_PER_FILE = 3e-5
+
+
+@dataclass
+class Estimate:
+    """What an experiment will roughly take.
+
+    Attributes:
+        seconds: expected wall time.
+        disk_bytes: the most disk the run holds at once (with a safety margin).
+        free_bytes: free space where the run writes.
+        fits: whether ``disk_bytes`` fits in ``free_bytes``.
+        message: one sentence saying all of it (and what to do if it does not fit).
+        step_seconds: expected seconds of each step, in the engine's order.
+    """
+
+    seconds: float
+    disk_bytes: int
+    free_bytes: int
+    fits: bool
+    message: str
+    step_seconds: list[float] = field(default_factory=list)
+
+
+def per_image_cost(backend: str, operation: str, cache: str = "warm") -> float:
+    """Built-in seconds per image of an operation."""
+    cost = _COSTS.get(backend, _DEFAULT_COSTS).get(operation, _DEFAULT_COSTS[operation])
+    return cost * (_COLD_FACTOR if cache == "cold" else 1.0)
+
+
+def _history_costs(db, experiment: Experiment) -> dict[tuple[str, str, str], list[tuple[int, float]]]:
+    """(backend, operation, cache) -> [(count, seconds per image)] from finished past runs."""
+    history: dict[tuple[str, str, str], list[tuple[int, float]]] = {}
+    try:
+        runs = [run.id for run in db.list_runs(limit=50) if run.status in ("finished", "cancelled")]
+        for measurement in db.measurements(runs):
+            if measurement.backend in experiment.backends and measurement.seconds_per_image:
+                key = (measurement.backend, measurement.operation, measurement.cache)
+                history.setdefault(key, []).append((measurement.count, measurement.seconds_per_image))
+    except Exception:  # an estimate must never fail because of the history
+        return {}
+    return history
+
+
+def _closest(points: list[tuple[int, float]], count: int) -> float | None:
+    if not points:
+        return None
+    return min(points, key=lambda point: abs(math.log(point[0]) - math.log(count)))[1]
+
+
+def bytes_per_image(backend: str, raw_bytes: float) -> float:
+    """Generous allocated bytes per image: raw pixels plus format overhead, block-rounded."""
+    info = registry.backend_info(backend)
+    per_image = raw_bytes * 1.15 + 64
+    if info.one_file_per_image:
+        per_image = max(per_image, math.ceil(per_image / BLOCK) * BLOCK)
+    return per_image
+
+
+def estimate_experiment(experiment: Experiment, db=None, raw_image_bytes: float = RAW_IMAGE_BYTES) -> Estimate:
+    """Expected wall time and disk space of ``experiment``.
+
+    Args:
+        experiment: what to run (validated here).
+        db: an optional :class:`ResultsDB` whose past measurements refine the time.
+        raw_image_bytes: pixel bytes of an average source image (CIFAR-10: 3,072).
+    """
+    experiment = validate(experiment)
+    history = _history_costs(db, experiment) if db is not None else {}
+    step_seconds = []
+    for backend, count, operation, cache in steps(experiment):
+        cost = _closest(history.get((backend, operation, cache), []), count) or per_image_cost(
+            backend, operation, cache
+        )
+        images = images_per_sample(operation, count)
+        if operation == "read_one":
+            images = min(count, LATENCY_READS)
+        runs = experiment.repeats + (1 if count <= WARMUP_MAX_COUNT else 0)
+        seconds = cost * images * runs + _STEP_OVERHEAD
+        if operation in WRITE_OPERATIONS:  # reading the store back to verify it
+            seconds += per_image_cost(backend, "read_all") * verified_after_write(experiment, operation, count)
+        if cache == "cold":
+            seconds += experiment.repeats * count * _EVICT_PER_FILE
+        step_seconds.append(seconds)
+
+    # Stores of one count exist at once (one per write operation); earlier counts are
+    # removed as the run goes, unless kept.
+    per_count = []
+    for count in experiment.counts:
+        stores = sum(
+            bytes_per_image(backend, raw_image_bytes) * count * (1 + ("write_one" in experiment.operations))
+            for backend in experiment.backends
+        )
+        per_count.append(stores + BLOCK * 16 * len(experiment.backends))
+    needed = sum(per_count) if experiment.keep else max(per_count)
+    disk_bytes = int(needed * 1.1 + 50 * MEGABYTE)
+    free = shutil.disk_usage(existing_parent(experiment.work_dir)).free
+    fits = disk_bytes <= free
+    seconds = sum(step_seconds)
+    if fits:
+        message = (
+            f"about {format_duration(seconds)} and {disk_bytes / MEGABYTE:,.0f} MB of disk "
+            f"({free / MEGABYTE:,.0f} MB free)"
+        )
+    else:
+        message = (
+            f"this run needs about {disk_bytes / MEGABYTE:,.0f} MB of disk under {experiment.work_dir} "
+            f"but only {free / MEGABYTE:,.0f} MB are free; use smaller counts, fewer backends, "
+            "no --keep, or another --work-dir"
+        )
+    return Estimate(seconds, disk_bytes, free, fits, message, step_seconds)
+
+
+def format_duration(seconds: float) -> str:
+    """3 s, 2 min 5 s, 1 h 4 min."""
+    if seconds < 60:
+        return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
