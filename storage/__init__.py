@@ -32,7 +32,13 @@ from .errors import (
     UnknownBackendError,
     WrongBackendError,
 )
+from .hdf5_store import Hdf5Store
+from .lmdb_store import LmdbStore
+from .png_files import PngFilesStore
 from .registry import backend_info, backends, open_store, register_backend, store_class, unregister_backend
+
+for _store_class in (PngFilesStore, LmdbStore, Hdf5Store):
+    register_backend(_store_class)
 
 __all__ = [
     "BackendInfo",
@@ -41,6 +47,9 @@ __all__ = [
     "DataNotFoundError",
     "DiskSpaceError",
     "DiskUsage",
+    "Hdf5Store",
+    "LmdbStore",
+    "PngFilesStore",
     "DownloadError",
     "EmptyBatchError",
     "ImageIndexError",

@@ -165,6 +165,7 @@ class ImageStore(ABC):
     info: ClassVar[BackendInfo]
     default_options: ClassVar[dict[str, Any]] = {}
     chunk_images: ClassVar[int] = 1024
+    chunk_bytes: ClassVar[int] = 64 * 2**20
 
     def __init__(self, path: str | os.PathLike[str], mode: str = "r", **options: Any) -> None:
         if mode not in MODES:
@@ -315,8 +316,9 @@ class ImageStore(ABC):
         self._write_manifest("writing")
         try:
             self._begin_write(first_id, batch)
-            for start in range(0, total, self.chunk_images):
-                stop = min(start + self.chunk_images, total)
+            step = self._chunk_length(batch)
+            for start in range(0, total, step):
+                stop = min(start + step, total)
                 self._write_chunk(batch.chunk(start, stop), batch.labels[start:stop], first_id + start)
                 if progress is not None:
                     progress(stop, total)
@@ -330,6 +332,11 @@ class ImageStore(ABC):
         self._dirty = False
         self._write_manifest("complete")
         return np.arange(first_id, self._count)
+
+    def _chunk_length(self, batch: ImageBatch) -> int:
+        """Images per streamed chunk: ``chunk_images``, fewer for big images (``chunk_bytes``)."""
+        bytes_per_image = max(1, batch.nbytes // len(batch))
+        return max(1, min(self.chunk_images, self.chunk_bytes // bytes_per_image))
 
     def write_one(self, image: object, label: object) -> int:
         """Write one image and return its id.

@@ -1,0 +1,218 @@
+"""HDF5: one file, images as one chunked (N,H,W[,C]) uint8 dataset plus a labels dataset.
+
+Uniform images are one native uint8 dataset, which reads back in large contiguous copies
+(the reason HDF5 is the fastest of the article's three). Datasets are chunked and
+resizable so ``"a"`` appends; chunks of about 64 KiB keep random reads cheap while bulk
+reads stay near memory speed. Mixed sizes use the ``"variable"`` layout: each image
+flattened into a variable-length uint8 row, with its shape in a ``shapes`` dataset.
+Compression (``gzip``, ``lzf``) is an option, recorded as attributes in the file.
+
+HDF5 handles do not survive ``fork``: a child process reopens the file on first use.
+"""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+
+from .base import BackendInfo, ImageStore
+from .batch import ImageBatch, Shape
+from .errors import CorruptDataError, ImageShapeError, ModeError
+
+FILE_NAME = "images.h5"
+CHUNK_TARGET_BYTES = 2**20
+COMPRESSED_CHUNK_TARGET_BYTES = 64 * 1024
+COMPRESSED_CACHE_BYTES = 32 * 2**20
+LAYOUTS = ("auto", "uniform", "variable")
+COMPRESSIONS = (None, "gzip", "lzf")
+
+
+def chunk_rows(image_shape: Shape, requested: int, compressed: bool) -> int:
+    """Images per chunk: ``requested``, or enough for about 1 MiB (64 KiB when compressed).
+
+    Uncompressed chunks are read and written by HDF5 straight to and from the caller's
+    array when the chunk cache is off, including partial reads of a single image, so large
+    chunks cost random reads nothing. Compressed chunks must be inflated whole, so they
+    are kept small and cached.
+    """
+    if requested:
+        return requested
+    target = COMPRESSED_CHUNK_TARGET_BYTES if compressed else CHUNK_TARGET_BYTES
+    return max(1, target // int(np.prod(image_shape)))
+
+
+class Hdf5Store(ImageStore):
+    """One HDF5 file holding an images dataset, a labels dataset and, for mixed sizes, shapes."""
+
+    info = BackendInfo(
+        name="hdf5",
+        label="HDF5",
+        description="One HDF5 file with an (N,H,W,C) uint8 dataset: fastest bulk reads and writes, one file to copy.",
+        lossless=True,
+        random_access=True,
+        variable_shapes=True,
+        appendable=True,
+        compressed=False,
+    )
+    default_options = {"compression": None, "compression_opts": None, "chunk_images": 0, "layout": "auto"}
+
+    def _check_options(self, options: dict) -> None:
+        super()._check_options(options)
+        if options.get("compression") not in COMPRESSIONS:
+            raise ModeError(f"compression {options['compression']!r} is not one of None, 'gzip', 'lzf'")
+        if options.get("layout", "auto") not in LAYOUTS:
+            raise ModeError(f"layout {options['layout']!r} is not one of {', '.join(LAYOUTS)}")
+
+    # -- file handle -----------------------------------------------------------------
+
+    def _create(self) -> None:
+        self._open()
+        self._file.attrs["compression"] = str(self.options["compression"])
+        self._file.attrs["layout"] = "pending" if self.options["layout"] == "auto" else self.options["layout"]
+
+    def _open(self) -> None:
+        self._inherited = getattr(self, "_file", None)  # a forked child must not close the parent's handle
+        file_mode = {"r": "r", "w": "w", "a": "r+"}[self.mode]
+        if self.mode == "w" and (self.path / FILE_NAME).exists():
+            file_mode = "r+"
+        cache_bytes = COMPRESSED_CACHE_BYTES if self.options["compression"] else 0
+        try:
+            self._file = h5py.File(self.path / FILE_NAME, file_mode, rdcc_nbytes=cache_bytes, rdcc_nslots=10007)
+        except FileNotFoundError:
+            raise CorruptDataError(f"{self.path / FILE_NAME} is missing; write the store again with mode 'w'") from None
+        except OSError as error:
+            raise CorruptDataError(
+                f"{self.path / FILE_NAME} is not a readable HDF5 file ({error}); write the store again with mode 'w'"
+            ) from None
+
+        self._read_cache: dict[str, np.ndarray | h5py.Dataset] = {}
+
+    def _close(self) -> None:
+        self._file.close()
+
+    def _cached(self, name: str):
+        """Dataset handles (and, read-only, the labels array): lookups by name cost ~20 us each."""
+        if name not in self._read_cache:
+            dataset = self._file[name]
+            self._read_cache[name] = dataset[()] if name != "images" and self.mode == "r" else dataset
+        return self._read_cache[name]
+
+    @property
+    def layout(self) -> str:
+        return str(self._file.attrs.get("layout", "pending"))
+
+    # -- writing ---------------------------------------------------------------------
+
+    def _begin_write(self, first_id: int, batch: ImageBatch) -> None:
+        if self.layout == "pending":
+            self._make_datasets(batch)
+        elif self.layout == "uniform" and batch.uniform_shape != tuple(self._file["images"].shape[1:]):
+            raise ImageShapeError(
+                f"this HDF5 store holds {tuple(self._file['images'].shape[1:])} images and got "
+                f"{'mixed sizes' if not batch.is_uniform else batch.uniform_shape}; "
+                "create the store with layout='variable' to mix sizes"
+            )
+        super()._begin_write(first_id, batch)
+        new_size = first_id + len(batch)
+        for name in self._datasets():
+            self._file[name].resize(new_size, axis=0)
+
+    def _make_datasets(self, batch: ImageBatch) -> None:
+        options = {"compression": self.options["compression"], "compression_opts": self.options["compression_opts"]}
+        layout = self.options["layout"]
+        if layout == "auto":
+            layout = "uniform" if batch.is_uniform else "variable"
+        if layout == "uniform":
+            if not batch.is_uniform:
+                raise ImageShapeError("layout='uniform' needs images of one size; use layout='variable' to mix sizes")
+            shape = batch.uniform_shape
+            rows = chunk_rows(shape, self.options["chunk_images"], bool(self.options["compression"]))
+            self._file.create_dataset("images", (0, *shape), np.uint8, maxshape=(None, *shape), chunks=(rows, *shape), **options)
+        else:
+            rows = self.options["chunk_images"] or 64
+            self._file.create_dataset("images", (0,), h5py.vlen_dtype(np.uint8), maxshape=(None,), chunks=(rows,), **options)
+            self._file.create_dataset("shapes", (0, 3), np.int32, maxshape=(None, 3), chunks=(4096, 3))
+        self._file.create_dataset("labels", (0,), np.int64, maxshape=(None,), chunks=(4096,))
+        self._file.attrs["layout"] = layout
+        self._read_cache.clear()
+
+    def _chunk_length(self, batch: ImageBatch) -> int:
+        """Stream whole dataset chunks, so HDF5 writes them without reading them back first."""
+        step = super()._chunk_length(batch)
+        if self.layout != "uniform":
+            return step
+        rows = self._file["images"].chunks[0]
+        return max(rows, step // rows * rows)
+
+    def _datasets(self) -> list[str]:
+        return ["images", "labels"] + (["shapes"] if self.layout == "variable" else [])
+
+    def _write_chunk(self, images, labels: np.ndarray, first_id: int) -> None:
+        stop = first_id + len(labels)
+        self._file["labels"][first_id:stop] = labels
+        if self.layout == "uniform":
+            self._file["images"][first_id:stop] = images
+            return
+        flat = np.empty(len(labels), dtype=object)
+        shapes = np.zeros((len(labels), 3), dtype=np.int32)
+        for index, image in enumerate(images):
+            flat[index] = image.reshape(-1)
+            shapes[index, : image.ndim] = image.shape
+        self._file["images"][first_id:stop] = flat
+        self._file["shapes"][first_id:stop] = shapes
+
+    def _commit(self, count: int) -> None:
+        self._file.flush()
+
+    def _commit_one(self, count: int) -> None:
+        """One image at a time: no flush per image; close() or flush() makes them durable."""
+
+    def _rollback(self, count: int) -> None:
+        if self.layout == "pending":
+            return
+        for name in self._datasets():
+            if self._file[name].shape[0] > count:
+                self._file[name].resize(count, axis=0)
+        if count == 0 and self.options["layout"] == "auto":
+            for name in self._datasets():
+                del self._file[name]
+            self._file.attrs["layout"] = "pending"
+            self._read_cache.clear()
+        self._file.flush()
+
+    # -- reading ---------------------------------------------------------------------
+
+    def _image_shape(self, image_id: int) -> Shape:
+        height, width, channels = self._cached("shapes")[image_id].tolist()
+        return (height, width) if channels == 0 else (height, width, channels)
+
+    def _read_one(self, image_id: int) -> tuple[np.ndarray, int]:
+        label = int(self._cached("labels")[image_id])
+        image = self._cached("images")[image_id]
+        if self.layout == "uniform":
+            return image, label
+        return image.reshape(self._image_shape(image_id)), label
+
+    def _read_many(self, ids: np.ndarray, out: np.ndarray | None):
+        if self.layout == "variable":
+            return super()._read_many(ids, out)
+        images = self._cached("images")
+        labels_dataset = self._cached("labels")
+        if out is None:
+            out = np.empty((len(ids), *images.shape[1:]), dtype=np.uint8)
+        if len(ids) and ids[-1] - ids[0] == len(ids) - 1 and np.all(np.diff(ids) == 1):
+            start, stop = int(ids[0]), int(ids[-1]) + 1
+            images.read_direct(out, np.s_[start:stop])
+            return out, labels_dataset[start:stop]
+        for index, image_id in enumerate(ids.tolist()):
+            images.read_direct(out, np.s_[image_id], np.s_[index])
+        return out, self._labels_for(ids)
+
+    def _labels_for(self, ids: np.ndarray) -> np.ndarray:
+        """Labels of arbitrary ids (h5py point selections must be increasing and unique)."""
+        labels = self._cached("labels")
+        if isinstance(labels, np.ndarray) or len(ids) > 256:
+            return labels[()][ids]
+        unique_ids, positions = np.unique(ids, return_inverse=True)
+        return labels[unique_ids][positions]
+

@@ -1,0 +1,219 @@
+"""LMDB: a memory-mapped key-value store, one record per image.
+
+Keys are zero-padded ids (so key order is id order and appends use LMDB's fast append
+path). Each value is a 21-byte header (label, height, width, channels) followed by the raw
+pixels: no pickle, which is slow and would run code from whoever made the store.
+
+LMDB's ``map_size`` is an address-space reservation, not disk use; the map starts small
+and grows before a batch that would not fit (and again on ``MapFullError``), so a store
+never fails for being full. Readers open read-only without locks. Environments do not
+survive ``fork``: a child process reopens its own on first use.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import lmdb
+import numpy as np
+
+from .base import BackendInfo, ImageStore, stack_if_uniform
+from .batch import ImageBatch, Shape
+from .errors import CorruptDataError, StoreNotWritableError
+
+HEADER = struct.Struct("<qIIB")  # label, height, width, channels (0 for a 2-D image)
+KEY_DIGITS = 10
+INITIAL_MAP_BYTES = 16 * 2**20
+PAGE_BYTES = 4096
+
+
+def image_key(image_id: int) -> bytes:
+    return b"%010d" % image_id
+
+
+def encode_record(image: np.ndarray, label: int) -> bytes:
+    channels = image.shape[2] if image.ndim == 3 else 0
+    return HEADER.pack(label, image.shape[0], image.shape[1], channels) + image.tobytes()
+
+
+def decode_record(value: bytes | memoryview) -> tuple[np.ndarray, int]:
+    if len(value) < HEADER.size:
+        raise CorruptDataError(f"an LMDB record of {len(value)} bytes is too short to hold an image; the store is damaged")
+    label, height, width, channels = HEADER.unpack_from(value)
+    shape = (height, width) if channels == 0 else (height, width, channels)
+    pixels = np.frombuffer(value, dtype=np.uint8, offset=HEADER.size)
+    if pixels.size != np.prod(shape):
+        raise CorruptDataError(f"an LMDB record holds {pixels.size} pixel bytes for shape {shape}; the store is damaged")
+    return pixels.reshape(shape).copy(), label
+
+
+def record_pages(image_bytes: int) -> int:
+    """Bytes LMDB uses for one record of ``image_bytes`` pixels (overflow pages, rounded up)."""
+    payload = image_bytes + HEADER.size + KEY_DIGITS + 16
+    return -(-payload // PAGE_BYTES) * PAGE_BYTES if payload > PAGE_BYTES // 2 else payload * 2
+
+
+class LmdbStore(ImageStore):
+    """One LMDB record per image: a binary header plus raw pixels."""
+
+    info = BackendInfo(
+        name="lmdb",
+        label="LMDB",
+        description="Memory-mapped key-value store, one record per image: fast random reads, one transaction per batch.",
+        lossless=True,
+        random_access=True,
+        variable_shapes=True,
+        appendable=True,
+        compressed=False,
+    )
+    default_options = {"readahead": False}
+
+    # -- environment -----------------------------------------------------------------
+
+    def _create(self) -> None:
+        self._open()
+
+    def _open(self) -> None:
+        self._inherited = getattr(self, "_env", None)  # never closed in a forked child
+        self._txn = None
+        options = {"subdir": True, "readahead": bool(self.options["readahead"]), "max_dbs": 0}
+        try:
+            if self.mode == "r":
+                self._env = lmdb.open(str(self.path), readonly=True, lock=False, **options)
+            else:
+                self._env = lmdb.open(str(self.path), map_size=INITIAL_MAP_BYTES, map_async=False, **options)
+        except lmdb.Error as error:
+            raise CorruptDataError(f"cannot open the LMDB environment at {self.path}: {error}") from None
+
+    def _close(self) -> None:
+        if self._txn is not None:
+            self._txn.abort()
+            self._txn = None
+        self._env.close()
+
+    def _grow_map_for(self, extra_bytes: int) -> None:
+        """Grow the map so ``extra_bytes`` more fit, doubling to keep growth rare."""
+        info, stat = self._env.info(), self._env.stat()
+        used = (info["last_pgno"] + 1) * stat["psize"]
+        needed = used + int(extra_bytes * 1.25) + 4 * 2**20
+        if needed > info["map_size"]:
+            self._env.set_mapsize(max(needed, 2 * info["map_size"]))
+
+    # -- writing ---------------------------------------------------------------------
+
+    def _begin_write(self, first_id: int, batch: ImageBatch) -> None:
+        super()._begin_write(first_id, batch)
+        if batch.is_uniform:
+            estimate = len(batch) * record_pages(int(np.prod(batch.uniform_shape)))
+        else:
+            estimate = sum(record_pages(int(np.prod(shape))) for shape in batch.shapes(0, len(batch)))
+        self._grow_map_for(estimate)
+        self._batch, self._batch_first_id = batch, first_id
+        self._txn = self._env.begin(write=True)
+
+    def _write_chunk(self, images, labels: np.ndarray, first_id: int) -> None:
+        try:
+            self._put_records(images, labels, first_id)
+        except lmdb.MapFullError:
+            self._redo_batch_in_bigger_map(first_id + len(labels))
+        except lmdb.Error as error:
+            raise StoreNotWritableError(f"LMDB write to {self.path} failed: {error}") from None
+
+    def _put_records(self, images, labels: np.ndarray, first_id: int) -> None:
+        records = (
+            (image_key(first_id + offset), encode_record(image, label))
+            for offset, (image, label) in enumerate(zip(images, labels.tolist()))
+        )
+        self._txn.cursor().putmulti(records, append=True)
+
+    def _redo_batch_in_bigger_map(self, stop_id: int) -> None:
+        """The estimate was short: abort, double the map, and write the batch so far again."""
+        self._txn.abort()
+        info = self._env.info()
+        self._env.set_mapsize(info["map_size"] * 2)
+        self._txn = self._env.begin(write=True)
+        start = self._batch_first_id
+        try:
+            for chunk_start in range(start, stop_id, self.chunk_images):
+                chunk_stop = min(chunk_start + self.chunk_images, stop_id)
+                begin, end = chunk_start - start, chunk_stop - start
+                self._put_records(self._batch.chunk(begin, end), self._batch.labels[begin:end], chunk_start)
+        except lmdb.MapFullError:
+            self._redo_batch_in_bigger_map(stop_id)
+
+    def _commit(self, count: int) -> None:
+        if self._txn is not None:
+            self._txn.commit()
+            self._txn = None
+            self._batch = None
+
+    def _rollback(self, count: int) -> None:
+        if self._txn is not None:
+            self._txn.abort()
+            self._txn = None
+        self._batch = None
+        with self._env.begin(write=True) as txn:
+            cursor = txn.cursor()
+            if cursor.set_range(image_key(count)):
+                while cursor.delete():
+                    pass
+
+    # -- reading ---------------------------------------------------------------------
+
+    def _read_one(self, image_id: int) -> tuple[np.ndarray, int]:
+        with self._env.begin(buffers=True) as txn:
+            value = txn.get(image_key(image_id))
+            if value is None:
+                raise CorruptDataError(f"image {image_id} is missing from the LMDB store at {self.path}")
+            return decode_record(value)
+
+    def _read_many(self, ids: np.ndarray, out: np.ndarray | None):
+        uniform: Shape | None = self.uniform_shape
+        labels = np.empty(len(ids), dtype=np.int64)
+        if uniform is not None and out is None:
+            out = np.empty((len(ids), *uniform), dtype=np.uint8)
+        with self._env.begin(buffers=True) as txn:
+            values = self._values_in_order(txn, ids)
+            if uniform is not None:
+                self._fill_uniform(values, out, labels, uniform)
+                return out, labels
+            images = []
+            for index, value in enumerate(values):
+                image, labels[index] = decode_record(value)
+                images.append(image)
+        return stack_if_uniform(images, out, uniform), labels
+
+    def _values_in_order(self, txn: lmdb.Transaction, ids: np.ndarray):
+        """Record buffers for ``ids``: a cursor scan for a run of ids, lookups otherwise."""
+        if len(ids) > 1 and ids[-1] - ids[0] == len(ids) - 1 and np.all(np.diff(ids) == 1):
+            cursor = txn.cursor()
+            if not cursor.set_key(image_key(int(ids[0]))):
+                raise CorruptDataError(f"image {int(ids[0])} is missing from the LMDB store at {self.path}")
+            for _, value in zip(range(len(ids)), cursor.iternext(keys=False, values=True)):
+                yield value
+            return
+        get = txn.get
+        for image_id in ids.tolist():
+            value = get(image_key(image_id))
+            if value is None:
+                raise CorruptDataError(f"image {image_id} is missing from the LMDB store at {self.path}")
+            yield value
+
+    @staticmethod
+    def _fill_uniform(values, out: np.ndarray, labels: np.ndarray, shape: Shape) -> None:
+        """Copy each record's pixels straight into ``out``: one copy, no temporary arrays."""
+        image_bytes = int(np.prod(shape))
+        record_bytes = HEADER.size + image_bytes
+        destination = memoryview(out.reshape(-1))
+        label_bytes = []
+        keep_label = label_bytes.append
+        position = 0
+        for value in values:
+            if len(value) != record_bytes:
+                raise CorruptDataError(f"an LMDB record has {len(value)} bytes, expected {record_bytes}; the store is damaged")
+            destination[position : position + image_bytes] = value[HEADER.size :]
+            keep_label(value[:8].tobytes())
+            position += image_bytes
+        if len(label_bytes) != len(out):
+            raise CorruptDataError("the LMDB store holds fewer records than its manifest says; write it again")
+        labels[:] = np.frombuffer(b"".join(label_bytes), dtype="<i8")

@@ -1,0 +1,63 @@
+"""A pool of worker processes for CPU-bound per-image work (PNG/JPEG encoding and decoding).
+
+Threads do not help here: Pillow holds the GIL for most of a small image's encode or
+decode, so threads ran slower than a plain loop on the development machine. Worker
+processes do scale. They are started with ``fork`` (not ``spawn``/``forkserver``, which
+would re-import the caller's ``__main__`` and break scripts and Streamlit pages), once per
+process, and reused; a child process that inherits the pool makes its own.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, wait
+from typing import Any
+
+_pool: ProcessPoolExecutor | None = None
+_pool_pid: int | None = None
+
+
+def worker_count() -> int:
+    """Workers to use: one per core this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def process_pool() -> ProcessPoolExecutor | None:
+    """The shared pool, or None on a single core (where a loop in-process is fastest)."""
+    global _pool, _pool_pid
+    if worker_count() < 2:
+        return None
+    if _pool is None or _pool_pid != os.getpid() or getattr(_pool, "_broken", False):
+        _pool = ProcessPoolExecutor(worker_count(), mp_context=multiprocessing.get_context("fork"))
+        _pool_pid = os.getpid()
+    return _pool
+
+
+def split_ranges(total: int, parts: int, minimum: int) -> list[tuple[int, int]]:
+    """Split ``range(total)`` into about ``parts`` contiguous pieces of at least ``minimum``."""
+    size = max(minimum, -(-total // max(1, parts)))
+    return [(start, min(start + size, total)) for start in range(0, total, size)]
+
+
+def run_tasks(function: Callable[..., Any], argument_tuples: Sequence[tuple]) -> list[Any]:
+    """Run ``function(*arguments)`` for each tuple on the pool, results in order.
+
+    If anything fails or the caller is interrupted, queued tasks are cancelled and running
+    ones are waited for, so no worker is still writing files when the caller cleans up.
+    """
+    pool = process_pool()
+    if pool is None or len(argument_tuples) < 2:
+        return [function(*arguments) for arguments in argument_tuples]
+    futures: list[Future] = [pool.submit(function, *arguments) for arguments in argument_tuples]
+    try:
+        return [future.result() for future in futures]
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        wait(futures)
+        raise
