@@ -585,6 +585,22 @@ def _make_run_dir(work_dir: str) -> tuple[str, Path]:
             continue
 
 
+def remove_leftover_folders(work_dir: str, db: Any) -> list[str]:
+    """Remove folders that runs killed midway left in ``work_dir`` (they are marked interrupted)."""
+    removed = []
+    folder = Path(work_dir)
+    if db is None or not folder.is_dir():
+        return removed
+    for child in folder.iterdir():
+        if not child.is_dir():
+            continue
+        record = db.get_run(child.name)
+        if record is not None and record.status == "interrupted" and not record.parameters.get("keep"):
+            shutil.rmtree(child, ignore_errors=True)
+            removed.append(child.name)
+    return removed
+
+
 def _failure_summary(measurements: list[Measurement]) -> str | None:
     failed = [m for m in measurements if m.error or not m.verified]
     if not failed:
@@ -631,6 +647,7 @@ def run_experiment(
     estimate = estimate_experiment(experiment, db, raw_image_bytes=_mean_image_bytes(source.images))
     if not estimate.fits:
         raise DiskSpaceError(estimate.message)
+    remove_leftover_folders(experiment.work_dir, db)
     run_id, run_dir = _make_run_dir(experiment.work_dir)
     environment = capture_environment(experiment.work_dir)
     plan = steps(experiment)

@@ -1,0 +1,156 @@
+"""Tables of measurements for a terminal and for Markdown: median, spread, rates, disk use."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from .events import Measurement
+
+MEGABYTE = 1_000_000
+
+
+def format_seconds(seconds: float | None) -> str:
+    """1.23 s, 45.6 ms, 78 µs: three significant digits in a readable unit."""
+    if seconds is None:
+        return "-"
+    if seconds >= 1:
+        return f"{seconds:.3g} s" if seconds < 1000 else f"{seconds:,.0f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.3g} ms"
+    return f"{seconds * 1e6:.3g} µs"
+
+
+def format_rate(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+def format_megabytes(value: float | None) -> str:
+    if value is None:
+        return "-"
+    megabytes = value / MEGABYTE
+    return f"{megabytes:,.1f}" if megabytes < 100 else f"{megabytes:,.0f}"
+
+
+def spread(measurement: Measurement) -> str:
+    """min–max of the samples (a single sample has no spread)."""
+    if measurement.seconds_min is None or measurement.repeats < 2:
+        return "-"
+    return f"{format_seconds(measurement.seconds_min)}–{format_seconds(measurement.seconds_max)}"
+
+
+def status_of(measurement: Measurement) -> str:
+    if measurement.error and measurement.error.startswith("VERIFICATION FAILED"):
+        return "MISMATCH"
+    if measurement.error:
+        return "ERROR"
+    if not measurement.verified:
+        return "unverified"
+    if measurement.psnr is not None:
+        return f"ok ({measurement.psnr:.1f} dB)"
+    return "ok"
+
+
+def _cache_cell(measurement: Measurement) -> str:
+    if measurement.cache != "cold":
+        return measurement.cache
+    if measurement.evicted is False:
+        return "cold?"  # eviction was not confirmed by the residency check
+    return "cold"
+
+
+HEADERS = (
+    "backend",
+    "images",
+    "operation",
+    "cache",
+    "median",
+    "min–max",
+    "IQR",
+    "per image",
+    "images/s",
+    "MB/s",
+    "disk MB",
+    "files",
+    "B/image",
+    "check",
+)
+
+
+def measurement_rows(measurements: Iterable[Measurement]) -> list[list[str]]:
+    rows = []
+    for m in measurements:
+        rows.append(
+            [
+                m.backend,
+                f"{m.count:,}",
+                m.operation,
+                _cache_cell(m),
+                format_seconds(m.seconds_median),
+                spread(m),
+                format_seconds(m.seconds_iqr) if m.repeats >= 2 else "-",
+                format_seconds(m.seconds_per_image),
+                format_rate(m.images_per_second),
+                format_rate(m.mb_per_second),
+                format_megabytes(m.allocated_bytes),
+                f"{m.files:,}" if m.files is not None else "-",
+                f"{m.bytes_per_image:,.0f}" if m.bytes_per_image is not None else "-",
+                status_of(m),
+            ]
+        )
+    return rows
+
+
+def text_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A plain aligned table: text columns left, numbers right."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
+    numeric = [all(_looks_numeric(row[i]) for row in rows) if rows else False for i in range(len(headers))]
+
+    def line(cells: Sequence[str]) -> str:
+        parts = [str(c).rjust(w) if numeric[i] else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths))]
+        return "  ".join(parts).rstrip()
+
+    out = [line(headers), "  ".join("-" * w for w in widths)]
+    out.extend(line(row) for row in rows)
+    return "\n".join(out)
+
+
+def _looks_numeric(cell: str) -> bool:
+    text = str(cell).replace(",", "").replace(".", "").replace(" ", "")
+    for unit in ("µs", "ms", "s", "–"):
+        text = text.replace(unit, "")
+    return text == "-" or text.isdigit()
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    out.extend("| " + " | ".join(str(cell) for cell in row) + " |" for row in rows)
+    return "\n".join(out)
+
+
+def measurements_table(measurements: Iterable[Measurement], markdown: bool = False) -> str:
+    """Every measurement on one line: median and spread, rates, disk use and the check."""
+    rows = measurement_rows(measurements)
+    return markdown_table(HEADERS, rows) if markdown else text_table(HEADERS, rows)
+
+
+def runs_table(runs: Iterable) -> str:
+    """The run list of ``python -m storage runs``."""
+    rows = []
+    for run in runs:
+        source = run.source.get("kind") or run.parameters.get("source", "")
+        rows.append(
+            [
+                run.id,
+                run.started_at.replace("T", " ").rstrip("Z"),
+                run.status + (" (imported)" if run.imported else ""),
+                ",".join(run.backends),
+                ",".join(str(c) for c in run.counts),
+                str(source),
+                str(run.measurement_count),
+            ]
+        )
+    return text_table(["run id", "started (UTC)", "status", "backends", "counts", "source", "measurements"], rows)

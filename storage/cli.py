@@ -1,0 +1,416 @@
+"""The command line: ``python -m storage bench|runs|export|import|download-cifar10|convert|backends``.
+
+Every error the user can cause (an unknown backend, a bad count, a missing folder, a
+file that is not a results database, ...) ends in one line ``error: ...`` on stderr and
+a non-zero exit code: 2 for bad arguments, 1 for everything else, 130 for Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from . import datasets, registry
+from .errors import StorageError
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class UsageError(Exception):
+    """A bad argument found after parsing (exit code 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit code 2, with no usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"error: {message} (see {self.prog} --help)\n")
+        sys.exit(EXIT_USAGE)
+
+
+# -- argument types ------------------------------------------------------------------
+
+
+def _comma_list(text: str) -> list[str]:
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("give a comma-separated list")
+    return items
+
+
+def backend_list(text: str) -> list[str]:
+    names = _comma_list(text)
+    valid = registry.backends()
+    for name in names:
+        if name not in valid:
+            raise argparse.ArgumentTypeError(
+                f"unknown backend {name!r}; registered backends are: {', '.join(valid) or 'none'}"
+            )
+    return names
+
+
+def count_list(text: str) -> list[int]:
+    counts = []
+    for item in _comma_list(text):
+        try:
+            value = int(item.replace("_", ""))
+        except ValueError:
+            value = 0
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"image count {item!r} is not a positive integer")
+        counts.append(value)
+    return counts
+
+
+def operation_list(text: str) -> list[str]:
+    from .bench.experiment import OPERATIONS
+
+    operations = _comma_list(text)
+    for operation in operations:
+        if operation not in OPERATIONS:
+            raise argparse.ArgumentTypeError(
+                f"unknown operation {operation!r}; operations are: {', '.join(OPERATIONS)}"
+            )
+    return operations
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a non-negative integer")
+    return value
+
+
+def backend_name(text: str) -> str:
+    return backend_list(text)[0] if "," not in text else _raise(f"give one backend, not {text!r}")
+
+
+def _raise(message: str) -> NoReturn:
+    raise argparse.ArgumentTypeError(message)
+
+
+# -- the parser ----------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .bench.experiment import DEFAULT_BACKENDS, DEFAULT_COUNTS, OPERATIONS
+    from .bench.results import DEFAULT_DB_PATH
+
+    parser = _Parser(
+        prog="python -m storage",
+        description="Image Storage Lab: measure how fast and how compactly storage formats keep images.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    database = _Parser(add_help=False)
+    database.add_argument("--db", default=DEFAULT_DB_PATH, help=f"results database (default {DEFAULT_DB_PATH})")
+
+    bench = commands.add_parser(
+        "bench",
+        parents=[database],
+        help="measure backends: write, read, disk use",
+        description="Write and read stores of each backend for each image count; print a table and record the run.",
+    )
+    bench.add_argument(
+        "--backends", type=backend_list, default=list(DEFAULT_BACKENDS), help="comma list (default png,lmdb,hdf5)"
+    )
+    bench.add_argument(
+        "--counts",
+        type=count_list,
+        default=list(DEFAULT_COUNTS),
+        help="comma list of image counts (default " + ",".join(map(str, DEFAULT_COUNTS)) + ")",
+    )
+    bench.add_argument("--repeats", type=positive_int, default=3, help="recorded repeats of each measurement (3)")
+    bench.add_argument(
+        "--ops", type=operation_list, default=list(OPERATIONS), help="comma list of: " + ",".join(OPERATIONS)
+    )
+    bench.add_argument("--cold", action="store_true", help="also measure reads with the page cache evicted")
+    bench.add_argument("--source", default="auto", help="sample, cifar10, auto (default) or a folder")
+    bench.add_argument("--seed", type=non_negative_int, default=0, help="seed of the random ids (0)")
+    bench.add_argument("--json", metavar="FILE", help="write the measurements (with the environment) as JSON")
+    bench.add_argument("--csv", metavar="FILE", help="write the measurements as CSV")
+    bench.add_argument("--keep", action="store_true", help="keep the stores under the work folder")
+    bench.add_argument("--work-dir", default="data/runs", help="where runs write their stores (data/runs)")
+    bench.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    runs = commands.add_parser("runs", parents=[database], help="list recorded runs")
+    runs.add_argument("--limit", type=positive_int, default=None, help="show only the newest runs")
+
+    export = commands.add_parser("export", parents=[database], help="export runs to CSV or JSON")
+    export.add_argument("run_ids", nargs="+", metavar="RUN_ID")
+    export.add_argument("--format", choices=("csv", "json"), default="json")
+    export.add_argument("--output", "-o", metavar="FILE", help="file to write (default: standard output)")
+
+    import_ = commands.add_parser("import", parents=[database], help="import runs from a JSON export")
+    import_.add_argument("file", metavar="FILE")
+
+    download = commands.add_parser("download-cifar10", help="download the full CIFAR-10 (170 MB)")
+    download.add_argument("--root", default=None, help="data folder (default: data/)")
+
+    convert = commands.add_parser(
+        "convert",
+        help="turn CIFAR-10 or an image folder into a store",
+        description="Write every image of SOURCE (sample, cifar10, auto, or a folder) into a new store at DEST.",
+    )
+    convert.add_argument("source", metavar="SOURCE")
+    convert.add_argument("--to", dest="backend", required=True, type=backend_name, metavar="BACKEND")
+    convert.add_argument("dest", metavar="DEST")
+    convert.add_argument("--limit", type=positive_int, default=None, help="write only the first N images")
+
+    commands.add_parser("backends", help="list the registered backends")
+    return parser
+
+
+# -- commands ------------------------------------------------------------------------
+
+
+def _progress_bar(enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=1000, file=sys.stderr, disable=not enabled, bar_format="{l_bar}{bar}| {elapsed}<{remaining}")
+
+
+def _write_output(path: str, text: str) -> None:
+    target = Path(path)
+    if target.parent and not target.parent.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text)
+
+
+def _loud(message: str) -> None:
+    if sys.stderr.isatty():
+        message = f"\033[1;31m{message}\033[0m"
+    sys.stderr.write(message + "\n")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import Experiment, ResultsDB, estimate_experiment, run_experiment
+    from .bench.environment import describe
+    from .bench.events import MeasurementRecorded, Progress, RunStarted
+    from .bench.report import measurements_table
+
+    if args.source not in ("auto", "sample", "cifar10") and not Path(args.source).expanduser().exists():
+        raise UsageError(f"the source folder {args.source} does not exist")
+    experiment = Experiment(
+        backends=args.backends,
+        counts=args.counts,
+        operations=args.ops,
+        caches=["warm", "cold"] if args.cold else ["warm"],
+        repeats=args.repeats,
+        source=args.source,
+        seed=args.seed,
+        keep=args.keep,
+        work_dir=args.work_dir,
+    )
+    with ResultsDB(args.db) as db:
+        estimate = estimate_experiment(experiment, db)
+        print(f"estimate: {estimate.message}", file=sys.stderr)
+        bar = _progress_bar(not args.no_progress)
+        done = {"last": 0}
+
+        def on_event(event) -> None:
+            if isinstance(event, RunStarted):
+                bar.write(f"run {event.run_id}: {describe(event.environment)}", file=sys.stderr)
+            elif isinstance(event, Progress):
+                target = int(event.fraction * 1000)
+                if target > done["last"]:
+                    bar.update(target - done["last"])
+                    done["last"] = target
+                bar.set_description_str(event.message, refresh=False)
+            elif isinstance(event, MeasurementRecorded) and event.measurement.error:
+                bar.write(
+                    f"{event.measurement.backend} {event.measurement.operation}: {event.measurement.error}",
+                    file=sys.stderr,
+                )
+
+        try:
+            summary = run_experiment(experiment, db, on_event)
+        finally:
+            bar.close()
+        if summary.measurements:
+            print(measurements_table(summary.measurements))
+        print(
+            f"\nrun {summary.run_id}: {summary.status} in {summary.wall_seconds:.1f} s, "
+            f"peak memory {summary.peak_rss_bytes / 1e6:,.0f} MB; source: {summary.source_description}"
+        )
+        if args.json:
+            _write_output(args.json, db.export_json([summary.run_id]))
+            print(f"wrote {args.json}")
+        if args.csv:
+            _write_output(args.csv, db.export_csv([summary.run_id]))
+            print(f"wrote {args.csv}")
+    if summary.status == "finished":
+        return 0
+    if summary.error and "VERIFICATION FAILED" in summary.error:
+        _loud(summary.error)
+    else:
+        _loud(f"error: run {summary.status}: {summary.error}")
+    return EXIT_FAILED
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from .bench import ResultsDB
+    from .bench.report import runs_table
+
+    with ResultsDB(args.db) as db:
+        runs = db.list_runs(limit=args.limit)
+    if not runs:
+        print(f"no runs recorded in {args.db} yet; start one with: python -m storage bench --counts 10,1000")
+        return 0
+    print(runs_table(runs))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .bench import ResultsDB
+
+    with ResultsDB(args.db) as db:
+        text = db.export_json(args.run_ids) if args.format == "json" else db.export_csv(args.run_ids)
+    if args.output:
+        _write_output(args.output, text)
+        print(f"wrote {len(args.run_ids)} run(s) to {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from .bench import ResultsDB
+
+    path = Path(args.file)
+    if not path.is_file():
+        raise UsageError(f"no file {args.file}")
+    text = path.read_text()
+    with ResultsDB(args.db) as db:
+        run_ids = db.import_json(text)
+    for run_id in run_ids:
+        print(run_id)
+    print(f"imported {len(run_ids)} run(s) into {args.db}", file=sys.stderr)
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    folder = datasets.download_cifar10(root=args.root, progress=True)
+    print(f"CIFAR-10 is in {folder}")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .bench.verify import verify_store
+
+    source = args.source
+    if source not in ("auto", "sample", "cifar10") and not Path(source).expanduser().exists():
+        raise UsageError(f"the source folder {source} does not exist")
+    data = datasets.load_source(source)
+    images, labels = data.images, data.labels
+    if args.limit is not None and args.limit < len(labels):
+        images, labels = datasets.take(images, labels, args.limit)
+    print(f"{data.description}: writing {len(labels):,} images to {args.dest} ({args.backend})", file=sys.stderr)
+    started = time.perf_counter()
+    with tqdm(total=len(labels), file=sys.stderr, unit="img", unit_scale=True) as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.update(done - bar.n)
+
+        with registry.open_store(args.backend, args.dest, "w") as store:
+            store.write_batch(images, labels, progress=progress)
+    seconds = time.perf_counter() - started
+    with registry.open_store(args.backend, args.dest, "r") as store:
+        count, usage = len(store), store.disk_usage()
+    sample = min(count, 1000)
+    check = verify_store(args.backend, args.dest, images, labels, range(0, count, max(1, count // sample)))
+    print(
+        f"wrote {count:,} images to {args.dest} in {seconds:.1f} s: "
+        f"{usage.allocated_bytes / 1e6:,.1f} MB allocated ({usage.apparent_bytes / 1e6:,.1f} MB apparent), "
+        f"{usage.files:,} files"
+    )
+    if not check.verified:
+        _loud(f"VERIFICATION FAILED: {check.error}")
+        return EXIT_FAILED
+    print(
+        f"read back {check.checked:,} images: they match the source"
+        + (f" (PSNR {check.psnr:.1f} dB)" if check.psnr else "")
+    )
+    return 0
+
+
+def cmd_backends(args: argparse.Namespace) -> int:
+    from .bench.report import text_table
+
+    rows = []
+    for name in registry.backends():
+        info = registry.backend_info(name)
+        rows.append([name, info.label, "lossless" if info.lossless else "lossy", info.description])
+    print(text_table(["name", "label", "fidelity", "description"], rows))
+    return 0
+
+
+COMMANDS = {
+    "bench": cmd_bench,
+    "runs": cmd_runs,
+    "export": cmd_export,
+    "import": cmd_import,
+    "download-cifar10": cmd_download,
+    "convert": cmd_convert,
+    "backends": cmd_backends,
+}
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    sys.stderr.write(f"warning: {message}\n")
+
+
+def _terminate(signum, frame) -> NoReturn:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; return the exit code."""
+    warnings.showwarning = _show_warning
+    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s", stream=sys.stderr)
+    logging.getLogger("storage.datasets").setLevel(logging.ERROR)  # its warnings also come as warnings.warn
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)  # a terminated run cleans up and is marked interrupted
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except UsageError as error:
+        sys.stderr.write(f"error: {error}\n")
+        return EXIT_USAGE
+    except StorageError as error:
+        sys.stderr.write(f"error: {error}\n")
+        return EXIT_FAILED
+    except OSError as error:
+        where = f" ({error.filename})" if getattr(error, "filename", None) else ""
+        sys.stderr.write(f"error: {error.strerror or error}{where}\n")
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        os._exit(EXIT_FAILED)
