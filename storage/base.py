@@ -60,6 +60,8 @@ class BackendInfo:
     appendable: bool = True
     compressed: bool = False
     one_file_per_image: bool = False
+    channels: tuple[int, ...] = (1, 3, 4)
+    """Channel counts the backend stores; 1 covers both (H,W) and (H,W,1) images."""
 
 
 @dataclass(frozen=True)
@@ -366,7 +368,15 @@ class ImageStore(ABC):
         return first_id
 
     def _check_batch_shapes(self, batch: ImageBatch) -> None:
-        """Refuse mixed sizes where the backend (or this store's layout) needs one size."""
+        """Refuse channel counts the format cannot hold, and mixed sizes where it needs one size."""
+        shapes = [batch.uniform_shape] if batch.is_uniform else batch.shapes(0, len(batch))
+        for shape in shapes:
+            channels = shape[2] if len(shape) == 3 else 1
+            if channels not in self.info.channels:
+                raise ImageShapeError(
+                    f"the {self.info.name} backend cannot store images with {channels} channel(s) (shape {shape}); "
+                    f"it stores {', '.join(map(str, self.info.channels))} channel(s): convert the images or choose another backend"
+                )
         if batch.is_uniform and self.uniform_shape in (None, batch.uniform_shape):
             return
         if not self.info.variable_shapes:
