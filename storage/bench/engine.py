@@ -270,7 +270,10 @@ def _measure_write_batch(run: _Run, cell: _Cell) -> Measurement:
             _remove(path)
 
             def on_chunk(done: int, total: int, index: int = index) -> None:
-                run.tick((index + done / total) / runs)
+                paused = time.perf_counter()
+                run.check_cancel()
+                run.progress((index + done / total) / runs)
+                run.paused_seconds += time.perf_counter() - paused
 
             started = run.start_timer()
             with _gc_paused():
@@ -446,8 +449,8 @@ def _measure_read(run: _Run, cell: _Cell, operation: str, cache: str) -> Measure
             seconds, result = timed(run, cell, store, (index, runs))
             if index >= warmup:
                 measurement.samples.append(seconds)
-            if not _apply_verification(measurement, result, f"{operation}, {cache} cache"):
-                break
+            if measurement.error is None:  # a mismatch is reported once, the timing goes on
+                _apply_verification(measurement, result, f"{operation}, {cache} cache")
     except RunCancelled:
         raise
     except Exception as error:

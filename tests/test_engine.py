@@ -1,0 +1,270 @@
+"""The benchmark engine on small counts with the real backends."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from PIL import Image
+
+from storage import datasets, open_store, store_class
+from storage.bench import (
+    Experiment,
+    InvalidExperimentError,
+    MeasurementRecorded,
+    PreviewReady,
+    Progress,
+    ResultsDB,
+    RunFinished,
+    RunStarted,
+    estimate_experiment,
+    run_experiment,
+    verify_store,
+)
+from storage.bench import estimate as estimate_module
+from storage.bench.experiment import steps
+from storage.errors import DiskSpaceError, UnknownBackendError
+
+BACKENDS = ["png", "lmdb", "hdf5"]
+
+
+def experiment(tmp_path: Path, **changes) -> Experiment:
+    values = dict(
+        backends=BACKENDS, counts=[1, 30], repeats=1, source="sample", work_dir=str(tmp_path / "runs"), preview_ids=3
+    )
+    values.update(changes)
+    return Experiment(**values)
+
+
+def collect(events: list):
+    return events.append
+
+
+def test_a_small_run_measures_and_verifies_everything(tmp_path: Path) -> None:
+    events: list = []
+    plan = experiment(tmp_path, caches=["warm", "cold"], repeats=2)
+    with ResultsDB(tmp_path / "results.sqlite") as db:
+        summary = run_experiment(plan, db, collect(events))
+        stored = db.measurements(summary.run_id)
+        run = db.get_run(summary.run_id)
+
+    assert summary.status == "finished", summary.error
+    assert run.status == "finished" and run.environment["cpu_model"]
+    expected = steps(plan)
+    assert [(m.backend, m.count, m.operation, m.cache) for m in summary.measurements] == expected
+    assert [m.to_dict() for m in stored] == [m.to_dict() for m in summary.measurements]
+    for m in summary.measurements:
+        assert m.verified and m.error is None, (m.backend, m.operation, m.error)
+        assert len(m.samples) == m.repeats == 2
+        assert m.seconds_min <= m.seconds_median <= m.seconds_max and m.seconds_iqr >= 0
+        assert m.seconds_per_image > 0 and m.images_per_second > 0 and m.mb_per_second > 0
+        assert m.allocated_bytes > 0 and m.apparent_bytes > 0 and m.files >= 1 and m.bytes_per_image > 0
+        assert m.psnr is None  # all three are lossless
+        if m.cache == "cold":
+            assert m.evicted in (True, False) and m.resident_bytes is not None
+        else:
+            assert m.evicted is None
+    png_files = {m.files for m in summary.measurements if m.backend == "png" and m.count == 30}
+    assert min(png_files) >= 30  # one file per image
+    assert not Path(summary.run_dir).exists()
+
+
+def test_events_let_a_ui_follow_the_run(tmp_path: Path) -> None:
+    events: list = []
+    plan = experiment(tmp_path, operations=["write_batch", "read_all", "read_random", "read_one"])
+    summary = run_experiment(plan, on_event=collect(events))
+    assert isinstance(events[0], RunStarted) and events[0].total_steps == len(steps(plan))
+    assert isinstance(events[-1], RunFinished) and events[-1].status == "finished" and events[-1].error is None
+    assert all(event.run_id == summary.run_id for event in events)
+    recorded = [e for e in events if isinstance(e, MeasurementRecorded)]
+    assert [e.measurement for e in recorded] == summary.measurements
+    fractions = [e.fraction for e in events if isinstance(e, Progress)]
+    assert fractions == sorted(fractions) and 0 <= fractions[0] and fractions[-1] == 1.0
+
+    previews = [e for e in events if isinstance(e, PreviewReady)]
+    assert {(p.backend, p.count) for p in previews} == {(b, c) for b in BACKENDS for c in (1, 30)}
+    for count in (1, 30):
+        same_count = [p for p in previews if p.count == count]
+        assert len({tuple(p.ids) for p in same_count}) == 1  # the same seeded ids from every store
+        assert all(p.verified and p.psnr is None and p.class_names[0] == "airplane" for p in same_count)
+        assert len(same_count[0].ids) == min(3, count)
+    source = datasets.load_source("sample")
+    preview = next(p for p in previews if p.count == 30)
+    for image_id, image, label in zip(preview.ids, preview.images, preview.labels):
+        assert np.array_equal(image, source.images[image_id]) and label == source.labels[image_id]
+
+
+def test_the_same_seed_reads_the_same_ids(tmp_path: Path) -> None:
+    def preview_ids(seed: int) -> list[list[int]]:
+        events: list = []
+        run_experiment(
+            experiment(tmp_path, backends=["hdf5"], counts=[500], seed=seed, operations=["write_batch"]),
+            on_event=collect(events),
+        )
+        return [e.ids for e in events if isinstance(e, PreviewReady)]
+
+    assert preview_ids(7) == preview_ids(7)
+    assert preview_ids(7) != preview_ids(8)
+
+
+def test_keep_leaves_the_stores_and_two_runs_never_share_a_folder(tmp_path: Path) -> None:
+    plan = experiment(tmp_path, backends=["hdf5", "png"], counts=[5], keep=True, operations=["write_batch", "read_all"])
+    first, second = run_experiment(plan), run_experiment(plan)
+    assert first.run_id != second.run_id and first.run_dir != second.run_dir
+    for summary in (first, second):
+        for backend in ("hdf5", "png"):
+            with open_store(backend, Path(summary.run_dir) / backend / "5" / "store") as store:
+                assert len(store) == 5
+
+
+def test_an_image_folder_of_mixed_sizes_is_measured_without_a_buffer(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    for index, (name, size) in enumerate([("cat", (20, 30)), ("cat", (32, 32)), ("dog", (17, 9)), ("dog", (40, 24))]):
+        folder = tmp_path / "images" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(folder / f"{index}.png")
+    plan = experiment(
+        tmp_path, counts=[6], source=str(tmp_path / "images"), operations=["write_batch", "read_all", "read_random"]
+    )
+    summary = run_experiment(plan)
+    assert summary.status == "finished", summary.error
+    assert all(m.verified for m in summary.measurements)
+
+
+def test_a_corrupted_png_store_fails_verification(tmp_path: Path) -> None:
+    images, labels = datasets.take(datasets.load_source("sample").images, np.arange(5085) % 10, 20)
+    path = tmp_path / "png"
+    with open_store("png", path, "w") as store:
+        store.write_batch(images, labels)
+    assert verify_store("png", path, images, labels).verified
+    png_files = sorted(p for p in path.rglob("*.png"))
+    assert len(png_files) == 20
+    victim = png_files[7]
+    data = bytearray(victim.read_bytes())
+    for offset in range(60, 80):  # inside the compressed pixels
+        data[offset] ^= 0xFF
+    victim.write_bytes(bytes(data))
+
+    result = verify_store("png", path, images, labels)
+    assert not result.verified and result.error
+
+
+def test_changed_pixels_in_an_hdf5_store_fail_verification(tmp_path: Path) -> None:
+    images = np.random.default_rng(2).integers(0, 256, (20, 32, 32, 3), dtype=np.uint8)
+    labels = np.arange(20) % 10
+    path = tmp_path / "hdf5"
+    with open_store("hdf5", path, "w") as store:
+        store.write_batch(images, labels)
+    (h5_file,) = [p for p in path.iterdir() if p.suffix in (".h5", ".hdf5")]
+    with h5py.File(h5_file, "r+") as file:
+        file["images"][11, 5, 5, 0] ^= 1
+    result = verify_store("hdf5", path, images, labels)
+    assert not result.verified
+    assert "image 11 differs from the source in 1 of 3,072 pixel values" in result.error
+    sampled = verify_store("hdf5", path, images, labels, ids=[0, 1, 2])
+    assert sampled.verified and sampled.checked == 3
+
+
+def test_a_store_corrupted_during_a_run_fails_it_loudly(tmp_path: Path) -> None:
+    plan = experiment(tmp_path, backends=["hdf5"], counts=[40], operations=["write_batch", "read_all", "read_random"])
+
+    def corrupt(event) -> None:
+        if isinstance(event, PreviewReady):
+            store = Path(plan.work_dir) / event.run_id / "hdf5" / "40" / "store"
+            (h5_file,) = [p for p in store.iterdir() if p.suffix in (".h5", ".hdf5")]
+            with h5py.File(h5_file, "r+") as file:
+                file["images"][3] = 255 - file["images"][3]
+
+    with ResultsDB(tmp_path / "r.sqlite") as db:
+        summary = run_experiment(plan, db, corrupt)
+        run = db.get_run(summary.run_id)
+    assert summary.status == "failed" and run.status == "failed"
+    assert summary.error.startswith("VERIFICATION FAILED")
+    write, read_all, read_random = summary.measurements
+    assert write.verified  # verified right after writing, before the corruption
+    assert not read_all.verified and "VERIFICATION FAILED" in read_all.error and "image 3" in read_all.error
+    assert read_all.seconds_median is not None  # the time is kept, but flagged
+    assert read_random.verified or "image 3" in read_random.error
+
+
+def test_cancelling_stops_within_a_second_and_cleans_up(tmp_path: Path) -> None:
+    cancel = threading.Event()
+    events: list = []
+    cancelled_at: list[float] = []
+
+    def on_event(event) -> None:
+        events.append(event)
+        if isinstance(event, MeasurementRecorded) and not cancel.is_set():
+            cancel.set()  # cancel during the long write_one that follows
+            cancelled_at.append(time.perf_counter())
+
+    plan = experiment(tmp_path, backends=["hdf5", "png"], counts=[3000], operations=["write_batch", "write_one"])
+    with ResultsDB(tmp_path / "r.sqlite") as db:
+        summary = run_experiment(plan, db, on_event, cancel)
+        assert db.get_run(summary.run_id).status == "cancelled"
+        assert len(db.measurements(summary.run_id)) == 1
+    assert time.perf_counter() - cancelled_at[0] < 1.5
+    assert summary.status == "cancelled"
+    assert isinstance(events[-1], RunFinished) and events[-1].status == "cancelled"
+    assert not Path(summary.run_dir).exists()
+
+
+def test_cancelling_inside_write_batch_rolls_back(tmp_path: Path) -> None:
+    cancel = threading.Event()
+
+    def on_event(event) -> None:
+        if isinstance(event, Progress) and "write_batch" in event.message and event.fraction > 0.05:
+            cancel.set()
+
+    count = 3 * store_class("lmdb").chunk_images  # progress comes after each chunk
+    plan = experiment(tmp_path, backends=["lmdb"], counts=[count], operations=["write_batch"], keep=True)
+    summary = run_experiment(plan, None, on_event, cancel)
+    assert summary.status == "cancelled" and summary.measurements == []
+    store = Path(summary.run_dir) / "lmdb" / str(count) / "store"
+    with open_store("lmdb", store) as rolled_back:
+        assert len(rolled_back) == 0
+
+
+@pytest.mark.parametrize(
+    "changes, error",
+    [
+        ({"backends": ["png", "nope"]}, UnknownBackendError),
+        ({"counts": [10, 0]}, InvalidExperimentError),
+        ({"counts": [-5]}, InvalidExperimentError),
+        ({"operations": ["read_everything"]}, InvalidExperimentError),
+        ({"caches": ["lukewarm"]}, InvalidExperimentError),
+        ({"repeats": 0}, InvalidExperimentError),
+        ({"backends": []}, InvalidExperimentError),
+    ],
+)
+def test_bad_experiments_are_refused_before_anything_runs(tmp_path: Path, changes: dict, error: type) -> None:
+    with ResultsDB(tmp_path / "r.sqlite") as db, pytest.raises(error):
+        run_experiment(experiment(tmp_path, **changes), db)
+        assert db.list_runs() == []
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_run_that_does_not_fit_on_disk_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    class Tiny:
+        free = 10_000_000
+        total = used = 0
+
+    monkeypatch.setattr(estimate_module.shutil, "disk_usage", lambda path: Tiny())
+    with pytest.raises(DiskSpaceError, match="only 10 MB are free"):
+        run_experiment(experiment(tmp_path, counts=[100_000]))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_estimate_covers_every_step_and_learns_from_history(tmp_path: Path) -> None:
+    plan = experiment(tmp_path, counts=[10, 1000])
+    first = estimate_experiment(plan)
+    assert first.fits and first.seconds > 0 and first.disk_bytes > 1000 * 3072 and first.free_bytes > 0
+    assert len(first.step_seconds) == len(steps(plan)) and "MB of disk" in first.message
+    with ResultsDB(tmp_path / "r.sqlite") as db:
+        run_experiment(experiment(tmp_path, counts=[1000], backends=["png"], operations=["write_batch"]), db)
+        refined = estimate_experiment(plan, db)
+    assert refined.seconds != first.seconds
