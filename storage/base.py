@@ -129,6 +129,22 @@ def read_manifest(path: Path) -> dict[str, Any]:
 
 def _prepare_empty_folder(path: Path) -> None:
     """Make ``path`` an empty folder, removing an old store but never other files."""
+    try:
+        _clear_old_store(path)
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as error:
+        if isinstance(error, FileExistsError):
+            raise
+        raise StoreNotWritableError(
+            f"cannot write to {path} ({error.strerror or error}); "
+            "choose a folder you can write to, or fix its permissions"
+        ) from None
+
+
+def _clear_old_store(path: Path) -> None:
     if path.exists() and not path.is_dir():
         raise StoreExistsError(f"{path} is a file; a store is a folder: choose another path")
     if path.is_dir() and any(path.iterdir()):
@@ -137,20 +153,7 @@ def _prepare_empty_folder(path: Path) -> None:
                 f"{path} holds files that are not an image store; "
                 "choose a new or empty folder so nothing of yours is deleted"
             )
-        try:
-            shutil.rmtree(path)
-        except OSError as error:
-            raise StoreNotWritableError(f"cannot replace the store at {path}: {error}") from None
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write-test-{os.getpid()}"
-        probe.touch()
-        probe.unlink()
-    except OSError as error:
-        raise StoreNotWritableError(
-            f"cannot write to {path} ({error.strerror or error}); "
-            "choose a folder you can write to, or fix its permissions"
-        ) from None
+        shutil.rmtree(path)
 
 
 class ImageStore(ABC):
@@ -191,7 +194,9 @@ class ImageStore(ABC):
         unknown = sorted(set(options) - set(self.default_options))
         if unknown:
             known = ", ".join(sorted(self.default_options)) or "none"
-            raise ModeError(f"unknown option(s) {', '.join(unknown)} for the {self.info.name} backend; it takes: {known}")
+            raise ModeError(
+                f"unknown option(s) {', '.join(unknown)} for the {self.info.name} backend; it takes: {known}"
+            )
 
     def _start_new_store(self, options: dict[str, Any]) -> None:
         _prepare_empty_folder(self.path)
@@ -300,9 +305,7 @@ class ImageStore(ABC):
                 f"the store at {self.path} was opened read-only; open it with mode 'a' to add images"
             )
 
-    def write_batch(
-        self, images: object, labels: object, progress: ProgressCallback | None = None
-    ) -> np.ndarray:
+    def write_batch(self, images: object, labels: object, progress: ProgressCallback | None = None) -> np.ndarray:
         """Write many images in one all-or-nothing step and return their ids.
 
         The batch streams to the backend in chunks of ``chunk_images``, so memory beyond the
@@ -418,7 +421,9 @@ class ImageStore(ABC):
         self._ensure_process()
         id_array = np.asarray(ids if not isinstance(ids, range) else np.arange(ids.start, ids.stop, ids.step))
         if id_array.ndim != 1 or (id_array.size and id_array.dtype.kind not in "iu"):
-            raise ImageIndexError(f"ids must be a flat sequence of integers, got {id_array.dtype} of shape {id_array.shape}")
+            raise ImageIndexError(
+                f"ids must be a flat sequence of integers, got {id_array.dtype} of shape {id_array.shape}"
+            )
         id_array = id_array.astype(np.int64, copy=False)
         if id_array.size and (id_array.min() < 0 or id_array.max() >= self._count):
             bad = id_array[(id_array < 0) | (id_array >= self._count)][0]

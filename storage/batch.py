@@ -16,8 +16,7 @@ from .errors import EmptyBatchError, ImageShapeError, ImageTypeError, LabelError
 
 ALLOWED_CHANNELS = (1, 3, 4)
 IMAGE_SHAPE_HINT = (
-    "pass an array (N,H,W) or (N,H,W,C) of uint8 with C = 1, 3 or 4, "
-    "or a sequence of (H,W) / (H,W,C) uint8 arrays"
+    "pass an array (N,H,W) or (N,H,W,C) of uint8 with C = 1, 3 or 4, or a sequence of (H,W) / (H,W,C) uint8 arrays"
 )
 Shape = tuple[int, ...]
 
@@ -26,20 +25,17 @@ def check_image(image: object, where: str = "image") -> np.ndarray:
     """Return ``image`` if it is one valid uint8 image of shape (H,W) or (H,W,C)."""
     if not isinstance(image, np.ndarray):
         raise ImageTypeError(
-            f"{where} is a {type(image).__name__}, not a NumPy array; "
-            "convert it with numpy.asarray(image)"
+            f"{where} is a {type(image).__name__}, not a NumPy array; convert it with numpy.asarray(image)"
         )
     if image.dtype != np.uint8:
         raise ImageTypeError(
-            f"{where} has dtype {image.dtype}; images must be uint8 "
-            "(scale to 0..255 and use .astype(numpy.uint8))"
+            f"{where} has dtype {image.dtype}; images must be uint8 (scale to 0..255 and use .astype(numpy.uint8))"
         )
     if image.ndim not in (2, 3):
         raise ImageShapeError(f"{where} has shape {image.shape}; {IMAGE_SHAPE_HINT}")
     if image.ndim == 3 and image.shape[2] not in ALLOWED_CHANNELS:
         raise ImageShapeError(
-            f"{where} has {image.shape[2]} channels (shape {image.shape}); "
-            "use 1 (gray), 3 (RGB) or 4 (RGBA)"
+            f"{where} has {image.shape[2]} channels (shape {image.shape}); use 1 (gray), 3 (RGB) or 4 (RGBA)"
         )
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise ImageShapeError(f"{where} has shape {image.shape}; images must be at least 1x1")
@@ -133,8 +129,7 @@ def make_batch(images: object, labels: object) -> ImageBatch:
 def _batch_from_array(images: np.ndarray, labels: object) -> ImageBatch:
     if images.dtype != np.uint8:
         raise ImageTypeError(
-            f"images have dtype {images.dtype}; images must be uint8 "
-            "(scale to 0..255 and use .astype(numpy.uint8))"
+            f"images have dtype {images.dtype}; images must be uint8 (scale to 0..255 and use .astype(numpy.uint8))"
         )
     if images.ndim not in (3, 4):
         raise ImageShapeError(f"images have shape {images.shape}; {IMAGE_SHAPE_HINT}")

@@ -72,9 +72,10 @@ class Hdf5Store(ImageStore):
 
     def _open(self) -> None:
         self._inherited = getattr(self, "_file", None)  # a forked child must not close the parent's handle
-        file_mode = {"r": "r", "w": "w", "a": "r+"}[self.mode]
-        if self.mode == "w" and (self.path / FILE_NAME).exists():
-            file_mode = "r+"
+        if self.mode == "r":
+            file_mode = "r"
+        else:
+            file_mode = "r+" if (self.path / FILE_NAME).exists() else "w-"
         cache_bytes = COMPRESSED_CACHE_BYTES if self.options["compression"] else 0
         try:
             self._file = h5py.File(self.path / FILE_NAME, file_mode, rdcc_nbytes=cache_bytes, rdcc_nslots=10007)
@@ -127,10 +128,14 @@ class Hdf5Store(ImageStore):
                 raise ImageShapeError("layout='uniform' needs images of one size; use layout='variable' to mix sizes")
             shape = batch.uniform_shape
             rows = chunk_rows(shape, self.options["chunk_images"], bool(self.options["compression"]))
-            self._file.create_dataset("images", (0, *shape), np.uint8, maxshape=(None, *shape), chunks=(rows, *shape), **options)
+            self._file.create_dataset(
+                "images", (0, *shape), np.uint8, maxshape=(None, *shape), chunks=(rows, *shape), **options
+            )
         else:
             rows = self.options["chunk_images"] or 64
-            self._file.create_dataset("images", (0,), h5py.vlen_dtype(np.uint8), maxshape=(None,), chunks=(rows,), **options)
+            self._file.create_dataset(
+                "images", (0,), h5py.vlen_dtype(np.uint8), maxshape=(None,), chunks=(rows,), **options
+            )
             self._file.create_dataset("shapes", (0, 3), np.int32, maxshape=(None, 3), chunks=(4096, 3))
         self._file.create_dataset("labels", (0,), np.int64, maxshape=(None,), chunks=(4096,))
         self._file.attrs["layout"] = layout
@@ -215,4 +220,3 @@ class Hdf5Store(ImageStore):
             return labels[()][ids]
         unique_ids, positions = np.unique(ids, return_inverse=True)
         return labels[unique_ids][positions]
-

@@ -12,7 +12,9 @@ survive ``fork``: a child process reopens its own on first use.
 
 from __future__ import annotations
 
+import os
 import struct
+from pathlib import Path
 
 import lmdb
 import numpy as np
@@ -27,6 +29,44 @@ INITIAL_MAP_BYTES = 16 * 2**20
 PAGE_BYTES = 4096
 
 
+_readers: dict[str, list] = {}
+_readers_pid = os.getpid()
+
+
+def acquire_reader(path: Path, readahead: bool) -> lmdb.Environment:
+    """A read-only environment for ``path``, shared by every store of this process.
+
+    LMDB allows one open environment per file per process (its locks belong to the
+    process), so two read-only stores on one path share a handle. Handles inherited
+    through ``fork`` are closed in the child (which only unmaps the child's copy) and
+    reopened.
+    """
+    global _readers_pid
+    if _readers_pid != os.getpid():
+        for environment, _ in _readers.values():
+            environment.close()
+        _readers.clear()
+        _readers_pid = os.getpid()
+    key = os.path.realpath(path)
+    if key not in _readers:
+        environment = lmdb.open(str(path), readonly=True, lock=False, readahead=readahead, subdir=True, max_dbs=0)
+        _readers[key] = [environment, 0]
+    _readers[key][1] += 1
+    return _readers[key][0]
+
+
+def release_reader(path: Path) -> None:
+    """Drop one user of a shared read-only environment; close it with the last one."""
+    key = os.path.realpath(path)
+    entry = _readers.get(key)
+    if entry is None or _readers_pid != os.getpid():
+        return
+    entry[1] -= 1
+    if entry[1] <= 0:
+        entry[0].close()
+        del _readers[key]
+
+
 def image_key(image_id: int) -> bytes:
     return b"%010d" % image_id
 
@@ -38,12 +78,16 @@ def encode_record(image: np.ndarray, label: int) -> bytes:
 
 def decode_record(value: bytes | memoryview) -> tuple[np.ndarray, int]:
     if len(value) < HEADER.size:
-        raise CorruptDataError(f"an LMDB record of {len(value)} bytes is too short to hold an image; the store is damaged")
+        raise CorruptDataError(
+            f"an LMDB record of {len(value)} bytes is too short to hold an image; the store is damaged"
+        )
     label, height, width, channels = HEADER.unpack_from(value)
     shape = (height, width) if channels == 0 else (height, width, channels)
     pixels = np.frombuffer(value, dtype=np.uint8, offset=HEADER.size)
     if pixels.size != np.prod(shape):
-        raise CorruptDataError(f"an LMDB record holds {pixels.size} pixel bytes for shape {shape}; the store is damaged")
+        raise CorruptDataError(
+            f"an LMDB record holds {pixels.size} pixel bytes for shape {shape}; the store is damaged"
+        )
     return pixels.reshape(shape).copy(), label
 
 
@@ -74,22 +118,31 @@ class LmdbStore(ImageStore):
         self._open()
 
     def _open(self) -> None:
-        self._inherited = getattr(self, "_env", None)  # never closed in a forked child
+        inherited = getattr(self, "_env", None)
+        if inherited is not None and self.mode != "r":
+            inherited.close()  # in a forked child: unmaps only the child's copy
         self._txn = None
-        options = {"subdir": True, "readahead": bool(self.options["readahead"]), "max_dbs": 0}
         try:
             if self.mode == "r":
-                self._env = lmdb.open(str(self.path), readonly=True, lock=False, **options)
+                self._env = acquire_reader(self.path, bool(self.options["readahead"]))
             else:
-                self._env = lmdb.open(str(self.path), map_size=INITIAL_MAP_BYTES, map_async=False, **options)
+                self._env = lmdb.open(
+                    str(self.path), map_size=INITIAL_MAP_BYTES, readahead=bool(self.options["readahead"]), max_dbs=0
+                )
         except lmdb.Error as error:
-            raise CorruptDataError(f"cannot open the LMDB environment at {self.path}: {error}") from None
+            raise CorruptDataError(
+                f"cannot open the LMDB environment at {self.path}: {error} "
+                "(if another store in this process has it open for writing, close that one first)"
+            ) from None
 
     def _close(self) -> None:
         if self._txn is not None:
             self._txn.abort()
             self._txn = None
-        self._env.close()
+        if self.mode == "r":
+            release_reader(self.path)
+        else:
+            self._env.close()
 
     def _grow_map_for(self, extra_bytes: int) -> None:
         """Grow the map so ``extra_bytes`` more fit, doubling to keep growth rare."""
@@ -210,7 +263,9 @@ class LmdbStore(ImageStore):
         position = 0
         for value in values:
             if len(value) != record_bytes:
-                raise CorruptDataError(f"an LMDB record has {len(value)} bytes, expected {record_bytes}; the store is damaged")
+                raise CorruptDataError(
+                    f"an LMDB record has {len(value)} bytes, expected {record_bytes}; the store is damaged"
+                )
             destination[position : position + image_bytes] = value[HEADER.size :]
             keep_label(value[:8].tobytes())
             position += image_bytes

@@ -166,7 +166,9 @@ class PngFilesStore(ImageStore):
             with open(csv_path, "rb") as file:
                 text = file.read(self.backend_state.get("csv_bytes", len(LABELS_HEADER)))
         except FileNotFoundError:
-            raise CorruptDataError(f"{csv_path} is missing; the store is damaged: write it again with mode 'w'") from None
+            raise CorruptDataError(
+                f"{csv_path} is missing; the store is damaged: write it again with mode 'w'"
+            ) from None
         lines = text.decode().splitlines()[1:]
         if len(lines) != self._count:
             raise CorruptDataError(
@@ -250,10 +252,12 @@ class PngFilesStore(ImageStore):
         return self.codec.read(image_id, row_shape(*self._shapes[image_id].tolist())), int(self._labels[image_id])
 
     def _read_many(self, ids: np.ndarray, out: np.ndarray | None):
-        tasks = [(self.codec, ids[start:stop], self._shapes[ids[start:stop]]) for start, stop in self._task_ranges(len(ids))]
+        tasks = [
+            (self.codec, ids[start:stop], self._shapes[ids[start:stop]]) for start, stop in self._task_ranges(len(ids))
+        ]
         pieces = parallel.run_tasks(read_files, tasks)
         uniform = self.uniform_shape
-        if uniform is None:
+        if uniform is None or len(ids) == 0:
             images = [image for piece in pieces for image in piece]
             return stack_if_uniform(images, out), self._labels[ids]
         if out is None:
