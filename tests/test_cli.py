@@ -1,0 +1,263 @@
+"""``python -m storage`` end to end, in real subprocesses."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from storage import open_store
+from storage.bench import ResultsDB
+from storage.bench.engine import remove_leftover_folders
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = REPO_ROOT / "data" / "cifar-10-sample" / "cifar-10-batches-py"
+REQUIRED_JSON_FIELDS = {
+    "backend",
+    "count",
+    "operation",
+    "cache",
+    "seconds_median",
+    "seconds_min",
+    "seconds_max",
+    "repeats",
+    "apparent_bytes",
+    "allocated_bytes",
+    "files",
+    "verified",
+    "environment",
+}
+
+
+def storage_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "storage", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONWARNINGS": "default"},
+    )
+
+
+@pytest.fixture
+def paths(tmp_path: Path) -> dict[str, str]:
+    return {"db": str(tmp_path / "results.sqlite"), "work": str(tmp_path / "runs"), "tmp": str(tmp_path)}
+
+
+def bench(paths: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return storage_cli("bench", "--db", paths["db"], "--work-dir", paths["work"], "--source", "sample", *args)
+
+
+def test_bench_prints_a_table_records_the_run_and_writes_json_and_csv(paths: dict[str, str]) -> None:
+    json_path, csv_path = Path(paths["tmp"], "out.json"), Path(paths["tmp"], "out", "out.csv")
+    result = bench(
+        paths,
+        *("--backends", "png,lmdb,hdf5", "--counts", "5,20", "--repeats", "2", "--cold"),
+        *("--json", str(json_path), "--csv", str(csv_path)),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "median" in result.stdout and "images/s" in result.stdout and "MB/s" in result.stdout
+    run_id = result.stdout.split("\nrun ", 1)[1].split(":", 1)[0]
+    assert run_id in result.stdout and ": finished" in result.stdout
+
+    measurements = json.loads(json_path.read_text())
+    assert len(measurements) == 3 * 2 * (2 + 3 * 2)  # backends x counts x (writes + reads x caches)
+    for item in measurements:
+        assert REQUIRED_JSON_FIELDS <= set(item), REQUIRED_JSON_FIELDS - set(item)
+        assert item["run_id"] == run_id and item["verified"] is True and item["repeats"] == 2
+        assert item["environment"]["cpu_model"] and item["environment"]["filesystem"]["type"]
+    assert {item["cache"] for item in measurements} == {"warm", "cold"}
+
+    rows = list(csv.DictReader(io.StringIO(csv_path.read_text())))
+    assert len(rows) == len(measurements) and rows[0]["backend"] == "png"
+
+    with ResultsDB(paths["db"]) as db:
+        assert db.get_run(run_id).status == "finished"
+    assert not any(Path(paths["work"]).iterdir())  # the stores were removed
+
+
+def test_runs_export_and_import_round_trip(paths: dict[str, str]) -> None:
+    assert bench(paths, "--backends", "hdf5", "--counts", "5", "--repeats", "1").returncode == 0
+    assert bench(paths, "--backends", "lmdb", "--counts", "5", "--repeats", "1", "--ops", "read_all").returncode == 0
+    listing = storage_cli("runs", "--db", paths["db"])
+    assert listing.returncode == 0
+    run_ids = [line.split()[0] for line in listing.stdout.splitlines()[2:]]
+    assert len(run_ids) == 2 and "finished" in listing.stdout and "hdf5" in listing.stdout
+
+    exported = storage_cli("export", *run_ids, "--format", "json", "--db", paths["db"])
+    assert exported.returncode == 0
+    as_csv = storage_cli("export", run_ids[0], "--format", "csv", "--db", paths["db"])
+    assert as_csv.returncode == 0 and as_csv.stdout.startswith("run_id,backend,count,operation,cache")
+    export_file = Path(paths["tmp"], "export.json")
+    written = storage_cli("export", *run_ids, "--db", paths["db"], "--output", str(export_file))
+    assert written.returncode == 0 and json.loads(export_file.read_text()) == json.loads(exported.stdout)
+
+    other_db = str(Path(paths["tmp"], "other.sqlite"))
+    imported = storage_cli("import", str(export_file), "--db", other_db)
+    assert imported.returncode == 0, imported.stderr
+    assert sorted(imported.stdout.split()) == sorted(run_ids)
+    with ResultsDB(paths["db"]) as original, ResultsDB(other_db) as copy:
+        assert [m.to_dict() for m in copy.measurements(run_ids)] == [
+            m.to_dict() for m in original.measurements(run_ids)
+        ]
+    assert storage_cli("runs", "--db", other_db).stdout.count("(imported)") == 2
+
+
+def test_convert_writes_a_store_with_the_library(tmp_path: Path) -> None:
+    dest = tmp_path / "converted"
+    result = storage_cli("convert", "sample", "--to", "hdf5", str(dest), "--limit", "300")
+    assert result.returncode == 0, result.stderr
+    assert (
+        "wrote 300 images" in result.stdout and "MB allocated" in result.stdout and "match the source" in result.stdout
+    )
+    with open_store("hdf5", dest) as store:
+        assert len(store) == 300
+
+    full = storage_cli("convert", str(SAMPLE), "--to", "lmdb", str(tmp_path / "all"))
+    assert full.returncode == 0, full.stderr
+    with open_store("lmdb", tmp_path / "all") as store:
+        assert len(store) == 5085
+
+
+def test_download_cifar10_finds_a_complete_copy_without_the_network(tmp_path: Path) -> None:
+    folder = tmp_path / "data" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for name in ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "batches.meta"):
+        shutil.copy(SAMPLE / name, folder / name)
+    shutil.copy(SAMPLE / "data_batch_1", folder / "test_batch")
+    result = storage_cli("download-cifar10", "--root", str(tmp_path / "data"))
+    assert result.returncode == 0, result.stderr
+    assert str(folder) in result.stdout
+
+
+def _assert_one_line_error(result: subprocess.CompletedProcess, *expected: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for text in expected:
+        assert text in lines[0]
+
+
+def test_an_unknown_backend_lists_the_valid_ones(paths: dict[str, str]) -> None:
+    result = bench(paths, "--backends", "png,floppy", "--counts", "5")
+    _assert_one_line_error(result, "floppy", "png, lmdb, hdf5")
+    assert result.returncode == 2
+    _assert_one_line_error(storage_cli("convert", "sample", "--to", "floppy", paths["tmp"] + "/x"), "png, lmdb")
+
+
+@pytest.mark.parametrize("counts", ["0", "-5", "ten", "1.5", "10,0", ","])
+def test_counts_must_be_positive_integers(paths: dict[str, str], counts: str) -> None:
+    result = bench(paths, "--counts", counts)
+    _assert_one_line_error(result, "--counts")
+    assert result.returncode == 2
+
+
+def test_an_unknown_operation_is_refused(paths: dict[str, str]) -> None:
+    _assert_one_line_error(bench(paths, "--ops", "write_batch,read_everything"), "read_everything", "read_random")
+
+
+def test_a_missing_source_folder_is_refused(paths: dict[str, str]) -> None:
+    missing = str(Path(paths["tmp"], "no-such-folder"))
+    _assert_one_line_error(storage_cli("bench", "--source", missing, "--db", paths["db"]), "no-such-folder")
+    _assert_one_line_error(storage_cli("convert", missing, "--to", "png", paths["tmp"] + "/x"), "no-such-folder")
+
+
+def test_a_folder_that_is_not_a_data_set_is_refused(paths: dict[str, str], tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    result = storage_cli(
+        "bench", "--source", str(tmp_path / "empty"), "--db", paths["db"], "--counts", "5", "--work-dir", paths["work"]
+    )
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert result.returncode == 1 and len(lines) == 1 and "Traceback" not in result.stderr
+
+
+def test_a_database_that_is_not_sqlite_is_refused(paths: dict[str, str]) -> None:
+    not_sqlite = Path(paths["tmp"], "notes.txt")
+    not_sqlite.write_text("shopping list\n" * 100)
+    for command in (["runs"], ["bench", "--counts", "5", "--source", "sample"], ["export", "x"]):
+        result = storage_cli(*command, "--db", str(not_sqlite))
+        _assert_one_line_error(result, "not a results database")
+        assert result.returncode == 1
+    assert not_sqlite.read_text().startswith("shopping list")
+
+
+def test_exporting_an_unknown_run_and_importing_a_missing_file(paths: dict[str, str]) -> None:
+    _assert_one_line_error(storage_cli("export", "20990101-000000-000000", "--db", paths["db"]), "no run")
+    _assert_one_line_error(storage_cli("import", paths["tmp"] + "/nothing.json", "--db", paths["db"]), "no file")
+    bad = Path(paths["tmp"], "bad.json")
+    bad.write_text('{"hello": 1}')
+    _assert_one_line_error(storage_cli("import", str(bad), "--db", paths["db"]), "not a list of measurements")
+
+
+def test_a_run_killed_midway_is_marked_interrupted_and_keeps_its_measurements(paths: dict[str, str]) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "storage", "bench", "--db", paths["db"], "--work-dir", paths["work"]]
+        + ["--source", "sample", "--backends", "hdf5,png", "--counts", "3000", "--repeats", "3"]
+        + ["--ops", "write_batch,write_one", "--no-progress"],
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        recorded = 0
+        while time.monotonic() < deadline and process.poll() is None:
+            if Path(paths["db"]).exists():
+                try:
+                    connection = sqlite3.connect(f"file:{paths['db']}?mode=ro", uri=True, timeout=5)
+                    recorded = connection.execute("SELECT COUNT(*) FROM measurements").fetchone()[0]
+                    connection.close()
+                except sqlite3.Error:
+                    recorded = 0
+            if recorded:
+                break
+            time.sleep(0.05)
+        assert recorded >= 1 and process.poll() is None, "the run did not record a measurement while running"
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+
+    with ResultsDB(paths["db"]) as db:
+        (run,) = db.list_runs()
+        assert run.status == "interrupted"
+        assert run.measurement_count >= 1
+        (first, *_) = db.measurements(run.id)
+        assert first.backend == "hdf5" and first.operation == "write_batch" and first.verified
+        assert (Path(paths["work"]) / run.id).exists()  # SIGKILL left its folder behind...
+        assert remove_leftover_folders(paths["work"], db) == [run.id]  # ...which the next run removes
+    assert not (Path(paths["work"]) / run.id).exists()
+
+
+def test_sigterm_cleans_up_and_marks_the_run_interrupted(paths: dict[str, str]) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "storage", "bench", "--db", paths["db"], "--work-dir", paths["work"]]
+        + ["--source", "sample", "--backends", "png", "--counts", "3000", "--repeats", "3", "--ops", "write_one"]
+        + ["--no-progress"],
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(Path(paths["work"]).glob("*/png")):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130 and "Traceback" not in stderr
+    with ResultsDB(paths["db"]) as db:
+        (run,) = db.list_runs()
+    assert run.status == "interrupted"
+    assert not any(Path(paths["work"]).iterdir())
