@@ -17,6 +17,8 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import tracemalloc
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -711,3 +713,40 @@ def test_property_round_trip_over_shapes_and_batch_sizes(property_backend, tmp_p
         if info.lossless:
             for want, got in zip(images, read):
                 np.testing.assert_array_equal(got, want)
+
+
+# -- streaming: memory stays bounded whatever the batch size ---------------------------------
+
+
+class LazyImages(Sequence):
+    """Images made on demand, so the caller's input itself takes no memory."""
+
+    def __init__(self, count: int, shape: tuple[int, ...]) -> None:
+        self.count, self.shape = count, shape
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        if not 0 <= index < self.count:
+            raise IndexError(index)
+        return np.full(self.shape, index % 251, dtype=np.uint8)
+
+
+def test_large_batch_streams_in_bounded_memory(backend, info, tmp_path, monkeypatch):
+    """With chunks of 1,000 images, writing 12,000 must never hold most of them at once."""
+    monkeypatch.setattr(storage.store_class(backend), "chunk_images", 1000)
+    images = LazyImages(12_000, (16, 16, 3))
+    total_bytes = len(images) * 16 * 16 * 3
+    tracemalloc.start()
+    try:
+        with storage.open_store(backend, tmp_path / "s", "w") as store:
+            store.write_batch(images, np.zeros(len(images), dtype=np.int64))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 0.4 * total_bytes, f"writing held {peak / 2**20:.1f} MiB for {total_bytes / 2**20:.1f} MiB of images"
+    with storage.open_store(backend, tmp_path / "s") as store:
+        assert len(store) == len(images)
+        for image_id in (0, 4097, 11_999):
+            assert_same_image(info, images[image_id], store.read_one(image_id)[0])

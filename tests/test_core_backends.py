@@ -1,0 +1,195 @@
+"""What each of the article's three backends promises beyond the conformance suite."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+
+import h5py
+import lmdb
+import numpy as np
+import pytest
+from PIL import Image
+
+import storage
+from storage import lmdb_store
+from storage.datasets import SAMPLE_CIFAR10_DIR, load_cifar10
+
+
+@pytest.fixture(scope="module")
+def cifar():
+    images, labels, _ = load_cifar10(SAMPLE_CIFAR10_DIR)
+    return images[:300], labels[:300]
+
+
+# -- png -------------------------------------------------------------------------------------
+
+
+def test_png_files_hold_exactly_pillows_default_bytes(tmp_path, cifar):
+    images, labels = cifar
+    with storage.open_store("png", tmp_path / "s", "w") as store:
+        store.write_batch(images, labels)
+        paths = [store.codec.path(i) for i in (0, 150, 299)]
+    for image_id, path in zip((0, 150, 299), paths):
+        expected = io.BytesIO()
+        Image.fromarray(images[image_id]).save(expected, format="PNG")
+        with open(path, "rb") as file:
+            assert file.read() == expected.getvalue()
+        with Image.open(path) as picture:  # any PNG reader opens them
+            np.testing.assert_array_equal(np.asarray(picture), images[image_id])
+
+
+def test_png_labels_csv_lists_every_image(tmp_path, cifar):
+    images, labels = cifar
+    with storage.open_store("png", tmp_path / "s", "w") as store:
+        store.write_batch(images[:5], labels[:5])
+        store.write_one(images[5][:, :, 0], 7)
+    with open(tmp_path / "s" / "labels.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert [int(row["label"]) for row in rows] == [*labels[:5].tolist(), 7]
+    assert rows[0] == {"id": "0", "label": str(labels[0]), "height": "32", "width": "32", "channels": "3"}
+    assert rows[5]["channels"] == "0"
+
+
+def test_png_batch_with_parallel_off_gives_the_same_store(tmp_path, cifar):
+    images, labels = cifar
+    for name, parallel in (("a", True), ("b", False)):
+        with storage.open_store("png", tmp_path / name, "w", parallel=parallel) as store:
+            store.write_batch(images, labels)
+    with storage.open_store("png", tmp_path / "a") as first, storage.open_store("png", tmp_path / "b") as second:
+        np.testing.assert_array_equal(first.read_all()[0], second.read_all()[0])
+        assert open(first.codec.path(42), "rb").read() == open(second.codec.path(42), "rb").read()
+
+
+def test_png_missing_file_is_reported_as_damage(tmp_path, cifar):
+    images, labels = cifar
+    with storage.open_store("png", tmp_path / "s", "w") as store:
+        store.write_batch(images[:10], labels[:10])
+        path = store.codec.path(3)
+    os.remove(path)
+    with storage.open_store("png", tmp_path / "s") as store:
+        with pytest.raises(storage.CorruptDataError, match="missing"):
+            store.read_one(3)
+        with pytest.raises(storage.CorruptDataError, match="missing"):
+            store.read_all()
+
+
+# -- lmdb ------------------------------------------------------------------------------------
+
+
+def test_lmdb_values_are_a_binary_header_and_raw_pixels_not_pickle(tmp_path, cifar):
+    images, labels = cifar
+    with storage.open_store("lmdb", tmp_path / "s", "w") as store:
+        store.write_batch(images[:3], labels[:3])
+    with lmdb.open(str(tmp_path / "s"), readonly=True, lock=False) as env, env.begin() as txn:
+        value = txn.get(b"0000000001")
+    assert len(value) == lmdb_store.HEADER.size + 32 * 32 * 3
+    assert lmdb_store.HEADER.unpack_from(value) == (labels[1], 32, 32, 3)
+    assert value[lmdb_store.HEADER.size :] == images[1].tobytes()
+    assert not value.startswith(b"\x80")  # no pickle protocol marker
+
+
+def test_lmdb_map_grows_instead_of_failing(tmp_path, cifar, monkeypatch):
+    images, labels = cifar
+    monkeypatch.setattr(lmdb_store, "INITIAL_MAP_BYTES", 64 * 1024)
+    with storage.open_store("lmdb", tmp_path / "s", "w") as store:
+        start_size = store._env.info()["map_size"]
+        for start in range(0, 300, 100):
+            store.write_batch(images[start : start + 100], labels[start : start + 100])
+        for image in images[:50]:
+            store.write_one(image, 1)
+        assert store._env.info()["map_size"] > start_size
+    with storage.open_store("lmdb", tmp_path / "s") as store:
+        assert len(store) == 350
+        np.testing.assert_array_equal(store.read_all()[0][:300], images)
+
+
+def test_lmdb_recovers_from_map_full_when_the_estimate_falls_short(tmp_path, cifar, monkeypatch):
+    """Even with growth-ahead disabled, MapFullError is answered by a bigger map and a redo."""
+    images, labels = cifar
+    monkeypatch.setattr(lmdb_store, "INITIAL_MAP_BYTES", 64 * 1024)
+    monkeypatch.setattr(lmdb_store.LmdbStore, "_grow_map_for", lambda self, extra: None)
+    monkeypatch.setattr(lmdb_store.LmdbStore, "chunk_images", 64)
+    with storage.open_store("lmdb", tmp_path / "s", "w") as store:
+        store.write_batch(images, labels)
+        assert store._env.info()["map_size"] >= len(images) * 3 * 1024
+    with storage.open_store("lmdb", tmp_path / "s") as store:
+        read, read_labels = store.read_all()
+        np.testing.assert_array_equal(read, images)
+        np.testing.assert_array_equal(read_labels, labels)
+
+
+def test_lmdb_readers_share_one_environment_per_process(tmp_path, cifar):
+    images, labels = cifar
+    with storage.open_store("lmdb", tmp_path / "s", "w") as store:
+        store.write_batch(images[:4], labels[:4])
+    first = storage.open_store("lmdb", tmp_path / "s")
+    second = storage.open_store("lmdb", tmp_path / "s")
+    assert first._env is second._env
+    first.close()
+    np.testing.assert_array_equal(second.read_one(2)[0], images[2])  # still open for the other
+    second.close()
+
+
+# -- hdf5 ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("compression", [None, "gzip", "lzf"])
+def test_hdf5_compression_is_an_option_recorded_in_the_file(tmp_path, cifar, compression):
+    images, labels = cifar
+    with storage.open_store("hdf5", tmp_path / "s", "w", compression=compression) as store:
+        store.write_batch(images, labels)
+    with h5py.File(tmp_path / "s" / "images.h5", "r") as file:
+        assert file["images"].compression == compression
+        assert file.attrs["compression"] == str(compression)
+        assert file["images"].dtype == np.uint8 and file["images"].shape == images.shape
+        np.testing.assert_array_equal(file["images"][()], images)  # plain h5py reads it
+        np.testing.assert_array_equal(file["labels"][()], labels)
+    with storage.open_store("hdf5", tmp_path / "s", "a") as store:  # the option sticks on reopen
+        assert store.options["compression"] == compression
+        store.write_batch(images[:5], labels[:5])
+    with storage.open_store("hdf5", tmp_path / "s") as store:
+        assert len(store) == 305
+
+
+def test_hdf5_chunking_option(tmp_path, cifar):
+    images, labels = cifar
+    with storage.open_store("hdf5", tmp_path / "s", "w", chunk_images=16) as store:
+        store.write_batch(images, labels)
+    with h5py.File(tmp_path / "s" / "images.h5", "r") as file:
+        assert file["images"].chunks == (16, 32, 32, 3)
+        assert file["images"].maxshape == (None, 32, 32, 3)
+
+
+def test_hdf5_uniform_store_refuses_another_size_with_a_hint(tmp_path, cifar):
+    images, labels = cifar
+    with storage.open_store("hdf5", tmp_path / "s", "w") as store:
+        store.write_batch(images[:4], labels[:4])
+        with pytest.raises(storage.ImageShapeError, match="layout='variable'"):
+            store.write_batch(np.zeros((2, 8, 8, 3), np.uint8), [0, 1])
+        assert len(store) == 4
+
+
+def test_hdf5_variable_layout_stores_shapes(tmp_path, cifar):
+    images = [cifar[0][0], cifar[0][1][:7, :9], cifar[0][2][:, :, 0]]
+    with storage.open_store("hdf5", tmp_path / "s", "w") as store:
+        store.write_batch(images, [1, 2, 3])
+    with h5py.File(tmp_path / "s" / "images.h5", "r") as file:
+        assert file.attrs["layout"] == "variable"
+        assert file["shapes"][()].tolist() == [[32, 32, 3], [7, 9, 3], [32, 32, 0]]
+
+
+def test_hdf5_bad_option_values(tmp_path):
+    with pytest.raises(storage.ModeError, match="compression"):
+        storage.open_store("hdf5", tmp_path / "s", "w", compression="zip")
+    with pytest.raises(storage.ModeError, match="layout"):
+        storage.open_store("hdf5", tmp_path / "s", "w", layout="ragged")
+
+
+def test_hdf5_file_damaged_on_disk_is_reported(tmp_path, cifar):
+    with storage.open_store("hdf5", tmp_path / "s", "w") as store:
+        store.write_batch(cifar[0][:3], [0, 1, 2])
+    (tmp_path / "s" / "images.h5").write_bytes(b"not hdf5 at all")
+    with pytest.raises(storage.CorruptDataError, match="not a readable HDF5 file"):
+        storage.open_store("hdf5", tmp_path / "s")
