@@ -33,11 +33,12 @@ from .errors import (
     WrongBackendError,
 )
 from .hdf5_store import Hdf5Store
+from .jpeg_files import JpegFilesStore, LossyWebpFilesStore, WebpFilesStore
 from .lmdb_store import LmdbStore
 from .png_files import PngFilesStore
 from .registry import backend_info, backends, open_store, register_backend, store_class, unregister_backend
 
-for _store_class in (PngFilesStore, LmdbStore, Hdf5Store):
+for _store_class in (PngFilesStore, LmdbStore, Hdf5Store, JpegFilesStore, WebpFilesStore):
     register_backend(_store_class)
 
 __all__ = [
@@ -48,6 +49,9 @@ __all__ = [
     "DiskSpaceError",
     "DiskUsage",
     "Hdf5Store",
+    "JpegFilesStore",
+    "LossyWebpFilesStore",
+    "WebpFilesStore",
     "LmdbStore",
     "PngFilesStore",
     "DownloadError",
