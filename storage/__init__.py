@@ -35,10 +35,11 @@ from .errors import (
 from .hdf5_store import Hdf5Store
 from .jpeg_files import JpegFilesStore, LossyWebpFilesStore, WebpFilesStore
 from .lmdb_store import LmdbStore
+from .npy_store import NpyStore
 from .png_files import PngFilesStore
 from .registry import backend_info, backends, open_store, register_backend, store_class, unregister_backend
 
-for _store_class in (PngFilesStore, LmdbStore, Hdf5Store, JpegFilesStore, WebpFilesStore):
+for _store_class in (PngFilesStore, LmdbStore, Hdf5Store, JpegFilesStore, WebpFilesStore, NpyStore):
     register_backend(_store_class)
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "LossyWebpFilesStore",
     "WebpFilesStore",
     "LmdbStore",
+    "NpyStore",
     "PngFilesStore",
     "DownloadError",
     "EmptyBatchError",
