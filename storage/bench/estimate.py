@@ -31,9 +31,9 @@ MEGABYTE = 1_000_000
 
 # Seconds per image (per read for read_one) on the development machine.
 _COSTS = {
-    "png": {"write_batch": 4e-4, "write_one": 7e-4, "read_all": 1e-4, "read_random": 1.2e-4, "read_one": 1.2e-4},
-    "lmdb": {"write_batch": 1.5e-5, "write_one": 2e-3, "read_all": 8e-6, "read_random": 1e-5, "read_one": 1.5e-5},
-    "hdf5": {"write_batch": 2e-6, "write_one": 1e-4, "read_all": 2e-6, "read_random": 2e-5, "read_one": 3e-5},
+    "png": {"write_batch": 4.5e-4, "write_one": 9e-4, "read_all": 2e-4, "read_random": 1.6e-4, "read_one": 1.5e-4},
+    "lmdb": {"write_batch": 1.2e-5, "write_one": 2.6e-3, "read_all": 3e-6, "read_random": 1.2e-5, "read_one": 1.5e-5},
+    "hdf5": {"write_batch": 3e-6, "write_one": 2.2e-3, "read_all": 1.5e-6, "read_random": 8e-5, "read_one": 1e-4},
 }
 _DEFAULT_COSTS = {"write_batch": 3e-4, "write_one": 1e-3, "read_all": 2e-4, "read_random": 2e-4, "read_one": 2e-4}
 _COLD_FACTOR = 3.0
