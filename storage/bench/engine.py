@@ -50,7 +50,7 @@ from ..base import ImageStore, measure_disk_usage
 from ..errors import DiskSpaceError
 from . import pagecache
 from .environment import capture_environment, peak_rss_bytes
-from .estimate import estimate_experiment
+from .estimate import estimate_experiment, per_image_cost
 from .events import (
     Event,
     Measurement,
@@ -77,13 +77,15 @@ from .verify import Verification, compare, verify_store
 
 log = logging.getLogger(__name__)
 
-READ_ALL_CHUNK = 16_384
+READ_ALL_SLICE_SECONDS = 0.5  # above this expected time, read_all is split so cancel and progress work
+READ_ALL_MIN_SLICE, READ_ALL_MAX_SLICE = 4_096, 65_536
 PROGRESS_INTERVAL = 0.25  # seconds between Progress events inside long operations
 
 METHODS = {
     "write_batch": "open + write_batch(N) + close; no extra fsync",
     "write_one": "open + N x write_one + close; no extra fsync",
-    "read_all": f"read_all(out=) into a pre-touched buffer (read_batch slices of {READ_ALL_CHUNK:,} ids above that)",
+    "read_all": "read_all(out=) into a pre-touched buffer; for long reads, read_batch over consecutive slices "
+    "of it expected to take ~0.5 s each (4,096 to 65,536 ids)",
     "read_random": "min(N, 1,000) shuffled seeded ids, one read_one each",
     "read_one": "median latency of min(N, 100) single read_one calls",
 }
@@ -462,20 +464,28 @@ def _measure_read(run: _Run, cell: _Cell, operation: str, cache: str) -> Measure
     return measurement
 
 
+def read_all_slice(backend: str, count: int) -> int:
+    """Ids per read_batch call when read_all is split: about 0.5 s of reading each."""
+    per_image = per_image_cost(backend, "read_all")
+    ids = int(READ_ALL_SLICE_SECONDS / per_image) if per_image > 0 else READ_ALL_MAX_SLICE
+    return max(READ_ALL_MIN_SLICE, min(READ_ALL_MAX_SLICE, ids))
+
+
 def _time_read_all(run: _Run, cell: _Cell, store: ImageStore, position: tuple[int, int]) -> tuple[float, Verification]:
     index, runs = position
     count, out = cell.count, cell.read_buffer
     if out is not None and store.uniform_shape != tuple(out.shape[1:]):
         out = None
     ids = np.arange(count)
+    slice_ids = read_all_slice(cell.backend, cell.count)
     started = run.start_timer()
     with _gc_paused():
-        if count <= READ_ALL_CHUNK:
+        if count <= slice_ids:
             images, labels = store.read_all(out=out)
         else:
             parts, label_parts = [], []
-            for start in range(0, count, READ_ALL_CHUNK):
-                stop = min(start + READ_ALL_CHUNK, count)
+            for start in range(0, count, slice_ids):
+                stop = min(start + slice_ids, count)
                 part, part_labels = store.read_batch(ids[start:stop], None if out is None else out[start:stop])
                 parts.append(part)
                 label_parts.append(part_labels)
