@@ -1,0 +1,83 @@
+"""Image Storage Lab's dashboard: ``streamlit run app.py``; this file is the home page.
+
+The other pages live in ``pages/`` and their helpers in ``dashboard/``. Set
+``IMAGE_STORAGE_LAB_DB`` and ``IMAGE_STORAGE_LAB_RUNS`` to keep the results database and
+the run folders somewhere other than ``data/``.
+"""
+
+import streamlit as st
+
+from dashboard import config, resources, views
+from storage import backend_info, backends
+from storage.datasets import describe_available_sources, download_cifar10
+
+views.setup_page("Home")
+st.title("Image Storage Lab")
+st.markdown(
+    "**Which way of storing many small images is fastest to write, fastest to read back, "
+    "and smallest on disk?** Pick formats and image counts, run the benchmark, and compare: "
+    "every number on these pages is measured on this machine, with real images, and every "
+    "store is read back and checked pixel for pixel."
+)
+st.markdown("\n".join(f"- **{backend_info(name).label}**: {backend_info(name).description}" for name in backends()))
+
+st.subheader("Data")
+if "home_flash" in st.session_state:
+    st.success(st.session_state.pop("home_flash"), icon=":material/check_circle:")
+sources = describe_available_sources()
+if sources["cifar10_present"]:
+    st.success(
+        f"Using the **full CIFAR-10** (60,000 images, 32×32 pixels, 10 classes) at "
+        f"`{config.display_path(sources['cifar10_dir'])}`.",
+        icon=":material/dataset:",
+    )
+else:
+    partial = " (only some of its files are there)" if sources["cifar10_partial"] else ""
+    st.info(
+        f"Using the **bundled sample of 5,085 real CIFAR-10 images** (32×32 pixels, 10 classes); "
+        f"the full CIFAR-10 is not downloaded{partial}. Counts above 5,085 reuse the sample's images in turn.",
+        icon=":material/dataset:",
+    )
+st.caption(
+    "A folder of your own images (one subfolder per class, any format Pillow reads) can be "
+    "chosen as the data source on the Run page."
+)
+if st.button("Download CIFAR-10", help=f"Fetch the 170 MB archive into {config.display_path(sources['data_dir'])}"):
+    bar = st.progress(0.0, text="Connecting…")
+
+    def on_progress(done: int, total: int | None) -> None:
+        if total:
+            bar.progress(
+                min(1.0, done / total), text=f"Downloading CIFAR-10: {done / 1e6:,.1f} of {total / 1e6:,.1f} MB"
+            )
+        else:
+            bar.progress(0.0, text=f"Downloading CIFAR-10: {done / 1e6:,.1f} MB")
+
+    try:
+        folder = download_cifar10(progress=False, on_progress=on_progress)
+    except Exception as error:  # no network, a broken transfer, no space: said as a sentence
+        bar.empty()
+        views.show_error(error, what="CIFAR-10 could not be downloaded")
+    else:
+        resources.clear_source_cache()
+        st.session_state["home_flash"] = (
+            f"CIFAR-10 is ready at `{config.display_path(folder)}`; runs on “Automatic” now use it."
+        )
+        st.rerun()
+
+st.subheader("Pages")
+views.page_link("pages/1_Run.py", "Run", ":material/play_circle:")
+st.caption(
+    "Choose formats, numbers of images, operations and the page-cache state; see an estimate, "
+    "press **Run benchmark**, and watch the charts and the images read back from each store fill in."
+)
+views.page_link("pages/2_Results.py", "Results", ":material/bar_chart:")
+st.caption(
+    "Every past run from the results database: overlay several, download CSV, JSON and the charts "
+    "as PNG or SVG, delete runs, and copy a link that reproduces the selection."
+)
+views.page_link("pages/3_Explore.py", "Explore", ":material/image_search:")
+st.caption("Open any store, page through its images with their labels, and time the read of any image.")
+st.caption(
+    f"Results database: `{config.display_path(config.db_path())}` · run folders: `{config.display_path(config.runs_dir())}`"
+)

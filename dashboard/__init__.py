@@ -1,0 +1,16 @@
+"""The Streamlit dashboard's helpers: everything the pages need that is not a page.
+
+The pages (``app.py`` and ``pages/*.py``) stay thin: they lay out controls and call these
+modules, which in turn call the storage library and the benchmark engine.
+
+* :mod:`dashboard.config`: where the results database and the run folders are.
+* :mod:`dashboard.state`: page controls <-> URL query parameters.
+* :mod:`dashboard.runner`: a benchmark run in a background thread, per browser session.
+* :mod:`dashboard.charts`: measurements as pandas frames and Altair charts, and their export.
+* :mod:`dashboard.previews`: images enlarged so that 32x32 pixels can be seen.
+* :mod:`dashboard.resources`: cached database handles, data sources and stores.
+* :mod:`dashboard.views`: Streamlit blocks shared by several pages.
+
+Only :mod:`dashboard.resources` and :mod:`dashboard.views` import Streamlit; the others are
+plain Python and tested without it.
+"""

@@ -1,0 +1,400 @@
+"""Measurements as pandas frames and Altair charts, and the charts as PNG and SVG files.
+
+Every number comes from the engine's :class:`~storage.bench.Measurement`; this module only
+reshapes and draws them:
+
+* :func:`time_chart`: elapsed time against the number of images, log-log, one line per
+  format, a panel per operation (writes first, then reads), the min–max spread as a rule;
+* :func:`rate_chart`: images per second against the number of images, the same way;
+* :func:`disk_chart`: apparent and allocated bytes per format at the largest count;
+* :func:`table_frame`: the same numbers as a readable table.
+
+Colours follow the registry's order of formats, so a format keeps its colour in every
+chart; the colour scale's domain lists the formats by label, so a chart's Vega-Lite spec
+names the formats it shows. Several runs are overlaid with one dash pattern per run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import altair as alt
+import pandas as pd
+
+from storage import registry
+from storage.bench import CACHES, OPERATIONS, Measurement
+from storage.bench.experiment import WRITE_OPERATIONS
+from storage.bench.report import format_megabytes, format_rate, format_seconds
+
+from .state import OPERATION_LABELS
+
+PANEL_WIDTH = 260
+PANEL_HEIGHT = 220
+PANEL_COLUMNS = 3
+
+COLUMNS = [
+    "run",
+    "run_label",
+    "backend",
+    "format",
+    "count",
+    "operation",
+    "operation_label",
+    "cache",
+    "panel",
+    "panel_order",
+    "kind",
+    "repeats",
+    "images",
+    "seconds",
+    "seconds_min",
+    "seconds_max",
+    "seconds_iqr",
+    "images_per_second",
+    "mb_per_second",
+    "apparent_bytes",
+    "allocated_bytes",
+    "files",
+    "bytes_per_image",
+    "verified",
+    "psnr",
+    "error",
+]
+
+
+def format_label(backend: str) -> str:
+    """A backend's label (``"PNG files + CSV"``); its name if it is not registered here."""
+    try:
+        return registry.backend_info(backend).label
+    except Exception:
+        return backend
+
+
+def format_order(backends: Iterable[str]) -> list[str]:
+    """Backends in registry order (unknown ones last, as first seen)."""
+    known = registry.backends()
+    unique = list(dict.fromkeys(backends))
+    return sorted(unique, key=lambda name: (known.index(name) if name in known else len(known), unique.index(name)))
+
+
+def _panel(operation: str, cache: str, with_cache: bool) -> str:
+    label = OPERATION_LABELS.get(operation, operation)
+    if operation in WRITE_OPERATIONS or not with_cache:
+        return label
+    return f"{label} ({cache} cache)"
+
+
+def _panel_order(operation: str, cache: str) -> int:
+    op_index = OPERATIONS.index(operation) if operation in OPERATIONS else len(OPERATIONS)
+    cache_index = CACHES.index(cache) if cache in CACHES else len(CACHES)
+    write_first = 0 if operation in WRITE_OPERATIONS else 1
+    return write_first * 1000 + cache_index * 100 + op_index
+
+
+def measurements_frame(measurements: Sequence[Measurement], run_labels: dict[str, str] | None = None) -> pd.DataFrame:
+    """One row per measurement, with the columns the charts and the table use.
+
+    Args:
+        measurements: from a live run or from the results database.
+        run_labels: a short label per run id for legends (default: the run id).
+    """
+    if not measurements:
+        return pd.DataFrame(columns=COLUMNS)
+    with_cache = any(m.cache != "warm" for m in measurements if m.operation not in WRITE_OPERATIONS)
+    rows = []
+    for m in measurements:
+        rows.append(
+            {
+                "run": m.run_id,
+                "run_label": (run_labels or {}).get(m.run_id, m.run_id),
+                "backend": m.backend,
+                "format": format_label(m.backend),
+                "count": int(m.count),
+                "operation": m.operation,
+                "operation_label": OPERATION_LABELS.get(m.operation, m.operation),
+                "cache": m.cache,
+                "panel": _panel(m.operation, m.cache, with_cache),
+                "panel_order": _panel_order(m.operation, m.cache),
+                "kind": "write" if m.operation in WRITE_OPERATIONS else "read",
+                "repeats": m.repeats,
+                "images": m.images,
+                "seconds": m.seconds_median,
+                "seconds_min": m.seconds_min,
+                "seconds_max": m.seconds_max,
+                "seconds_iqr": m.seconds_iqr,
+                "images_per_second": m.images_per_second,
+                "mb_per_second": m.mb_per_second,
+                "apparent_bytes": m.apparent_bytes,
+                "allocated_bytes": m.allocated_bytes,
+                "files": m.files,
+                "bytes_per_image": m.bytes_per_image,
+                "verified": bool(m.verified),
+                "psnr": m.psnr,
+                "error": m.error,
+            }
+        )
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    for column in (
+        "seconds",
+        "seconds_min",
+        "seconds_max",
+        "seconds_iqr",
+        "images_per_second",
+        "mb_per_second",
+        "apparent_bytes",
+        "allocated_bytes",
+        "files",
+        "bytes_per_image",
+        "psnr",
+    ):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+    return frame
+
+
+# One colour per registered backend, by registration order, so a format keeps its colour
+# whichever formats a chart shows (Vega's "tableau10").
+PALETTE = (
+    "#4c78a8",
+    "#f58518",
+    "#e45756",
+    "#72b7b2",
+    "#54a24b",
+    "#eeca3b",
+    "#b279a2",
+    "#ff9da6",
+    "#9d755d",
+    "#bab0ac",
+)
+
+
+def _formats_domain(frame: pd.DataFrame) -> list[str]:
+    order = format_order(frame["backend"])
+    labels = dict(zip(frame["backend"], frame["format"]))
+    return list(dict.fromkeys(labels[name] for name in order))
+
+
+def format_colors(backends: Iterable[str]) -> dict[str, str]:
+    """A fixed colour per backend: its position in the registry picks it from :data:`PALETTE`."""
+    known = registry.backends()
+    colors = {}
+    for name in format_order(backends):
+        index = known.index(name) if name in known else len(known) + len(colors)
+        colors[name] = PALETTE[index % len(PALETTE)]
+    return colors
+
+
+def _color(frame: pd.DataFrame) -> alt.Color:
+    colors = format_colors(frame["backend"])
+    labels = dict(zip(frame["backend"], frame["format"]))
+    domain = [labels[name] for name in colors]
+    return alt.Color(
+        "format:N",
+        title="Format",
+        scale=alt.Scale(domain=domain, range=list(colors.values())),
+        legend=alt.Legend(orient="top"),
+    )
+
+
+def _panels(frame: pd.DataFrame) -> list[str]:
+    ordered = frame.sort_values("panel_order")["panel"]
+    return list(dict.fromkeys(ordered))
+
+
+def _timed_rows(frame: pd.DataFrame, column: str) -> pd.DataFrame:
+    rows = frame[frame[column].notna() & (frame[column] > 0)]
+    return rows.sort_values(["run", "backend", "panel_order", "count"])
+
+
+def _tooltips(multi_run: bool) -> list[alt.Tooltip]:
+    tips = [
+        alt.Tooltip("format:N", title="format"),
+        alt.Tooltip("operation_label:N", title="operation"),
+        alt.Tooltip("cache:N", title="cache"),
+        alt.Tooltip("count:Q", title="images", format=","),
+        alt.Tooltip("seconds:Q", title="median (s)", format=".6~g"),
+        alt.Tooltip("seconds_min:Q", title="min (s)", format=".6~g"),
+        alt.Tooltip("seconds_max:Q", title="max (s)", format=".6~g"),
+        alt.Tooltip("seconds_iqr:Q", title="IQR (s)", format=".3~g"),
+        alt.Tooltip("repeats:Q", title="repeats"),
+        alt.Tooltip("images_per_second:Q", title="images/s", format=",.0f"),
+        alt.Tooltip("mb_per_second:Q", title="MB/s", format=",.1f"),
+    ]
+    if multi_run:
+        tips.insert(0, alt.Tooltip("run_label:N", title="run"))
+    return tips
+
+
+def _line_chart(frame: pd.DataFrame, column: str, title: str, y_title: str) -> alt.FacetChart | None:
+    rows = _timed_rows(frame, column)
+    if rows.empty:
+        return None
+    multi_run = rows["run"].nunique() > 1
+    panels = _panels(rows)
+    x = alt.X("count:Q", title="Number of images", scale=alt.Scale(type="log"), axis=alt.Axis(format="~s"))
+    y = alt.Y(f"{column}:Q", title=y_title, scale=alt.Scale(type="log"), axis=alt.Axis(format="~g"))
+    encodings = {"x": x, "y": y, "color": _color(rows), "tooltip": _tooltips(multi_run)}
+    detail = ["backend:N"]
+    if multi_run:
+        encodings["strokeDash"] = alt.StrokeDash("run_label:N", title="Run")
+        encodings["shape"] = alt.Shape("run_label:N", title="Run")
+        detail.append("run_label:N")
+    base = alt.Chart().encode(detail=detail)
+    line = base.mark_line(point=True, strokeWidth=2).encode(**encodings)
+    layers = [line]
+    if column == "seconds":  # the spread of the timed samples
+        spread = base.mark_rule(opacity=0.55, strokeWidth=3).encode(
+            x=x, y=alt.Y("seconds_min:Q", scale=alt.Scale(type="log")), y2="seconds_max:Q", color=_color(rows)
+        )
+        layers.insert(0, spread)
+    layered = alt.layer(*layers).properties(width=PANEL_WIDTH, height=PANEL_HEIGHT)
+    return (
+        layered.facet(
+            facet=alt.Facet(
+                "panel:N", sort=panels, title=None, header=alt.Header(labelFontSize=13, labelFontWeight="bold")
+            ),
+            columns=min(PANEL_COLUMNS, len(panels)),
+            data=rows,
+        )
+        .properties(title=title)
+        .resolve_scale(x="shared", y="shared")
+    )
+
+
+def time_chart(frame: pd.DataFrame) -> alt.FacetChart | None:
+    """Elapsed time (median, with min–max) against the number of images; None if nothing is timed yet."""
+    return _line_chart(frame, "seconds", "Elapsed time against number of images", "Elapsed time (s, median)")
+
+
+def rate_chart(frame: pd.DataFrame) -> alt.FacetChart | None:
+    """Images per second against the number of images; None if nothing is timed yet."""
+    return _line_chart(frame, "images_per_second", "Images per second", "Images per second")
+
+
+def disk_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """Apparent and allocated bytes per (run, format) at the largest count measured (long form)."""
+    rows = frame[frame["allocated_bytes"].notna() & (frame["operation"] != "write_one")]
+    if rows.empty:
+        return pd.DataFrame(
+            columns=["run", "run_label", "backend", "format", "count", "measure", "bytes", "bytes_per_image", "files"]
+        )
+    largest = rows["count"].max()
+    rows = rows[rows["count"] == largest].drop_duplicates(["run", "backend", "count"])
+    long = rows.melt(
+        id_vars=["run", "run_label", "backend", "format", "count", "bytes_per_image", "files"],
+        value_vars=["apparent_bytes", "allocated_bytes"],
+        var_name="measure",
+        value_name="bytes",
+    )
+    long["measure"] = long["measure"].map({"apparent_bytes": "apparent", "allocated_bytes": "allocated"})
+    return long
+
+
+def disk_chart(frame: pd.DataFrame) -> alt.Chart | alt.FacetChart | None:
+    """Disk use per format (apparent and allocated bytes) at the largest count; None if unknown yet."""
+    data = disk_frame(frame)
+    if data.empty:
+        return None
+    count = int(data["count"].max())
+    domain = _formats_domain(data)
+    chart = (
+        alt.Chart(data)
+        .mark_bar()
+        .encode(
+            x=alt.X(
+                "format:N",
+                title=None,
+                sort=domain,
+                scale=alt.Scale(domain=domain),
+                axis=alt.Axis(labelAngle=0, labelLimit=160),
+            ),
+            xOffset=alt.XOffset("measure:N", sort=["apparent", "allocated"]),
+            y=alt.Y("bytes:Q", title="Disk use (bytes)", axis=alt.Axis(format="~s")),
+            color=alt.Color(
+                "measure:N",
+                title="Size",
+                sort=["apparent", "allocated"],
+                scale=alt.Scale(domain=["apparent", "allocated"], range=["#9ecae9", "#1f77b4"]),
+                legend=alt.Legend(orient="top"),
+            ),
+            tooltip=[
+                alt.Tooltip("format:N", title="format"),
+                alt.Tooltip("measure:N", title="size"),
+                alt.Tooltip("bytes:Q", title="bytes", format=","),
+                alt.Tooltip("bytes_per_image:Q", title="allocated bytes/image", format=",.0f"),
+                alt.Tooltip("files:Q", title="files", format=","),
+                alt.Tooltip("count:Q", title="images", format=","),
+            ],
+        )
+        .properties(width=max(260, 110 * len(domain)), height=PANEL_HEIGHT)
+    )
+    title = f"Disk use per format at {count:,} images (apparent = file sizes, allocated = disk blocks)"
+    if data["run"].nunique() > 1:
+        return chart.facet(column=alt.Column("run_label:N", title=None)).properties(title=title)
+    return chart.properties(title=title)
+
+
+def chart_spec(chart: alt.TopLevelMixin) -> dict:
+    """The chart's Vega-Lite spec with its data inline (what the PNG/SVG export renders)."""
+    return chart.to_dict()
+
+
+def _spec(chart_or_spec: alt.TopLevelMixin | dict) -> dict:
+    return chart_or_spec if isinstance(chart_or_spec, dict) else chart_spec(chart_or_spec)
+
+
+def chart_png(chart: alt.TopLevelMixin | dict, scale: float = 2.0) -> bytes:
+    """The chart (an Altair chart or its spec) as a PNG, rendered by vl-convert without a browser."""
+    import vl_convert as vlc
+
+    return vlc.vegalite_to_png(_spec(chart), scale=scale)
+
+
+def chart_svg(chart: alt.TopLevelMixin | dict) -> str:
+    """The chart (an Altair chart or its spec) as an SVG document."""
+    import vl_convert as vlc
+
+    return vlc.vegalite_to_svg(_spec(chart))
+
+
+def _bytes(value: float | None) -> str:
+    return "-" if value is None or pd.isna(value) else f"{value / 1e6:,.3f}" if value < 1e8 else format_megabytes(value)
+
+
+def table_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """The measurements as a readable table (one row each), in the order of the charts."""
+    if frame.empty:
+        return pd.DataFrame()
+    multi_run = frame["run"].nunique() > 1
+    rows = frame.assign(_order=[format_order(frame["backend"]).index(b) for b in frame["backend"]]).sort_values(
+        ["run", "count", "_order", "panel_order"]
+    )
+
+    def number(value: float | None, formatter) -> str:
+        return "-" if value is None or pd.isna(value) else formatter(float(value))
+
+    table = pd.DataFrame(
+        {
+            "Format": rows["format"],
+            "Images": rows["count"].map(lambda c: f"{c:,}"),
+            "Operation": rows["operation_label"],
+            "Cache": rows["cache"],
+            "Median": rows["seconds"].map(lambda v: number(v, format_seconds)),
+            "Min": rows["seconds_min"].map(lambda v: number(v, format_seconds)),
+            "Max": rows["seconds_max"].map(lambda v: number(v, format_seconds)),
+            "IQR": rows["seconds_iqr"].map(lambda v: number(v, format_seconds)),
+            "Repeats": rows["repeats"],
+            "Images/s": rows["images_per_second"].map(lambda v: number(v, format_rate)),
+            "MB/s": rows["mb_per_second"].map(lambda v: number(v, format_rate)),
+            "Apparent MB": rows["apparent_bytes"].map(_bytes),
+            "Allocated MB": rows["allocated_bytes"].map(_bytes),
+            "Files": rows["files"].map(lambda v: number(v, lambda x: f"{x:,.0f}")),
+            "Bytes/image": rows["bytes_per_image"].map(lambda v: number(v, lambda x: f"{x:,.0f}")),
+            "Verified": [
+                "✗ " + (error or "") if error else ("✓" if verified else "–")
+                for verified, error in zip(rows["verified"], rows["error"])
+            ],
+        }
+    )
+    if multi_run:
+        table.insert(0, "Run", rows["run_label"])
+    return table.reset_index(drop=True)

@@ -1,0 +1,39 @@
+"""Where the dashboard keeps its results database and run folders.
+
+Both default to the project's ``data/`` folder and can be moved with environment
+variables (the tests point them into a temporary folder):
+
+* ``IMAGE_STORAGE_LAB_DB``: the results database (default ``data/results.sqlite``);
+* ``IMAGE_STORAGE_LAB_RUNS``: the folder each run makes its own folder in (default ``data/runs``).
+
+Both are read at every call, so a launcher or a test can change them at any time.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DB_ENV = "IMAGE_STORAGE_LAB_DB"
+RUNS_ENV = "IMAGE_STORAGE_LAB_RUNS"
+
+
+def db_path() -> Path:
+    """The results database file."""
+    override = os.environ.get(DB_ENV)
+    return Path(override).expanduser() if override else PROJECT_ROOT / "data" / "results.sqlite"
+
+
+def runs_dir() -> Path:
+    """The folder runs write their stores in (each run in ``<runs_dir>/<run id>/``)."""
+    override = os.environ.get(RUNS_ENV)
+    return Path(override).expanduser() if override else PROJECT_ROOT / "data" / "runs"
+
+
+def display_path(path: str | os.PathLike[str]) -> str:
+    """``path`` relative to the project when it lies inside it, else as given."""
+    try:
+        return str(Path(path).resolve().relative_to(PROJECT_ROOT))
+    except ValueError:
+        return str(path)

@@ -1,0 +1,347 @@
+"""Page controls <-> URL query parameters, so that a link reproduces what someone saw.
+
+Plain Python (no Streamlit): the pages read ``st.query_params`` into these dataclasses on
+load, use them as the widgets' starting values, and write them back whenever a control
+changes. Values that cannot be used (an unknown format, a count that is not a number) are
+dropped with a note the page shows, never a crash.
+
+Run page::
+
+    ?formats=png,lmdb&max_count=1000&counts=5000&ops=write_batch,read_all&caches=warm,cold
+     &repeats=1&source=auto&keep=1&run=<run id>
+
+``cold=1`` is accepted as a shorthand for ``caches=warm,cold``. Results page:
+``?runs=<id>,<id>``. Explore page: ``?backend=lmdb&path=data/runs/<id>/lmdb/1000/store&id=7&page=2``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from urllib.parse import urlencode
+
+from storage.bench import CACHES, OPERATIONS, Experiment
+
+COUNT_STEPS = (1, 10, 100, 1_000, 10_000, 100_000)
+DEFAULT_FORMATS = ("png", "lmdb", "hdf5")  # the three formats of the original article
+DEFAULT_MAX_COUNT = 1_000
+DEFAULT_OPERATIONS = ("write_batch", "read_all", "read_random")
+DEFAULT_CACHES = ("warm",)
+DEFAULT_REPEATS = 1
+MAX_REPEATS = 50
+SOURCE_KEYWORDS = ("auto", "sample", "cifar10")
+FOLDER = "folder"  # the source selectbox's choice for "a folder path"
+
+OPERATION_LABELS = {
+    "write_batch": "write a batch",
+    "write_one": "write one at a time",
+    "read_all": "read all",
+    "read_random": "read random ids",
+    "read_one": "read one (latency)",
+}
+
+
+def split_list(value: str | Sequence[str] | None) -> list[str]:
+    """``"a,b , c"`` (or repeated parameters ``["a", "b,c"]``) as ``["a", "b", "c"]``."""
+    if value is None:
+        return []
+    values = [value] if isinstance(value, str) else list(value)
+    items = []
+    for text in values:
+        items.extend(part.strip() for part in str(text).split(","))
+    return [item for item in items if item]
+
+
+def _last(value: str | Sequence[str] | None) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    return str(value[-1]) if len(value) else None
+
+
+def parse_count(text: str) -> int:
+    """One image count: ``"5000"``, ``"20_000"`` or ``"1e4"``; a positive whole number.
+
+    Raises:
+        ValueError: with a sentence a page can show as it is.
+    """
+    cleaned = text.strip().replace("_", "")
+    try:
+        value = float(cleaned) if re.fullmatch(r"\d+(\.\d*)?[eE]\d+", cleaned) else int(cleaned)
+    except ValueError:
+        raise ValueError(f"{text.strip()!r} is not a number of images; write whole numbers such as 5000") from None
+    if value != int(value) or value <= 0:
+        raise ValueError(f"{text.strip()!r} is not a positive whole number of images")
+    return int(value)
+
+
+def parse_counts(text: str | None) -> list[int]:
+    """Counts separated by commas, semicolons or spaces (``"500, 5000 20000"``).
+
+    Raises:
+        ValueError: a part is not a positive whole number (the message names it).
+    """
+    if not text:
+        return []
+    return [parse_count(part) for part in re.split(r"[,;\s]+", text.strip()) if part]
+
+
+def counts_for(max_count: int, other_counts: Iterable[int] = ()) -> list[int]:
+    """The powers of ten up to ``max_count``, plus ``other_counts``, sorted and unique."""
+    counts = {step for step in COUNT_STEPS if step <= max_count}
+    counts.update(int(count) for count in other_counts)
+    return sorted(counts)
+
+
+def format_counts(counts: Iterable[int]) -> str:
+    return ", ".join(f"{count:,}" for count in counts)
+
+
+@dataclass
+class RunControls:
+    """Everything the Run page's controls say."""
+
+    formats: list[str] = field(default_factory=lambda: list(DEFAULT_FORMATS))
+    max_count: int = DEFAULT_MAX_COUNT
+    other_counts: str = ""
+    operations: list[str] = field(default_factory=lambda: list(DEFAULT_OPERATIONS))
+    caches: list[str] = field(default_factory=lambda: list(DEFAULT_CACHES))
+    repeats: int = DEFAULT_REPEATS
+    source: str = "auto"
+    keep: bool = False
+    run_id: str | None = None
+
+    @property
+    def source_kind(self) -> str:
+        """``auto``, ``sample``, ``cifar10`` or ``folder``."""
+        return self.source if self.source in SOURCE_KEYWORDS else FOLDER
+
+    @property
+    def folder(self) -> str:
+        return "" if self.source in SOURCE_KEYWORDS else self.source
+
+    def counts(self) -> list[int]:
+        """The counts to run. Raises ValueError if "Other counts" holds something that is not a count."""
+        return counts_for(self.max_count, parse_counts(self.other_counts))
+
+
+def parse_run_params(
+    params: Mapping[str, str | Sequence[str]], available_backends: Sequence[str]
+) -> tuple[RunControls, list[str]]:
+    """The Run page's controls from query parameters, and notes on values that were ignored.
+
+    Parameters that are absent keep their defaults, except that the default formats are
+    limited to ``available_backends``.
+    """
+    controls = RunControls(formats=[name for name in DEFAULT_FORMATS if name in available_backends])
+    notes: list[str] = []
+    if "formats" in params:
+        wanted = split_list(params["formats"])
+        unknown = [name for name in wanted if name not in available_backends]
+        if unknown:
+            notes.append(
+                f"unknown format(s) {', '.join(unknown)} in the link were ignored; "
+                f"the formats are: {', '.join(available_backends)}"
+            )
+        controls.formats = list(dict.fromkeys(name for name in wanted if name in available_backends))
+    extra_counts: list[int] = []
+    max_text = _last(params.get("max_count"))
+    if max_text:
+        try:
+            value = parse_count(max_text)
+        except ValueError as error:
+            notes.append(f"max_count: {error}")
+        else:
+            steps = [step for step in COUNT_STEPS if step <= value]
+            controls.max_count = steps[-1] if steps else COUNT_STEPS[0]
+            if value not in COUNT_STEPS:
+                extra_counts.append(value)
+    counts_text = params.get("counts")
+    if counts_text is not None:
+        for part in split_list(counts_text):
+            try:
+                extra_counts.append(parse_count(part))
+            except ValueError as error:
+                notes.append(f"counts: {error}")
+    if extra_counts:
+        controls.other_counts = ", ".join(str(count) for count in dict.fromkeys(extra_counts))
+    if "ops" in params:
+        wanted = split_list(params["ops"])
+        unknown = [name for name in wanted if name not in OPERATIONS]
+        if unknown:
+            notes.append(
+                f"unknown operation(s) {', '.join(unknown)} were ignored; operations are: {', '.join(OPERATIONS)}"
+            )
+        controls.operations = [name for name in OPERATIONS if name in wanted]
+    if "caches" in params:
+        wanted = split_list(params["caches"])
+        unknown = [name for name in wanted if name not in CACHES]
+        if unknown:
+            notes.append(f"unknown cache state(s) {', '.join(unknown)} were ignored; use warm and/or cold")
+        controls.caches = [name for name in CACHES if name in wanted] or list(DEFAULT_CACHES)
+    if _last(params.get("cold")) in ("1", "true", "yes") and "cold" not in controls.caches:
+        controls.caches = [name for name in CACHES if name in (*controls.caches, "cold")]
+    repeats_text = _last(params.get("repeats"))
+    if repeats_text:
+        try:
+            controls.repeats = min(MAX_REPEATS, parse_count(repeats_text))
+        except ValueError as error:
+            notes.append(f"repeats: {error}")
+    source = _last(params.get("source"))
+    if source:
+        controls.source = source.strip()
+    controls.keep = _last(params.get("keep")) in ("1", "true", "yes")
+    run_id = _last(params.get("run"))
+    controls.run_id = run_id.strip() if run_id and run_id.strip() else None
+    return controls, notes
+
+
+def run_params(controls: RunControls) -> dict[str, str]:
+    """Query parameters that reproduce ``controls`` (the inverse of :func:`parse_run_params`)."""
+    params = {
+        "formats": ",".join(controls.formats),
+        "max_count": str(controls.max_count),
+        "ops": ",".join(controls.operations),
+        "caches": ",".join(controls.caches),
+        "repeats": str(controls.repeats),
+        "source": controls.source,
+    }
+    try:
+        extra = [count for count in parse_counts(controls.other_counts) if count not in COUNT_STEPS]
+    except ValueError:
+        extra = None
+    if extra is None:
+        params["counts"] = controls.other_counts  # keep what was typed; the page shows the error
+    elif extra:
+        params["counts"] = ",".join(str(count) for count in extra)
+    if controls.keep:
+        params["keep"] = "1"
+    if controls.run_id:
+        params["run"] = controls.run_id
+    return params
+
+
+# The Run page's widget keys, per control.
+RUN_WIDGETS = {
+    "formats": "run_formats",
+    "max_count": "run_max_count",
+    "other_counts": "run_other_counts",
+    "operations": "run_operations",
+    "caches": "run_caches",
+    "repeats": "run_repeats",
+    "source_kind": "run_source_kind",
+    "folder": "run_folder",
+    "keep": "run_keep",
+}
+
+
+def run_widget_values(controls: RunControls) -> dict[str, object]:
+    """The Run page's widget values (by widget key) that show ``controls``."""
+    return {
+        RUN_WIDGETS["formats"]: list(controls.formats),
+        RUN_WIDGETS["max_count"]: controls.max_count,
+        RUN_WIDGETS["other_counts"]: controls.other_counts,
+        RUN_WIDGETS["operations"]: list(controls.operations),
+        RUN_WIDGETS["caches"]: list(controls.caches),
+        RUN_WIDGETS["repeats"]: controls.repeats,
+        RUN_WIDGETS["source_kind"]: controls.source_kind,
+        RUN_WIDGETS["folder"]: controls.folder,
+        RUN_WIDGETS["keep"]: controls.keep,
+    }
+
+
+def controls_from_widgets(values: Mapping[str, object], run_id: str | None = None) -> RunControls:
+    """The inverse of :func:`run_widget_values`."""
+    kind = values.get(RUN_WIDGETS["source_kind"], "auto")
+    folder = str(values.get(RUN_WIDGETS["folder"]) or "").strip()
+    return RunControls(
+        formats=list(values.get(RUN_WIDGETS["formats"]) or []),
+        max_count=int(values.get(RUN_WIDGETS["max_count"]) or DEFAULT_MAX_COUNT),
+        other_counts=str(values.get(RUN_WIDGETS["other_counts"]) or ""),
+        operations=list(values.get(RUN_WIDGETS["operations"]) or []),
+        caches=list(values.get(RUN_WIDGETS["caches"]) or []),
+        repeats=int(values.get(RUN_WIDGETS["repeats"]) or DEFAULT_REPEATS),
+        source=folder if kind == FOLDER else str(kind),
+        keep=bool(values.get(RUN_WIDGETS["keep"])),
+        run_id=run_id,
+    )
+
+
+def to_experiment(controls: RunControls, work_dir: str) -> Experiment:
+    """The engine's experiment for ``controls``.
+
+    Raises:
+        ValueError: "Other counts" is not a list of counts (the message says which part).
+    """
+    return Experiment(
+        backends=list(controls.formats),
+        counts=controls.counts(),
+        operations=list(controls.operations),
+        caches=list(controls.caches) or list(DEFAULT_CACHES),
+        repeats=int(controls.repeats),
+        source=controls.source,
+        keep=controls.keep,
+        work_dir=str(work_dir),
+    )
+
+
+def parse_run_ids(params: Mapping[str, str | Sequence[str]], key: str = "runs") -> list[str]:
+    """Run ids from ``?runs=a,b`` (or repeated ``runs``), in order, without duplicates."""
+    return list(dict.fromkeys(split_list(params.get(key))))
+
+
+@dataclass
+class ExploreControls:
+    backend: str | None = None
+    path: str = ""
+    image_id: int = 0
+    page: int = 1
+
+
+def parse_explore_params(
+    params: Mapping[str, str | Sequence[str]], available_backends: Sequence[str]
+) -> tuple[ExploreControls, list[str]]:
+    """The Explore page's controls from ``?backend=..&path=..&id=..&page=..``."""
+    controls = ExploreControls()
+    notes = []
+    backend = _last(params.get("backend"))
+    if backend:
+        if backend in available_backends:
+            controls.backend = backend
+        else:
+            notes.append(
+                f"unknown backend {backend!r} in the link was ignored; backends are: {', '.join(available_backends)}"
+            )
+    controls.path = (_last(params.get("path")) or "").strip()
+    for key, attribute, minimum in (("id", "image_id", 0), ("page", "page", 1)):
+        text = _last(params.get(key))
+        if text:
+            try:
+                value = int(text)
+                if value < minimum:
+                    raise ValueError
+                setattr(controls, attribute, value)
+            except ValueError:
+                notes.append(f"{key}={text!r} in the link is not a whole number ≥ {minimum}; it was ignored")
+    return controls, notes
+
+
+def explore_params(controls: ExploreControls) -> dict[str, str]:
+    params = {}
+    if controls.backend:
+        params["backend"] = controls.backend
+    if controls.path:
+        params["path"] = controls.path
+    params["id"] = str(controls.image_id)
+    if controls.page > 1:
+        params["page"] = str(controls.page)
+    return params
+
+
+def share_url(base: str | None, params: Mapping[str, str]) -> str:
+    """``base`` (the page's address, any query string dropped) with ``params``; commas stay readable."""
+    query = urlencode({key: value for key, value in params.items() if value not in (None, "")}, safe=",/")
+    address = (base or "").split("?", 1)[0].split("#", 1)[0]
+    return f"{address}?{query}" if query else address

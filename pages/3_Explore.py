@@ -1,0 +1,181 @@
+"""Explore page: open a store of any backend, page through its images, time the read of any id.
+
+``?backend=lmdb&path=data/runs/<run id>/lmdb/1000/store&id=7&page=2`` opens the same store
+at the same place.
+"""
+
+import math
+import time
+
+import streamlit as st
+
+from dashboard import config, previews, resources, state, views
+from storage import backend_info, backends
+from storage.bench.report import format_seconds
+from storage.errors import StorageError
+
+PAGE_SIZE = 24
+GRID_COLUMNS = 8
+K_BACKEND, K_PATH, K_ID, K_PAGE, K_FOUND, OPENED = (
+    "explore_backend",
+    "explore_path",
+    "explore_id",
+    "explore_page",
+    "explore_found",
+    "explore_opened",
+)
+
+views.setup_page("Explore")
+st.title("Explore a store")
+st.caption("Open any image store, page through its images with their labels, and time the read of any image.")
+
+available = backends()
+params = {key: st.query_params.get_all(key) for key in st.query_params}
+link, notes = state.parse_explore_params(params, available)
+if views.init_state(
+    {K_BACKEND: link.backend or available[0], K_PATH: link.path, K_ID: link.image_id, K_PAGE: link.page}
+):
+    for note in notes:
+        st.warning(f"The link could not be followed entirely: {note}.")
+    if link.backend and link.path and OPENED not in st.session_state:
+        st.session_state[OPENED] = (link.backend, link.path)
+
+found = resources.find_stores(resources.store_roots())
+
+
+def use_found() -> None:
+    choice = st.session_state.get(K_FOUND)
+    for store in found:
+        if store.path == choice:
+            st.session_state[K_BACKEND] = store.backend if store.backend in available else st.session_state[K_BACKEND]
+            st.session_state[K_PATH] = config.display_path(store.path)
+            st.session_state[K_PAGE] = 1
+            st.session_state[K_ID] = 0
+            st.session_state[OPENED] = (st.session_state[K_BACKEND], st.session_state[K_PATH])
+
+
+if found:
+    st.selectbox(
+        "Stores found",
+        [None, *[store.path for store in found]],
+        key=K_FOUND,
+        format_func=lambda path: (
+            "Pick a store found on disk…"
+            if path is None
+            else next(
+                f"{backend_info(s.backend).label if s.backend in available else s.backend} · {s.count:,} images · "
+                f"{config.display_path(s.path)}"
+                for s in found
+                if s.path == path
+            )
+        ),
+        on_change=use_found,
+        help="Stores under the run folder (runs that kept their stores) and under data/.",
+    )
+else:
+    st.caption(
+        "No stores found under the run folder or data/. Tick “Keep the stores afterwards” on the Run page, "
+        "or type the folder of any store below."
+    )
+
+columns = st.columns([1, 3, 1], vertical_alignment="bottom")
+columns[0].selectbox("Backend", available, key=K_BACKEND, format_func=lambda name: backend_info(name).label)
+columns[1].text_input("Store folder", key=K_PATH, placeholder="e.g. data/runs/<run id>/lmdb/1000/store")
+
+
+def open_clicked() -> None:
+    st.session_state[OPENED] = (st.session_state[K_BACKEND], st.session_state[K_PATH].strip())
+    st.session_state[K_PAGE] = 1
+
+
+columns[2].button("Open store", type="primary", on_click=open_clicked, disabled=not st.session_state[K_PATH].strip())
+
+opened = st.session_state.get(OPENED)
+if not opened:
+    views.sync_query_params({"backend": st.session_state[K_BACKEND], "path": st.session_state[K_PATH].strip()})
+    st.info(
+        "Pick a store found on disk, or give a backend and a folder and press **Open store**.",
+        icon=":material/touch_app:",
+    )
+    st.stop()
+
+backend, path = opened
+try:
+    store = resources.open_store_cached(backend, path)
+    size = len(store)
+    usage = store.disk_usage()
+except StorageError as error:
+    views.show_error(error, what=f"Cannot open {path} as a {backend} store")
+    st.stop()
+except OSError as error:
+    views.show_error(f"{path}: {error.strerror or error}", what="Cannot open the store")
+    st.stop()
+
+# Class names: a store kept by a run knows its source through the results database.
+class_names = None
+run_id = resources.FoundStore(str(store.path), backend, size).run_id
+if run_id:
+    try:
+        record = resources.results_db().get_run(run_id)
+        class_names = (record.source or {}).get("class_names") if record else None
+    except StorageError:
+        class_names = None
+
+metrics = st.columns(4)
+metrics[0].metric("Format", backend_info(backend).label)
+metrics[1].metric("Images", f"{size:,}")
+metrics[2].metric("Disk (allocated)", f"{usage.allocated_bytes / 1e6:,.2f} MB")
+metrics[3].metric("Files", f"{usage.files:,}")
+st.caption(
+    f"`{config.display_path(store.path)}` · image shape {store.uniform_shape or 'varies'}"
+    + (f" · labels are classes of run {run_id}" if class_names else " · labels shown as numbers")
+)
+
+if size == 0:
+    st.info("This store holds no images.")
+    st.stop()
+
+# -- one image by id, timed -------------------------------------------------------------------
+st.subheader("Read one image")
+st.session_state[K_ID] = min(max(0, int(st.session_state[K_ID])), size - 1)
+read_columns = st.columns([1, 1, 4], vertical_alignment="bottom")
+image_id = read_columns[0].number_input("Image id", min_value=0, max_value=size - 1, step=1, key=K_ID)
+read_columns[1].button("Read", help="Read the image again (the first read may come from disk, later ones from memory)")
+try:
+    started = time.perf_counter()
+    image, label = store.read_one(int(image_id))
+    seconds = time.perf_counter() - started
+except StorageError as error:
+    views.show_error(error, what=f"Reading image {image_id} failed")
+else:
+    shown, details = st.columns([1, 3])
+    shown.image(previews.enlarge(image, 192), caption=previews.caption(int(image_id), label, class_names, None))
+    details.markdown(
+        f"**Read in {format_seconds(seconds)}** (one `read_one` call, timed on this page)  \n"
+        f"Label: **{previews.class_name(label, class_names)}** ({int(label)})  \n"
+        f"Pixels: {' × '.join(str(side) for side in image.shape)}, {image.dtype}"
+    )
+
+# -- the images, page by page -----------------------------------------------------------------
+st.subheader("All images")
+pages = max(1, math.ceil(size / PAGE_SIZE))
+st.session_state[K_PAGE] = min(max(1, int(st.session_state[K_PAGE])), pages)
+page = st.number_input(
+    f"Page (of {pages:,}, {PAGE_SIZE} images each)", min_value=1, max_value=pages, step=1, key=K_PAGE
+)
+first = (int(page) - 1) * PAGE_SIZE
+ids = list(range(first, min(size, first + PAGE_SIZE)))
+try:
+    images, labels = store.read_batch(ids)
+except StorageError as error:
+    views.show_error(error, what="Reading this page failed")
+else:
+    grid = st.columns(GRID_COLUMNS)
+    for position, (image_id_on_page, picture, picture_label) in enumerate(zip(ids, images, labels)):
+        grid[position % GRID_COLUMNS].image(
+            previews.enlarge(picture, 96), caption=previews.caption(image_id_on_page, picture_label, class_names, None)
+        )
+
+views.sync_query_params(
+    state.explore_params(state.ExploreControls(backend=backend, path=path, image_id=int(image_id), page=int(page)))
+)
