@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from . import datasets, registry
-from .errors import StorageError
+from .errors import DiskSpaceError, StorageError
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -227,6 +227,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     )
     with ResultsDB(args.db) as db:
         estimate = estimate_experiment(experiment, db)
+        if not estimate.disk_fits:
+            raise DiskSpaceError(estimate.message)
+        if not estimate.memory_fits:
+            raise UsageError(estimate.message)
         print(f"estimate: {estimate.message}", file=sys.stderr)
         bar = _progress_bar(not args.no_progress)
         done = {"last": 0}

@@ -158,7 +158,7 @@ def test_an_unknown_backend_lists_the_valid_ones(paths: dict[str, str]) -> None:
     _assert_one_line_error(storage_cli("convert", "sample", "--to", "floppy", paths["tmp"] + "/x"), "png, lmdb")
 
 
-@pytest.mark.parametrize("counts", ["0", "-5", "ten", "1.5", "10,0", ","])
+@pytest.mark.parametrize("counts", ["0", "-5", "ten", "10,1.5"])
 def test_counts_must_be_positive_integers(paths: dict[str, str], counts: str) -> None:
     result = bench(paths, "--counts", counts)
     _assert_one_line_error(result, "--counts")

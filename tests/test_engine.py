@@ -268,3 +268,16 @@ def test_the_estimate_covers_every_step_and_learns_from_history(tmp_path: Path) 
         run_experiment(experiment(tmp_path, counts=[1000], backends=["png"], operations=["write_batch"]), db)
         refined = estimate_experiment(plan, db)
     assert refined.seconds != first.seconds
+
+
+def test_a_run_that_does_not_fit_in_memory_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    class Little:
+        available = 200_000_000
+
+    monkeypatch.setattr(estimate_module.psutil, "virtual_memory", lambda: Little())
+    plan = experiment(tmp_path, counts=[10, 1_000_000])
+    estimate = estimate_experiment(plan)
+    assert not estimate.fits and estimate.disk_fits and not estimate.memory_fits
+    with pytest.raises(InvalidExperimentError, match="MB of memory"):
+        run_experiment(plan)
+    assert not (tmp_path / "runs").exists()

@@ -67,6 +67,7 @@ from .experiment import (
     READ_OPERATIONS,
     WARMUP_MAX_COUNT,
     Experiment,
+    InvalidExperimentError,
     images_per_sample,
     seeded_rng,
     steps,
@@ -653,13 +654,16 @@ def run_experiment(
         UnknownBackendError, InvalidExperimentError: bad parameters, before anything runs.
         DataNotFoundError, CorruptDataError, BadImageFileError: the source cannot be loaded.
         DiskSpaceError: the run needs more disk space than is free.
+        InvalidExperimentError: (also) the run needs more memory than is available.
     """
     started = time.perf_counter()
     experiment = validate(experiment)
     source = datasets.load_source(experiment.source)
     estimate = estimate_experiment(experiment, db, raw_image_bytes=_mean_image_bytes(source.images))
-    if not estimate.fits:
+    if not estimate.disk_fits:
         raise DiskSpaceError(estimate.message)
+    if not estimate.memory_fits:
+        raise InvalidExperimentError(estimate.message)
     remove_leftover_folders(experiment.work_dir, db)
     run_id, run_dir = _make_run_dir(experiment.work_dir)
     environment = capture_environment(experiment.work_dir)

@@ -12,6 +12,8 @@ import math
 import shutil
 from dataclasses import dataclass, field
 
+import psutil
+
 from .. import registry
 from .environment import existing_parent
 from .experiment import (
@@ -44,6 +46,7 @@ _DEFAULT_COSTS = {"write_batch": 3e-4, "write_one": 1e-3, "read_all": 2e-4, "rea
 _COLD_FACTOR = 3.0
 _STEP_OVERHEAD = 0.02  # opening stores, verification, bookkeeping per measurement
 _EVICT_PER_FILE = 3e-5
+_BASE_MEMORY = 300 * MEGABYTE
 
 
 @dataclass
@@ -54,9 +57,14 @@ class Estimate:
         seconds: expected wall time.
         disk_bytes: the most disk the run holds at once (with a safety margin).
         free_bytes: free space where the run writes.
-        fits: whether ``disk_bytes`` fits in ``free_bytes``.
+        fits: whether the run fits: ``disk_bytes`` in ``free_bytes`` and ``memory_bytes``
+            in ``available_memory_bytes``.
         message: one sentence saying all of it (and what to do if it does not fit).
         step_seconds: expected seconds of each step, in the engine's order.
+        memory_bytes: memory the run needs at its largest count (its images, and the
+            buffer reads fill, outside what the backends themselves use).
+        available_memory_bytes: memory available on this machine now.
+        disk_fits, memory_fits: the two halves of ``fits``.
     """
 
     seconds: float
@@ -65,6 +73,10 @@ class Estimate:
     fits: bool
     message: str
     step_seconds: list[float] = field(default_factory=list)
+    memory_bytes: int = 0
+    available_memory_bytes: int = 0
+    disk_fits: bool = True
+    memory_fits: bool = True
 
 
 def per_image_cost(backend: str, operation: str, cache: str = "warm") -> float:
@@ -140,20 +152,40 @@ def estimate_experiment(experiment: Experiment, db=None, raw_image_bytes: float 
     needed = sum(per_count) if experiment.keep else max(per_count)
     disk_bytes = int(needed * 1.1 + 50 * MEGABYTE)
     free = shutil.disk_usage(existing_parent(experiment.work_dir)).free
-    fits = disk_bytes <= free
+    disk_fits = disk_bytes <= free
+    # The images of the largest count and the buffer reads fill, plus the interpreter and libraries.
+    memory = int(2 * max(experiment.counts) * raw_image_bytes + _BASE_MEMORY)
+    available = psutil.virtual_memory().available
+    memory_fits = memory <= available
     seconds = sum(step_seconds)
-    if fits:
-        message = (
-            f"about {format_duration(seconds)} and {disk_bytes / MEGABYTE:,.0f} MB of disk "
-            f"({free / MEGABYTE:,.0f} MB free)"
-        )
-    else:
+    if not disk_fits:
         message = (
             f"this run needs about {disk_bytes / MEGABYTE:,.0f} MB of disk under {experiment.work_dir} "
             f"but only {free / MEGABYTE:,.0f} MB are free; use smaller counts, fewer backends, "
             "no --keep, or another --work-dir"
         )
-    return Estimate(seconds, disk_bytes, free, fits, message, step_seconds)
+    elif not memory_fits:
+        message = (
+            f"this run needs about {memory / MEGABYTE:,.0f} MB of memory for {max(experiment.counts):,} images "
+            f"but only {available / MEGABYTE:,.0f} MB are available; use smaller counts"
+        )
+    else:
+        message = (
+            f"about {format_duration(seconds)}, {disk_bytes / MEGABYTE:,.0f} MB of disk "
+            f"({free / MEGABYTE:,.0f} MB free) and {memory / MEGABYTE:,.0f} MB of memory"
+        )
+    return Estimate(
+        seconds,
+        disk_bytes,
+        free,
+        disk_fits and memory_fits,
+        message,
+        step_seconds,
+        memory,
+        available,
+        disk_fits,
+        memory_fits,
+    )
 
 
 def format_duration(seconds: float) -> str:
