@@ -38,8 +38,9 @@ from .lmdb_store import LmdbStore
 from .npy_store import NpyStore
 from .png_files import PngFilesStore
 from .registry import backend_info, backends, open_store, register_backend, store_class, unregister_backend
+from .zarr_store import ZarrStore
 
-for _store_class in (PngFilesStore, LmdbStore, Hdf5Store, JpegFilesStore, WebpFilesStore, NpyStore):
+for _store_class in (PngFilesStore, LmdbStore, Hdf5Store, JpegFilesStore, WebpFilesStore, NpyStore, ZarrStore):
     register_backend(_store_class)
 
 __all__ = [
@@ -72,6 +73,7 @@ __all__ = [
     "StoreNotWritableError",
     "UnknownBackendError",
     "WrongBackendError",
+    "ZarrStore",
     "backend_info",
     "backends",
     "measure_disk_usage",
