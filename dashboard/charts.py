@@ -28,7 +28,7 @@ from storage.bench.report import format_megabytes, format_rate, format_seconds
 
 from .state import OPERATION_LABELS
 
-PANEL_WIDTH = 260
+PANEL_WIDTH = 250
 PANEL_HEIGHT = 220
 PANEL_COLUMNS = 3
 
@@ -183,7 +183,7 @@ def format_colors(backends: Iterable[str]) -> dict[str, str]:
     return colors
 
 
-def _color(frame: pd.DataFrame) -> alt.Color:
+def _color(frame: pd.DataFrame, legend: bool = True) -> alt.Color:
     colors = format_colors(frame["backend"])
     labels = dict(zip(frame["backend"], frame["format"]))
     domain = [labels[name] for name in colors]
@@ -191,7 +191,7 @@ def _color(frame: pd.DataFrame) -> alt.Color:
         "format:N",
         title="Format",
         scale=alt.Scale(domain=domain, range=list(colors.values())),
-        legend=alt.Legend(orient="top"),
+        legend=alt.Legend(orient="top") if legend else None,
     )
 
 
@@ -235,15 +235,18 @@ def _line_chart(frame: pd.DataFrame, column: str, title: str, y_title: str) -> a
     encodings = {"x": x, "y": y, "color": _color(rows), "tooltip": _tooltips(multi_run)}
     detail = ["backend:N"]
     if multi_run:
-        encodings["strokeDash"] = alt.StrokeDash("run_label:N", title="Run")
-        encodings["shape"] = alt.Shape("run_label:N", title="Run")
+        run_legend = alt.Legend(orient="bottom", direction="vertical", labelLimit=400)
+        encodings["strokeDash"] = alt.StrokeDash("run_label:N", title="Run", legend=run_legend)
+        encodings["shape"] = alt.Shape("run_label:N", title="Run", legend=run_legend)
         detail.append("run_label:N")
     base = alt.Chart().encode(detail=detail)
     line = base.mark_line(point=True, strokeWidth=2).encode(**encodings)
     layers = [line]
-    if column == "seconds":  # the spread of the timed samples
-        spread = base.mark_rule(opacity=0.55, strokeWidth=3).encode(
-            x=x, y=alt.Y("seconds_min:Q", scale=alt.Scale(type="log")), y2="seconds_max:Q", color=_color(rows)
+    if column == "seconds":  # the spread of the timed samples (min to max), in grey beneath the lines
+        spread = base.mark_rule(strokeWidth=2, color="#a0a0a0").encode(
+            x=x,
+            y=alt.Y("seconds_min:Q", scale=alt.Scale(type="log")),
+            y2="seconds_max:Q",
         )
         layers.insert(0, spread)
     layered = alt.layer(*layers).properties(width=PANEL_WIDTH, height=PANEL_HEIGHT)
@@ -325,9 +328,11 @@ def disk_chart(frame: pd.DataFrame) -> alt.Chart | alt.FacetChart | None:
                 alt.Tooltip("count:Q", title="images", format=","),
             ],
         )
-        .properties(width=max(260, 110 * len(domain)), height=PANEL_HEIGHT)
+        .properties(width=max(360, 120 * len(domain)), height=PANEL_HEIGHT)
     )
-    title = f"Disk use per format at {count:,} images (apparent = file sizes, allocated = disk blocks)"
+    title = alt.TitleParams(
+        f"Disk use per format at {count:,} images", subtitle="apparent = file sizes, allocated = disk blocks"
+    )
     if data["run"].nunique() > 1:
         return chart.facet(column=alt.Column("run_label:N", title=None)).properties(title=title)
     return chart.properties(title=title)
@@ -390,7 +395,7 @@ def table_frame(frame: pd.DataFrame) -> pd.DataFrame:
             "Files": rows["files"].map(lambda v: number(v, lambda x: f"{x:,.0f}")),
             "Bytes/image": rows["bytes_per_image"].map(lambda v: number(v, lambda x: f"{x:,.0f}")),
             "Verified": [
-                "✗ " + (error or "") if error else ("✓" if verified else "–")
+                f"✗ {error}" if isinstance(error, str) and error else ("✓" if verified else "–")
                 for verified, error in zip(rows["verified"], rows["error"])
             ],
         }

@@ -98,7 +98,7 @@ def render_charts(specs: Mapping[str, dict], key_prefix: str, names: Sequence[st
     """The charts named (by default all: elapsed time, images per second, disk use), in that order."""
     for name, _ in CHARTS:
         if name in specs and name in names:
-            st.vega_lite_chart(specs[name], key=f"{key_prefix}-{name}")
+            st.vega_lite_chart(specs[name], key=f"{key_prefix}-{name}", width="content")
 
 
 def page_link(page: object, label: str, icon: str | None = None, query_params: Mapping[str, str] | None = None) -> None:

@@ -1,0 +1,322 @@
+"""Tests of the dashboard's plain-Python helpers: URL state, charts, previews and the run job.
+
+Nothing here needs a browser or a Streamlit session; the job tests start the real engine
+in its child process on a few images.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from dashboard import charts, previews, runner, state  # noqa: E402
+from storage.bench import Experiment, Measurement, PreviewReady, ResultsDB  # noqa: E402
+
+BACKENDS = ["png", "lmdb", "hdf5"]
+
+
+# -- URL state ----------------------------------------------------------------------------------
+
+
+def test_run_params_round_trip():
+    controls = state.RunControls(
+        formats=["png", "hdf5"],
+        max_count=100,
+        other_counts="500, 5000",
+        operations=["write_batch", "read_all"],
+        caches=["warm", "cold"],
+        repeats=3,
+        source="sample",
+        keep=True,
+        run_id="20260101-000000-abcdef",
+    )
+    params = state.run_params(controls)
+    assert params["formats"] == "png,hdf5"
+    assert params["counts"] == "500,5000"
+    parsed, notes = state.parse_run_params(params, BACKENDS)
+    assert notes == []
+    assert parsed == state.RunControls(
+        formats=["png", "hdf5"],
+        max_count=100,
+        other_counts="500, 5000",
+        operations=["write_batch", "read_all"],
+        caches=["warm", "cold"],
+        repeats=3,
+        source="sample",
+        keep=True,
+        run_id="20260101-000000-abcdef",
+    )
+    assert parsed.counts() == [1, 10, 100, 500, 5000]
+
+
+def test_parse_run_params_defaults_and_bad_values_become_notes():
+    controls, notes = state.parse_run_params({}, BACKENDS)
+    assert controls.formats == ["png", "lmdb", "hdf5"]
+    assert controls.max_count == 1_000 and controls.repeats == 1 and controls.caches == ["warm"]
+    assert notes == []
+
+    controls, notes = state.parse_run_params(
+        {"formats": "png,nope", "max_count": "lots", "ops": "read_all,fly", "caches": "tepid", "repeats": "-2"},
+        BACKENDS,
+    )
+    assert controls.formats == ["png"]
+    assert controls.operations == ["read_all"]
+    assert controls.caches == ["warm"]
+    assert controls.max_count == 1_000 and controls.repeats == 1
+    text = " ".join(notes)
+    for word in ("nope", "lots", "fly", "tepid", "-2"):
+        assert word in text
+
+
+def test_parse_run_params_accepts_repeated_values_cold_shorthand_and_odd_max_count():
+    controls, notes = state.parse_run_params(
+        {"formats": ["png", "lmdb"], "cold": "1", "max_count": "500", "source": "data/my-images"}, BACKENDS
+    )
+    assert notes == []
+    assert controls.formats == ["png", "lmdb"]
+    assert controls.caches == ["warm", "cold"]
+    assert controls.max_count == 100 and controls.counts() == [1, 10, 100, 500]
+    assert controls.source_kind == state.FOLDER and controls.folder == "data/my-images"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("", []), ("5000", [5000]), ("500, 5_000; 1e4", [500, 5000, 10000]), (" 7  8 ", [7, 8])],
+)
+def test_parse_counts(text, expected):
+    assert state.parse_counts(text) == expected
+
+
+@pytest.mark.parametrize("text", ["abc", "0", "-5", "1.5", "2.55e1"])
+def test_parse_counts_refuses_non_counts_with_a_sentence(text):
+    with pytest.raises(ValueError, match="number of images"):
+        state.parse_counts(text)
+
+
+def test_widget_values_round_trip_and_experiment():
+    controls = state.RunControls(formats=["lmdb"], max_count=10, source="/tmp/images", keep=True)
+    values = state.run_widget_values(controls)
+    assert values[state.RUN_WIDGETS["source_kind"]] == state.FOLDER
+    assert state.controls_from_widgets(values) == controls
+    experiment = state.to_experiment(controls, "/tmp/runs")
+    assert experiment.backends == ["lmdb"] and experiment.counts == [1, 10]
+    assert experiment.source == "/tmp/images" and experiment.keep and experiment.work_dir == "/tmp/runs"
+
+
+def test_run_ids_explore_params_and_share_url():
+    assert state.parse_run_ids({"runs": "a,b,a"}) == ["a", "b"]
+    assert state.parse_run_ids({"runs": ["a", "c"]}) == ["a", "c"]
+    assert state.parse_run_ids({}) == []
+    controls, notes = state.parse_explore_params(
+        {"backend": "lmdb", "path": "x/y", "id": "7", "page": "oops"}, BACKENDS
+    )
+    assert (controls.backend, controls.path, controls.image_id, controls.page) == ("lmdb", "x/y", 7, 1)
+    assert len(notes) == 1 and "oops" in notes[0]
+    assert state.explore_params(controls) == {"backend": "lmdb", "path": "x/y", "id": "7"}
+    url = state.share_url("http://host:8501/Results?runs=old#top", {"runs": "a,b", "empty": ""})
+    assert url == "http://host:8501/Results?runs=a,b"
+    assert state.share_url(None, {"runs": "a"}) == "?runs=a"
+
+
+# -- charts -------------------------------------------------------------------------------------
+
+
+def _measurement(run_id, backend, count, operation, seconds, cache="warm", error=None):
+    m = Measurement(run_id=run_id, backend=backend, count=count, operation=operation, cache=cache)
+    m.samples = [seconds * 0.9, seconds, seconds * 1.2]
+    m.repeats = 3
+    m.seconds_median, m.seconds_min, m.seconds_max = seconds, seconds * 0.9, seconds * 1.2
+    m.seconds_iqr = seconds * 0.15
+    m.images = count
+    m.images_per_second = count / seconds
+    m.mb_per_second = count * 3072 / seconds / 1e6
+    m.apparent_bytes, m.allocated_bytes, m.files = count * 3100, count * 4096, count + 1
+    m.bytes_per_image = 4096.0
+    m.verified = error is None
+    m.error = error
+    return m
+
+
+def _measurements(run_id="run-a", backends=("png", "hdf5")):
+    items = []
+    for count in (1, 10, 100):
+        for backend in backends:
+            items.append(_measurement(run_id, backend, count, "write_batch", 0.001 * count))
+            items.append(_measurement(run_id, backend, count, "read_all", 0.0005 * count))
+    return items
+
+
+def test_measurements_frame_and_table():
+    frame = charts.measurements_frame(_measurements())
+    assert len(frame) == 12
+    assert set(frame["format"]) == {"PNG files + CSV", "HDF5"}
+    assert list(frame["panel"].unique()) == ["write a batch", "read all"]
+    table = charts.table_frame(frame)
+    assert list(table["Format"].unique()) == ["PNG files + CSV", "HDF5"]  # registry order
+    assert table["Verified"].eq("✓").all()
+    assert charts.measurements_frame([]).empty and charts.table_frame(charts.measurements_frame([])).empty
+
+
+def test_chart_specs_name_both_formats_and_use_log_scales():
+    frame = charts.measurements_frame(_measurements())
+    for build in (charts.time_chart, charts.rate_chart, charts.disk_chart):
+        spec = json.dumps(charts.chart_spec(build(frame)))
+        assert "PNG files + CSV" in spec and "HDF5" in spec
+    time_spec = charts.chart_spec(charts.time_chart(frame))
+    text = json.dumps(time_spec)
+    assert '"type": "log"' in text
+    assert "seconds_iqr" in text and "images_per_second" in text  # the tooltips
+
+
+def test_charts_skip_failed_measurements_and_empty_frames():
+    items = _measurements()
+    failed = _measurement("run-a", "lmdb", 10, "write_batch", 0.01, error="ReadError: disk on fire")
+    failed.seconds_median = None
+    frame = charts.measurements_frame([*items, failed])
+    assert "LMDB" not in json.dumps(charts.chart_spec(charts.time_chart(frame)))
+    verified = list(charts.table_frame(frame)["Verified"])
+    assert verified.count("✓") == 12 and "✗ ReadError: disk on fire" in verified
+    empty = charts.measurements_frame([])
+    assert charts.time_chart(empty) is None and charts.rate_chart(empty) is None and charts.disk_chart(empty) is None
+
+
+def test_several_runs_are_overlaid_with_a_dash_per_run():
+    frame = charts.measurements_frame(_measurements("run-a") + _measurements("run-b"))
+    spec = json.dumps(charts.chart_spec(charts.time_chart(frame)))
+    assert "strokeDash" in spec and "run_label" in spec
+    assert "Run" in charts.table_frame(frame).columns
+
+
+def test_colours_are_fixed_per_backend():
+    assert charts.format_colors(["hdf5", "png"]) == {"png": charts.PALETTE[0], "hdf5": charts.PALETTE[2]}
+    assert charts.format_colors(["hdf5"]) == {"hdf5": charts.PALETTE[2]}
+
+
+def test_chart_export_to_png_and_svg():
+    frame = charts.measurements_frame(_measurements())
+    spec = charts.chart_spec(charts.disk_chart(frame))
+    png = charts.chart_png(spec)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    svg = charts.chart_svg(charts.disk_chart(frame))
+    assert svg.lstrip().startswith("<svg") and "HDF5" in svg
+
+
+# -- previews -----------------------------------------------------------------------------------
+
+
+def test_enlarge_uses_whole_nearest_neighbour_blocks():
+    image = np.arange(32 * 32 * 3, dtype=np.uint32).reshape(32, 32, 3).astype(np.uint8)
+    big = np.asarray(previews.enlarge(image, 96))
+    assert big.shape == (96, 96, 3)
+    assert np.array_equal(big[::3, ::3], image)  # every pixel became a 3x3 block of itself
+    assert np.array_equal(big[1::3, 2::3], image)
+
+
+def test_enlarge_handles_grey_alpha_odd_and_large_images():
+    assert previews.enlarge(np.zeros((10, 20), np.uint8), 96).size == (80, 40)
+    assert previews.enlarge(np.zeros((8, 8, 4), np.uint8), 96).mode == "RGBA"
+    assert previews.enlarge(np.zeros((8, 8, 1), np.uint8), 96).size == (96, 96)
+    assert previews.enlarge(np.zeros((500, 250, 3), np.uint8), 96).size == (48, 96)
+    with pytest.raises(ValueError, match="shape"):
+        previews.to_pil(np.zeros((4, 4, 2), np.uint8))
+
+
+def test_captions_and_preview_rows():
+    names = ["airplane", "frog"]
+    assert previews.caption(7, 1, names, True) == "#7 frog ✓ verified"
+    assert previews.caption(7, 1, names, False) == "#7 frog ✗ mismatch"
+    assert previews.caption(7, 5, names, None) == "#7 label 5"
+    image = np.zeros((32, 32, 3), np.uint8)
+    items = [
+        PreviewReady("r", backend, count, [1, 2], [image, image], [0, 1], names, True, None)
+        for count in (10, 100)
+        for backend in ("hdf5", "png")
+    ]
+    rows = previews.preview_rows(items)
+    assert [row.backend for row in rows] == ["png", "hdf5"] and {row.count for row in rows} == {100}
+    assert rows[0].captions == ["#1 airplane ✓ verified", "#2 frog ✓ verified"]
+    assert rows[0].images[0].size == (96, 96)
+    assert previews.preview_counts(items) == [100, 10]
+    assert previews.preview_rows([]) == []
+
+
+# -- the run job --------------------------------------------------------------------------------
+
+
+def _wait(job, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while job.running and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert job.join(5), "the job did not end"
+    return job.snapshot()
+
+
+def test_job_runs_the_engine_in_a_child_process_and_streams_events(tmp_path):
+    experiment = Experiment(
+        backends=["png", "hdf5"],
+        counts=[1, 10],
+        operations=["write_batch", "read_all"],
+        repeats=1,
+        source="sample",
+        work_dir=str(tmp_path / "runs"),
+    )
+    job = runner.start_job(experiment, tmp_path / "results.sqlite")
+    assert job.pid is not None
+    snapshot = _wait(job)
+    assert snapshot.status == "finished", snapshot.error
+    assert len(snapshot.measurements) == 8 and all(m.verified for m in snapshot.measurements)
+    assert {(p.backend, p.count) for p in snapshot.previews} == {("png", 1), ("png", 10), ("hdf5", 1), ("hdf5", 10)}
+    assert snapshot.fraction == 1.0 and snapshot.run_id
+    assert "CIFAR-10 sample" in snapshot.source_description
+    with ResultsDB(tmp_path / "results.sqlite") as db:
+        assert db.get_run(snapshot.run_id).status == "finished"
+        assert len(db.measurements(snapshot.run_id)) == 8
+    assert runner.other_active_jobs(None) == 0
+
+
+def test_job_stops_when_asked_and_keeps_what_it_measured(tmp_path):
+    experiment = Experiment(
+        backends=["hdf5", "png"],
+        counts=[10, 30_000],
+        operations=["write_batch"],
+        repeats=3,
+        source="sample",
+        work_dir=str(tmp_path / "runs"),
+    )
+    job = runner.start_job(experiment, tmp_path / "results.sqlite")
+    deadline = time.monotonic() + 30
+    while not job.snapshot().measurements and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert job.running
+    started = time.monotonic()
+    job.stop()
+    snapshot = _wait(job, timeout=20)
+    assert time.monotonic() - started < 10
+    assert snapshot.status == "cancelled"
+    assert 1 <= len(snapshot.measurements) < 6
+    with ResultsDB(tmp_path / "results.sqlite") as db:
+        assert db.get_run(snapshot.run_id).status == "cancelled"
+    assert not any((tmp_path / "runs").iterdir())  # the run's folder is removed
+
+
+def test_job_reports_library_errors_as_sentences(tmp_path):
+    experiment = Experiment(
+        backends=["png"],
+        counts=[1],
+        operations=["write_batch"],
+        repeats=1,
+        source=str(tmp_path / "no-such-folder"),
+        work_dir=str(tmp_path / "runs"),
+    )
+    snapshot = _wait(runner.start_job(experiment, tmp_path / "results.sqlite"))
+    assert snapshot.status == "error"
+    assert "does not exist" in snapshot.error and "Traceback" not in snapshot.error
