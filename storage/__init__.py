@@ -38,9 +38,10 @@ from .lmdb_store import LmdbStore
 from .npy_store import NpyStore
 from .png_files import PngFilesStore
 from .registry import backend_info, backends, open_store, register_backend, store_class, unregister_backend
+from .webdataset_store import WebDatasetStore
 from .zarr_store import ZarrStore
 
-for _store_class in (PngFilesStore, LmdbStore, Hdf5Store, JpegFilesStore, WebpFilesStore, NpyStore, ZarrStore):
+for _store_class in (PngFilesStore, LmdbStore, Hdf5Store, JpegFilesStore, WebpFilesStore, NpyStore, ZarrStore, WebDatasetStore):
     register_backend(_store_class)
 
 __all__ = [
@@ -72,6 +73,7 @@ __all__ = [
     "StoreNotFoundError",
     "StoreNotWritableError",
     "UnknownBackendError",
+    "WebDatasetStore",
     "WrongBackendError",
     "ZarrStore",
     "backend_info",
