@@ -68,7 +68,7 @@ class Hdf5Store(ImageStore):
     def _create(self) -> None:
         self._open()
         self._file.attrs["compression"] = str(self.options["compression"])
-        self._file.attrs["layout"] = "pending" if self.options["layout"] == "auto" else self.options["layout"]
+        self._set_layout("pending")
 
     def _open(self) -> None:
         self._inherited = getattr(self, "_file", None)  # a forked child must not close the parent's handle
@@ -76,7 +76,7 @@ class Hdf5Store(ImageStore):
             file_mode = "r"
         else:
             file_mode = "r+" if (self.path / FILE_NAME).exists() else "w-"
-        cache_bytes = COMPRESSED_CACHE_BYTES if self.options["compression"] else 0
+        cache_bytes = COMPRESSED_CACHE_BYTES if self.options["compression"] or self.mode != "r" else 0
         try:
             self._file = h5py.File(self.path / FILE_NAME, file_mode, rdcc_nbytes=cache_bytes, rdcc_nslots=10007)
         except FileNotFoundError:
@@ -87,12 +87,16 @@ class Hdf5Store(ImageStore):
             ) from None
 
         self._read_cache: dict[str, np.ndarray | h5py.Dataset] = {}
+        self._layout = str(self._file.attrs.get("layout", "pending"))
 
     def _close(self) -> None:
         self._file.close()
 
     def _cached(self, name: str):
-        """Dataset handles (and, read-only, the labels array): lookups by name cost ~20 us each."""
+        """Dataset handles (and, read-only, the labels and shapes arrays).
+
+        h5py lookups by name cost tens of microseconds each: more than reading one image.
+        """
         if name not in self._read_cache:
             dataset = self._file[name]
             self._read_cache[name] = dataset[()] if name != "images" and self.mode == "r" else dataset
@@ -100,23 +104,54 @@ class Hdf5Store(ImageStore):
 
     @property
     def layout(self) -> str:
-        return str(self._file.attrs.get("layout", "pending"))
+        """ "uniform", "variable", or "pending" until the first write decides."""
+        return self._layout
+
+    def _set_layout(self, layout: str) -> None:
+        self._file.attrs["layout"] = layout
+        self._layout = layout
+        self._read_cache.clear()
 
     # -- writing ---------------------------------------------------------------------
 
     def _begin_write(self, first_id: int, batch: ImageBatch) -> None:
         if self.layout == "pending":
             self._make_datasets(batch)
-        elif self.layout == "uniform" and batch.uniform_shape != tuple(self._file["images"].shape[1:]):
-            raise ImageShapeError(
-                f"this HDF5 store holds {tuple(self._file['images'].shape[1:])} images and got "
-                f"{'mixed sizes' if not batch.is_uniform else batch.uniform_shape}; "
-                "create the store with layout='variable' to mix sizes"
-            )
+        elif self.layout == "uniform" and batch.uniform_shape != tuple(self._cached("images").shape[1:]):
+            if self.options["layout"] != "auto":
+                raise ImageShapeError(
+                    f"this HDF5 store holds {tuple(self._cached('images').shape[1:])} images and got "
+                    f"{'mixed sizes' if not batch.is_uniform else batch.uniform_shape}; "
+                    "create the store with layout='variable' (or 'auto') to mix sizes"
+                )
+            self._convert_to_variable_layout()
         super()._begin_write(first_id, batch)
         new_size = first_id + len(batch)
         for name in self._datasets():
-            self._file[name].resize(new_size, axis=0)
+            self._cached(name).resize(new_size, axis=0)
+
+    def _convert_to_variable_layout(self) -> None:
+        """Rewrite a uniform store in the variable layout, when images of another size arrive."""
+        uniform = self._cached("images")
+        count, shape = uniform.shape[0], uniform.shape[1:]
+        options = {"compression": self.options["compression"], "compression_opts": self.options["compression_opts"]}
+        rows = self.options["chunk_images"] or 64
+        flat = self._file.create_dataset(
+            "images_variable", (count,), h5py.vlen_dtype(np.uint8), maxshape=(None,), chunks=(rows,), **options
+        )
+        shapes = np.zeros((count, 3), dtype=np.int32)
+        shapes[:, : len(shape)] = shape
+        self._file.create_dataset("shapes", data=shapes, maxshape=(None, 3), chunks=(4096, 3))
+        for start in range(0, count, 1024):
+            block = uniform[start : start + 1024]
+            rows_of_pixels = np.empty(len(block), dtype=object)
+            for index, image in enumerate(block):
+                rows_of_pixels[index] = image.reshape(-1)
+            flat.write_direct(rows_of_pixels, dest_sel=np.s_[start : start + len(block)])
+        self._read_cache.clear()
+        del self._file["images"]
+        self._file.move("images_variable", "images")
+        self._set_layout("variable")
 
     def _make_datasets(self, batch: ImageBatch) -> None:
         options = {"compression": self.options["compression"], "compression_opts": self.options["compression_opts"]}
@@ -128,6 +163,8 @@ class Hdf5Store(ImageStore):
                 raise ImageShapeError("layout='uniform' needs images of one size; use layout='variable' to mix sizes")
             shape = batch.uniform_shape
             rows = chunk_rows(shape, self.options["chunk_images"], bool(self.options["compression"]))
+            if not self.options["chunk_images"]:  # a small first write: small chunks, not 1 MiB for 10 images
+                rows = min(rows, max(16, 1 << (len(batch) - 1).bit_length()))
             self._file.create_dataset(
                 "images", (0, *shape), np.uint8, maxshape=(None, *shape), chunks=(rows, *shape), **options
             )
@@ -138,15 +175,14 @@ class Hdf5Store(ImageStore):
             )
             self._file.create_dataset("shapes", (0, 3), np.int32, maxshape=(None, 3), chunks=(4096, 3))
         self._file.create_dataset("labels", (0,), np.int64, maxshape=(None,), chunks=(4096,))
-        self._file.attrs["layout"] = layout
-        self._read_cache.clear()
+        self._set_layout(layout)
 
     def _chunk_length(self, batch: ImageBatch) -> int:
         """Stream whole dataset chunks, so HDF5 writes them without reading them back first."""
         step = super()._chunk_length(batch)
         if self.layout != "uniform":
             return step
-        rows = self._file["images"].chunks[0]
+        rows = self._cached("images").chunks[0]
         return max(rows, step // rows * rows)
 
     def _datasets(self) -> list[str]:
@@ -154,17 +190,18 @@ class Hdf5Store(ImageStore):
 
     def _write_chunk(self, images, labels: np.ndarray, first_id: int) -> None:
         stop = first_id + len(labels)
-        self._file["labels"][first_id:stop] = labels
+        self._cached("labels")[first_id:stop] = labels
         if self.layout == "uniform":
-            self._file["images"][first_id:stop] = images
+            self._cached("images")[first_id:stop] = images
             return
         flat = np.empty(len(labels), dtype=object)
         shapes = np.zeros((len(labels), 3), dtype=np.int32)
         for index, image in enumerate(images):
             flat[index] = image.reshape(-1)
             shapes[index, : image.ndim] = image.shape
-        self._file["images"][first_id:stop] = flat
-        self._file["shapes"][first_id:stop] = shapes
+        # write_direct: h5py's setitem tries to broadcast rows of equal length as a 2-D array
+        self._cached("images").write_direct(flat, dest_sel=np.s_[first_id:stop])
+        self._cached("shapes")[first_id:stop] = shapes
 
     def _commit(self, count: int) -> None:
         self._file.flush()
@@ -176,13 +213,13 @@ class Hdf5Store(ImageStore):
         if self.layout == "pending":
             return
         for name in self._datasets():
-            if self._file[name].shape[0] > count:
-                self._file[name].resize(count, axis=0)
+            if self._cached(name).shape[0] > count:
+                self._cached(name).resize(count, axis=0)
         if count == 0 and self.options["layout"] == "auto":
+            self._read_cache.clear()
             for name in self._datasets():
                 del self._file[name]
-            self._file.attrs["layout"] = "pending"
-            self._read_cache.clear()
+            self._set_layout("pending")
         self._file.flush()
 
     # -- reading ---------------------------------------------------------------------

@@ -132,7 +132,7 @@ class PngFilesStore(ImageStore):
     )
     default_options = {"compress_level": 6, "parallel": True}
     codec_class: ClassVar[type[PngCodec]] = PngCodec
-    chunk_images = 4096
+    chunk_images = 2 * FILES_PER_FOLDER
 
     # -- hooks -----------------------------------------------------------------------
 
@@ -158,6 +158,18 @@ class PngFilesStore(ImageStore):
         if not self.options["parallel"] or total < 2 * IMAGES_PER_TASK:
             return [(0, total)]
         return parallel.split_ranges(total, 4 * parallel.worker_count(), IMAGES_PER_TASK)
+
+    def _folder_ranges(self, first_id: int, total: int) -> list[tuple[int, int]]:
+        """Pieces of a write that each fill one folder.
+
+        Creating files in one directory is serialized by the kernel's directory lock, so
+        workers scale only when each writes into a folder of its own.
+        """
+        if not self.options["parallel"] or total < 2 * IMAGES_PER_TASK:
+            return [(0, total)]
+        cuts = range(FILES_PER_FOLDER - first_id % FILES_PER_FOLDER, total, FILES_PER_FOLDER)
+        edges = [0, *cuts, total]
+        return [(start, stop) for start, stop in zip(edges, edges[1:]) if stop > start]
 
     def _load_rows(self) -> tuple[np.ndarray, np.ndarray]:
         """Labels and shapes of the committed images, from the CSV."""
@@ -186,19 +198,13 @@ class PngFilesStore(ImageStore):
             if folder not in self._known_folders:
                 os.makedirs(folder, exist_ok=True)
                 self._known_folders.add(folder)
-        tasks = [(self.codec, first_id + start, images[start:stop]) for start, stop in self._task_ranges(len(labels))]
+        tasks = [
+            (self.codec, first_id + start, images[start:stop])
+            for start, stop in self._folder_ranges(first_id, len(labels))
+        ]
         parallel.run_tasks(write_files, tasks)
         shapes = [shape_row(image.shape) for image in images]
         self._append_rows(ids, labels, shapes)
-
-    def write_file(self, image_id: int, image: np.ndarray) -> None:
-        """Encode one image and write it to its file."""
-        data = self.encode(image)
-        descriptor = os.open(self.image_path(image_id), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            os.write(descriptor, data)
-        finally:
-            os.close(descriptor)
 
     def _append_rows(self, ids: range, labels: np.ndarray, shapes: list[tuple[int, int, int]]) -> None:
         if self._csv is None:

@@ -205,6 +205,22 @@ def test_round_trip_of_mixed_sizes(backend, info, tmp_path, cifar):
         assert list(some_labels) == order
 
 
+def test_write_one_of_mixed_sizes(backend, info, tmp_path, cifar):
+    images = mixed_size_images(cifar[0])
+    with storage.open_store(backend, tmp_path / "s", "w") as store:
+        store.write_one(images[1], 1)
+        if not info.variable_shapes:
+            with pytest.raises(storage.ImageShapeError):
+                store.write_one(images[0], 0)
+            return
+        for label, image in enumerate(images):
+            store.write_one(image, label)
+    with storage.open_store(backend, tmp_path / "s") as store:
+        read, read_labels = store.read_all()
+        assert_same_images(info, [images[1], *images], read)
+        assert list(read_labels) == [1, *range(len(images))]
+
+
 def test_uniform_subset_of_a_mixed_store_reads_as_one_array(backend, info, tmp_path, cifar):
     if not info.variable_shapes:
         pytest.skip(f"{backend} stores one size per store")

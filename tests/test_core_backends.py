@@ -162,13 +162,28 @@ def test_hdf5_chunking_option(tmp_path, cifar):
         assert file["images"].maxshape == (None, 32, 32, 3)
 
 
-def test_hdf5_uniform_store_refuses_another_size_with_a_hint(tmp_path, cifar):
+def test_hdf5_uniform_layout_refuses_another_size_with_a_hint(tmp_path, cifar):
     images, labels = cifar
-    with storage.open_store("hdf5", tmp_path / "s", "w") as store:
+    with storage.open_store("hdf5", tmp_path / "s", "w", layout="uniform") as store:
         store.write_batch(images[:4], labels[:4])
         with pytest.raises(storage.ImageShapeError, match="layout='variable'"):
             store.write_batch(np.zeros((2, 8, 8, 3), np.uint8), [0, 1])
         assert len(store) == 4
+
+
+def test_hdf5_auto_layout_turns_variable_when_another_size_arrives(tmp_path, cifar):
+    images, labels = cifar
+    small = np.full((2, 8, 8, 3), 7, np.uint8)
+    with storage.open_store("hdf5", tmp_path / "s", "w") as store:
+        store.write_batch(images[:40], labels[:40])
+        store.write_batch(small, [0, 1])
+    with h5py.File(tmp_path / "s" / "images.h5", "r") as file:
+        assert file.attrs["layout"] == "variable"
+    with storage.open_store("hdf5", tmp_path / "s") as store:
+        read, read_labels = store.read_all()
+        assert [image.shape for image in read] == [(32, 32, 3)] * 40 + [(8, 8, 3)] * 2
+        np.testing.assert_array_equal(np.stack(read[:40]), images[:40])
+        np.testing.assert_array_equal(read[41], small[1])
 
 
 def test_hdf5_variable_layout_stores_shapes(tmp_path, cifar):
