@@ -1,0 +1,385 @@
+"""The dashboard's pages under Streamlit's AppTest: no exceptions, the promised controls, real runs.
+
+Every test points the results database and the run folders into its own temporary folder
+(``IMAGE_STORAGE_LAB_DB``, ``IMAGE_STORAGE_LAB_RUNS``). Runs are real: the engine runs in
+its child process on the bundled CIFAR-10 sample, and the test reruns the page until the
+run has ended, as the browser's timer would.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import storage  # noqa: E402
+from storage.bench import Experiment, ResultsDB, run_experiment  # noqa: E402
+from storage.errors import DownloadError  # noqa: E402
+
+HOME, RUN, RESULTS, EXPLORE = "app.py", "pages/1_Run.py", "pages/2_Results.py", "pages/3_Explore.py"
+TIMEOUT = 120
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    monkeypatch.setenv("IMAGE_STORAGE_LAB_DB", str(tmp_path / "results.sqlite"))
+    monkeypatch.setenv("IMAGE_STORAGE_LAB_RUNS", str(tmp_path / "runs"))
+    return tmp_path
+
+
+def page(script: str, **params: str) -> AppTest:
+    at = AppTest.from_file(str(ROOT / script), default_timeout=TIMEOUT)
+    for key, value in params.items():
+        at.query_params[key] = value
+    return at.run()
+
+
+def texts(at: AppTest) -> str:
+    parts = []
+    for kind in ("markdown", "caption", "info", "warning", "error", "success", "title", "subheader", "code"):
+        parts.extend(str(element.value) for element in getattr(at, kind))
+    return "\n".join(parts)
+
+
+def assert_clean(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def button(at: AppTest, label: str):
+    matches = [b for b in at.button if b.label == label]
+    assert matches, f"no button {label!r}; buttons: {[b.label for b in at.button]}"
+    return matches[0]
+
+
+def wait_for_run(at: AppTest, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while at.session_state["run_job"].running:
+        assert time.monotonic() < deadline, "the run did not end in time"
+        time.sleep(0.25)
+        at.run()
+    at.run()
+    assert_clean(at)
+
+
+def chart_specs(at: AppTest) -> list[str]:
+    return [element.proto.spec for element in at.get("vega_lite_chart")]
+
+
+def record_run(db_path: Path, work_dir: Path, backends: list[str], counts: list[int], keep: bool = False) -> str:
+    experiment = Experiment(
+        backends=backends,
+        counts=counts,
+        operations=["write_batch", "read_all"],
+        repeats=1,
+        source="sample",
+        keep=keep,
+        work_dir=str(work_dir),
+    )
+    with ResultsDB(db_path) as db:
+        return run_experiment(experiment, db).run_id
+
+
+# -- home ---------------------------------------------------------------------------------------
+
+
+def test_home_page_says_what_it_answers_and_which_data_is_used():
+    at = page(HOME)
+    assert_clean(at)
+    assert at.title[0].value == "Image Storage Lab"
+    text = texts(at)
+    assert "fastest to write" in text and "CIFAR-10" in text
+    for name in storage.backends():
+        assert storage.backend_info(name).label in text
+    assert button(at, "Download CIFAR-10")
+    links = [link.proto.label for link in at.get("page_link")]
+    for label in ("Home", "Run", "Results", "Explore"):
+        assert label in links or label in text
+
+
+def test_download_button_shows_progress_then_a_clear_error(monkeypatch):
+    calls = []
+
+    def no_network(progress=True, on_progress=None, **kwargs):
+        on_progress(0, 1000)
+        on_progress(500, 1000)
+        calls.append(progress)
+        raise DownloadError("could not reach https://example.invalid: no route to host; check your connection")
+
+    monkeypatch.setattr(storage.datasets, "download_cifar10", no_network)
+    at = page(HOME)
+    button(at, "Download CIFAR-10").click().run()
+    assert_clean(at)
+    assert calls == [False]
+    assert any("could not reach" in e.value and "CIFAR-10 could not be downloaded" in e.value for e in at.error)
+
+
+def test_download_success_is_reported(monkeypatch, tmp_path):
+    monkeypatch.setattr(storage.datasets, "download_cifar10", lambda **kwargs: tmp_path / "cifar-10-batches-py")
+    at = page(HOME)
+    button(at, "Download CIFAR-10").click().run()
+    assert_clean(at)
+    assert any("CIFAR-10 is ready" in s.value for s in at.success)
+
+
+# -- run ----------------------------------------------------------------------------------------
+
+
+def test_run_page_has_the_promised_controls_and_an_estimate():
+    at = page(RUN)
+    assert_clean(at)
+    formats = at.multiselect(key="run_formats")
+    assert formats.label == "Formats"
+    assert formats.options == [storage.backend_info(name).label for name in storage.backends()]
+    assert formats.value == ["png", "lmdb", "hdf5"]
+    counts = at.select_slider(key="run_max_count")
+    assert counts.label == "Number of images" and counts.value == 1000
+    assert [int(option.replace(",", "")) for option in counts.options] == [1, 10, 100, 1000, 10000, 100000]
+    assert at.text_input(key="run_other_counts").label == "Other counts"
+    assert at.multiselect(key="run_operations").label == "Operations"
+    assert at.multiselect(key="run_caches").label == "Page cache"
+    assert at.number_input(key="run_repeats").value == 1
+    assert at.selectbox(key="run_source_kind").label == "Data source"
+    assert not button(at, "Run benchmark").disabled
+    assert button(at, "Stop").disabled
+    text = texts(at)
+    assert "Estimated time" in text and "Counts:** 1, 10, 100, 1,000" in text
+    for name in ("png", "lmdb", "hdf5"):
+        assert storage.backend_info(name).description in text
+    assert at.query_params["formats"] == "png,lmdb,hdf5"
+
+
+def test_tiny_run_draws_charts_with_both_formats_previews_and_a_table():
+    at = page(RUN)
+    at.multiselect(key="run_formats").set_value(["png", "hdf5"])
+    at.select_slider(key="run_max_count").set_value(10)
+    at.multiselect(key="run_operations").set_value(["write_batch", "read_all"])
+    at.selectbox(key="run_source_kind").set_value("sample")
+    at.run()
+    assert_clean(at)
+    assert "Counts:** 1, 10" in texts(at)
+    button(at, "Run benchmark").click().run()
+    assert_clean(at)
+    wait_for_run(at)
+
+    specs = chart_specs(at)
+    assert len(specs) == 3  # time, images per second, disk use
+    for spec in specs:
+        assert "PNG files + CSV" in spec and "HDF5" in spec
+        assert "LMDB" not in spec
+    assert '"type": "log"' in specs[0] or '"type":"log"' in specs[0]
+    assert any("finished" in s.value and "verified" in s.value for s in at.success)
+    assert len(at.image) >= 2  # one row of previews per format
+    captions = " ".join(img.caption for image in at.image for img in image.proto.imgs)
+    assert "✓ verified" in captions
+    table = at.dataframe[0].value
+    assert set(table["Format"]) == {"PNG files + CSV", "HDF5"} and len(table) == 8
+    run_id = at.session_state["run_job"].run_id
+    assert at.query_params["run"] == run_id
+    assert at.query_params["formats"] == "png,hdf5" and at.query_params["max_count"] == "10"
+    with ResultsDB(Path(at.session_state["run_job"].db_path)) as db:
+        assert db.get_run(run_id).status == "finished"
+
+
+def test_the_url_sets_the_controls_and_bad_values_are_explained():
+    at = page(RUN, formats="lmdb,nosuch", max_count="100", counts="500", ops="read_all", cold="1", repeats="2")
+    assert_clean(at)
+    assert at.multiselect(key="run_formats").value == ["lmdb"]
+    assert at.select_slider(key="run_max_count").value == 100
+    assert at.text_input(key="run_other_counts").value == "500"
+    assert at.multiselect(key="run_operations").value == ["read_all"]
+    assert at.multiselect(key="run_caches").value == ["warm", "cold"]
+    assert at.number_input(key="run_repeats").value == 2
+    assert any("nosuch" in w.value for w in at.warning)
+    assert "Counts:** 1, 10, 100, 500" in texts(at)
+
+
+def test_empty_selections_and_bad_counts_give_hints_not_crashes():
+    at = page(RUN)
+    at.multiselect(key="run_formats").set_value([])
+    at.multiselect(key="run_operations").set_value([])
+    at.run()
+    assert_clean(at)
+    hints = " ".join(i.value for i in at.info)
+    assert "Pick at least one format" in hints and "Pick at least one operation" in hints
+    assert button(at, "Run benchmark").disabled
+
+    at.multiselect(key="run_formats").set_value(["png"])
+    at.multiselect(key="run_operations").set_value(["read_all"])
+    at.text_input(key="run_other_counts").set_value("500, lots")
+    at.run()
+    assert_clean(at)
+    assert any("lots" in e.value for e in at.error)
+    assert button(at, "Run benchmark").disabled
+
+
+def test_a_missing_image_folder_is_a_message(tmp_path):
+    at = page(RUN, source=str(tmp_path / "no-such-folder"))
+    assert_clean(at)
+    assert at.selectbox(key="run_source_kind").value == "folder"
+    assert any("does not exist" in e.value for e in at.error)
+    assert button(at, "Run benchmark").disabled
+
+
+def test_stop_ends_a_run_and_keeps_its_measurements():
+    at = page(RUN, formats="hdf5,png", max_count="10", counts="40000", ops="write_batch", repeats="3", source="sample")
+    button(at, "Run benchmark").click().run()
+    job = at.session_state["run_job"]
+    deadline = time.monotonic() + 60
+    while not job.snapshot().measurements:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    at.run()
+    assert not button(at, "Stop").disabled and button(at, "Run benchmark").disabled
+    button(at, "Stop").click().run()
+    wait_for_run(at, timeout=30)
+    assert job.snapshot().status == "cancelled"
+    assert any("was stopped" in w.value for w in at.warning)
+    assert not button(at, "Run benchmark").disabled
+
+
+def test_two_sessions_run_side_by_side_without_mixing():
+    first = page(RUN, formats="png", max_count="10", ops="write_batch", source="sample")
+    second = page(RUN, formats="hdf5", max_count="10", ops="write_batch", source="sample")
+    button(first, "Run benchmark").click().run()
+    button(second, "Run benchmark").click().run()
+    wait_for_run(first)
+    wait_for_run(second)
+    one, two = first.session_state["run_job"].snapshot(), second.session_state["run_job"].snapshot()
+    assert one.status == two.status == "finished"
+    assert one.run_id != two.run_id
+    assert {m.backend for m in one.measurements} == {"png"}
+    assert {m.backend for m in two.measurements} == {"hdf5"}
+    assert "HDF5" not in chart_specs(first)[0] and "PNG files + CSV" not in chart_specs(second)[0]
+
+
+def test_a_run_link_shows_that_run_from_the_database(isolated):
+    run_id = record_run(isolated / "results.sqlite", isolated / "runs", ["png", "lmdb"], [1, 10])
+    at = page(RUN, run=run_id, formats="png,lmdb", max_count="10")
+    assert_clean(at)
+    assert run_id in texts(at)
+    specs = chart_specs(at)
+    assert specs and all("PNG files + CSV" in spec and "LMDB" in spec for spec in specs)
+    missing = page(RUN, run="20000101-000000-000000")
+    assert_clean(missing)
+    assert any("not in the results database" in w.value for w in missing.warning)
+
+
+# -- results ------------------------------------------------------------------------------------
+
+
+def test_results_page_without_runs_gives_a_hint():
+    at = page(RESULTS)
+    assert_clean(at)
+    assert any("No runs yet" in i.value for i in at.info)
+
+
+def test_results_page_overlays_exports_shares_and_deletes(isolated):
+    db_path = isolated / "results.sqlite"
+    first = record_run(db_path, isolated / "runs", ["png", "hdf5"], [1, 10])
+    second = record_run(db_path, isolated / "runs", ["lmdb", "hdf5"], [1, 10])
+    at = page(RESULTS, runs=f"{first},{second}")
+    assert_clean(at)
+    runs = at.multiselect(key="results_runs")
+    assert runs.label == "Runs" and runs.value == [first, second]
+    specs = chart_specs(at)
+    assert len(specs) == 3
+    assert all(label in specs[0] for label in ("PNG files + CSV", "LMDB", "HDF5"))
+    assert "strokeDash" in specs[0]
+    labels = [b.proto.label for b in at.get("download_button")]
+    for label in ("Download CSV", "Download JSON", "elapsed-time.png", "elapsed-time.svg", "disk-use.png"):
+        assert label in labels
+    assert any(f"runs={first},{second}" in code.value for code in at.code)
+    assert at.query_params["runs"] == f"{first},{second}"
+
+    runs.set_value([second]).run()
+    assert_clean(at)
+    assert at.query_params["runs"] == second
+    at.checkbox(key="results_confirm_delete").check().run()
+    button(at, "Delete selected runs").click().run()
+    assert_clean(at)
+    assert any("Deleted 1 run" in s.value for s in at.success)
+    with ResultsDB(db_path) as db:
+        assert [run.id for run in db.list_runs()] == [first]
+    assert at.multiselect(key="results_runs").value == []
+    assert any("Pick one or more runs" in i.value for i in at.info)
+
+
+def test_results_link_to_unknown_runs_is_explained(isolated):
+    known = record_run(isolated / "results.sqlite", isolated / "runs", ["hdf5"], [1])
+    at = page(RESULTS, runs=f"nosuch-run,{known}")
+    assert_clean(at)
+    assert at.multiselect(key="results_runs").value == [known]
+    assert any("nosuch-run" in w.value for w in at.warning)
+
+
+def test_results_exports_match_the_database(isolated):
+    run_id = record_run(isolated / "results.sqlite", isolated / "runs", ["png"], [1])
+    at = page(RESULTS)
+    assert_clean(at)
+    assert at.multiselect(key="results_runs").value == [run_id]  # the newest run by default
+    with ResultsDB(isolated / "results.sqlite") as db:
+        exported = json.loads(db.export_json([run_id]))
+    assert {item["run_id"] for item in exported} == {run_id}
+
+
+# -- explore ------------------------------------------------------------------------------------
+
+
+def test_explore_page_without_a_store_gives_a_hint():
+    at = page(EXPLORE)
+    assert_clean(at)
+    assert at.selectbox(key="explore_backend").label == "Backend"
+    assert at.text_input(key="explore_path").label == "Store folder"
+    assert button(at, "Open store").disabled
+    assert any("Open store" in i.value for i in at.info)
+
+
+def test_explore_pages_through_a_kept_store_and_times_a_read(isolated):
+    run_id = record_run(isolated / "results.sqlite", isolated / "runs", ["lmdb"], [30], keep=True)
+    store = isolated / "runs" / run_id / "lmdb" / "30" / "store"
+    assert (store / "store.json").is_file()
+    at = page(EXPLORE, backend="lmdb", path=str(store), id="3", page="2")
+    assert_clean(at)
+    values = {m.label: m.value for m in at.metric}
+    assert values["Images"] == "30" and values["Format"] == "LMDB"
+    assert at.number_input(key="explore_id").value == 3
+    assert at.number_input(key="explore_page").value == 2
+    text = texts(at)
+    assert "Read in" in text
+    assert "labels are classes of run" in text
+    captions = [image.proto.imgs[0].caption for image in at.image]
+    assert captions[0].startswith("#3 ")
+    assert captions[1].startswith("#24 ") and len(captions) == 1 + 6  # ids 24..29 on page 2
+    assert not any(c.split(" ", 1)[1].startswith("label ") for c in captions)  # class names, not numbers
+
+    at.number_input(key="explore_id").set_value(29).run()
+    assert_clean(at)
+    assert at.image[0].proto.imgs[0].caption.startswith("#29 ")
+    assert at.query_params["id"] == "29" and at.query_params["backend"] == "lmdb"
+    button(at, "Read").click().run()
+    assert_clean(at)
+
+
+def test_explore_reports_wrong_paths_and_backends_as_messages(isolated):
+    folder = isolated / "plain"
+    with storage.open_store("hdf5", folder, "w") as store:
+        store.write_batch(np.zeros((3, 8, 8, 3), np.uint8), [0, 1, 2])
+    at = page(EXPLORE, backend="lmdb", path=str(folder))
+    assert_clean(at)
+    assert any("hdf5" in e.value for e in at.error)
+    at = page(EXPLORE, backend="png", path=str(isolated / "nothing-here"))
+    assert_clean(at)
+    assert any("no image store" in e.value for e in at.error)
+    at = page(EXPLORE, backend="hdf5", path=str(folder), id="99")
+    assert_clean(at)
+    assert at.number_input(key="explore_id").value == 2  # clamped to the last id
+    assert "label 2" in at.image[0].proto.imgs[0].caption
