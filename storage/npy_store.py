@@ -74,39 +74,42 @@ def read_into(descriptor: int, buffer: memoryview, offset: int) -> None:
         done += got
 
 
-class RecordList:
-    """The index records in memory: an array that grows by doubling, so appends stay cheap."""
+class GrowingArray:
+    """An array that grows along its first axis by doubling, so appends stay cheap.
 
-    def __init__(self, records: np.ndarray) -> None:
-        self._buffer = np.array(records, dtype=RECORD)
-        self._length = len(records)
+    Holds the index records (and, in other backends, labels and shapes) in memory.
+    """
+
+    def __init__(self, values: np.ndarray) -> None:
+        self._buffer = np.array(values)
+        self._length = len(values)
 
     def __len__(self) -> int:
         return self._length
 
     @property
-    def records(self) -> np.ndarray:
+    def values(self) -> np.ndarray:
         return self._buffer[: self._length]
 
-    def append(self, records: np.ndarray) -> None:
-        needed = self._length + len(records)
+    def append(self, values: np.ndarray) -> None:
+        needed = self._length + len(values)
         if needed > len(self._buffer):
-            bigger = np.zeros(max(needed, 2 * len(self._buffer), 1024), dtype=RECORD)
-            bigger[: self._length] = self.records
+            bigger = np.zeros((max(needed, 2 * len(self._buffer), 1024), *self._buffer.shape[1:]), self._buffer.dtype)
+            bigger[: self._length] = self.values
             self._buffer = bigger
-        self._buffer[self._length : needed] = records
+        self._buffer[self._length : needed] = values
         self._length = needed
 
     def truncate(self, length: int) -> None:
         self._length = min(self._length, length)
 
-    def data_end(self, count: int) -> int:
-        """Bytes of ``images.u8`` that the first ``count`` images take."""
-        if count == 0:
-            return 0
-        last = self._buffer[count - 1]
-        height, width, channels = int(last["height"]), int(last["width"]), int(last["channels"])
-        return int(last["offset"]) + height * width * max(channels, 1)
+
+def data_end(records: np.ndarray, count: int) -> int:
+    """Bytes of ``images.u8`` that the first ``count`` images take."""
+    if count == 0:
+        return 0
+    last = records[count - 1]
+    return int(last["offset"]) + int(last["height"]) * int(last["width"]) * max(int(last["channels"]), 1)
 
 
 class NpyStore(ImageStore):
@@ -149,7 +152,7 @@ class NpyStore(ImageStore):
         self._map: mmap.mmap | None = None
         self._pixels = np.empty(0, dtype=np.uint8)
         if getattr(self, "_index", None) is None:
-            self._index = RecordList(self._load_records())
+            self._index = GrowingArray(self._load_records())
 
     def _load_records(self) -> np.ndarray:
         records = np.fromfile(self.path / INDEX_FILE, dtype=RECORD, count=self._count)
@@ -158,7 +161,7 @@ class NpyStore(ImageStore):
                 f"{self.path / INDEX_FILE} holds {len(records)} images but the store committed {self._count}; "
                 "write it again with mode 'w'"
             )
-        if self._count and os.fstat(self._data_fd).st_size < RecordList(records).data_end(self._count):
+        if self._count and os.fstat(self._data_fd).st_size < data_end(records, self._count):
             raise CorruptDataError(
                 f"{self.path / DATA_FILE} is shorter than its index says; write it again with mode 'w'"
             )
@@ -190,7 +193,7 @@ class NpyStore(ImageStore):
 
     def _begin_write(self, first_id: int, batch: ImageBatch) -> None:
         super()._begin_write(first_id, batch)
-        self._data_end = self._index.data_end(first_id)
+        self._data_end = data_end(self._index.values, first_id)
 
     def _write_chunk(self, images, labels: np.ndarray, first_id: int) -> None:
         records = np.zeros(len(labels), dtype=RECORD)
@@ -225,7 +228,7 @@ class NpyStore(ImageStore):
         self._unmap()  # never leave a map over bytes that are about to be cut off
         self._index.truncate(count)
         try:
-            os.truncate(self.path / DATA_FILE, self._index.data_end(count))
+            os.truncate(self.path / DATA_FILE, data_end(self._index.values, count))
             os.truncate(self.path / INDEX_FILE, count * RECORD.itemsize)
         except OSError as error:
             raise StoreNotWritableError(f"cannot undo an unfinished write in {self.path}: {error}") from None
@@ -233,7 +236,7 @@ class NpyStore(ImageStore):
     # -- reading ---------------------------------------------------------------------
 
     def _read_one(self, image_id: int) -> tuple[np.ndarray, int]:
-        record = self._index.records[image_id]
+        record = self._index.values[image_id]
         shape = record_shape(record)
         start = int(record["offset"])
         stop = start + int(np.prod(shape))
@@ -241,7 +244,7 @@ class NpyStore(ImageStore):
         return image, int(record["label"])
 
     def _read_many(self, ids: np.ndarray, out: np.ndarray | None):
-        records = self._index.records
+        records = self._index.values
         labels = records["label"][ids]
         uniform = self.uniform_shape
         if uniform is None:

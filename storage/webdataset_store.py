@@ -42,7 +42,7 @@ from . import parallel
 from .base import BackendInfo, ImageStore, stack_if_uniform
 from .batch import ImageBatch, Shape
 from .errors import CorruptDataError, ModeError, StoreNotWritableError
-from .npy_store import read_into, write_all
+from .npy_store import GrowingArray, read_into, write_all
 from .png_files import IMAGES_PER_TASK, image_to_pil, pil_to_array
 
 INDEX_FILE = "index.bin"
@@ -170,8 +170,7 @@ class WebDatasetStore(ImageStore):
                     f"{self.path / INDEX_FILE} holds {len(records)} images but the store committed {self._count}; "
                     "write it again with mode 'w'"
                 )
-            self._records = records
-            self._record_length = len(records)
+            self._records = GrowingArray(records)
 
     def _close(self) -> None:
         self._close_shards()
@@ -195,21 +194,9 @@ class WebDatasetStore(ImageStore):
             self._read_fds[shard] = descriptor
         return descriptor
 
-    # -- the index in memory -----------------------------------------------------------
-
     @property
     def _index(self) -> np.ndarray:
-        return self._records[: self._record_length]
-
-    def _append_records(self, records: np.ndarray, first_id: int) -> None:
-        self._record_length = first_id
-        needed = first_id + len(records)
-        if needed > len(self._records):
-            bigger = np.zeros(max(needed, 2 * len(self._records), 1024), dtype=RECORD)
-            bigger[:first_id] = self._records[:first_id]
-            self._records = bigger
-        self._records[first_id:needed] = records
-        self._record_length = needed
+        return self._records.values
 
     # -- writing ---------------------------------------------------------------------
 
@@ -302,7 +289,8 @@ class WebDatasetStore(ImageStore):
             write_all(self._index_fd, memoryview(records.view(np.uint8)), first_id * RECORD.itemsize)
         except OSError as error:
             raise StoreNotWritableError(f"cannot write to {self.path}: {error}") from None
-        self._append_records(records, first_id)
+        self._records.truncate(first_id)
+        self._records.append(records)
 
     def _commit(self, count: int) -> None:
         """End the open shard as a tar archive; the next append overwrites the end blocks."""
@@ -317,7 +305,7 @@ class WebDatasetStore(ImageStore):
 
     def _rollback(self, count: int) -> None:
         self._close_shards()
-        self._record_length = min(self._record_length, count)
+        self._records.truncate(count)
         last_shard = self._shard_of(count - 1) if count else -1
         try:
             os.truncate(self.path / INDEX_FILE, count * RECORD.itemsize)

@@ -37,6 +37,7 @@ from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
 from .base import BackendInfo, ImageStore
 from .batch import ImageBatch
 from .errors import CorruptDataError, ModeError, StoreNotWritableError
+from .npy_store import GrowingArray
 
 GROUP = "images.zarr"
 LABEL_CHUNK = 10_000
@@ -52,33 +53,6 @@ def make_compressors(name: str | None, level: int) -> Any:
     if name == "blosc":
         return BloscCodec(cname="zstd", clevel=level, shuffle="shuffle")
     return GzipCodec(level=level)
-
-
-class GrowingArray:
-    """A 1-D array that grows by doubling: the labels (and pending images) kept in memory."""
-
-    def __init__(self, values: np.ndarray) -> None:
-        self._buffer = np.array(values)
-        self._length = len(values)
-
-    def __len__(self) -> int:
-        return self._length
-
-    @property
-    def values(self) -> np.ndarray:
-        return self._buffer[: self._length]
-
-    def append(self, values: np.ndarray) -> None:
-        needed = self._length + len(values)
-        if needed > len(self._buffer):
-            bigger = np.empty((max(needed, 2 * len(self._buffer), 1024), *self._buffer.shape[1:]), self._buffer.dtype)
-            bigger[: self._length] = self.values
-            self._buffer = bigger
-        self._buffer[self._length : needed] = values
-        self._length = needed
-
-    def truncate(self, length: int) -> None:
-        self._length = min(self._length, length)
 
 
 class ZarrStore(ImageStore):
