@@ -36,12 +36,13 @@ from .hdf5_store import Hdf5Store
 from .jpeg_files import JpegFilesStore, LossyWebpFilesStore, WebpFilesStore
 from .lmdb_store import LmdbStore
 from .npy_store import NpyStore
+from .parquet_store import ParquetStore
 from .png_files import PngFilesStore
 from .registry import backend_info, backends, open_store, register_backend, store_class, unregister_backend
 from .webdataset_store import WebDatasetStore
 from .zarr_store import ZarrStore
 
-for _store_class in (PngFilesStore, LmdbStore, Hdf5Store, JpegFilesStore, WebpFilesStore, NpyStore, ZarrStore, WebDatasetStore):
+for _store_class in (PngFilesStore, LmdbStore, Hdf5Store, JpegFilesStore, WebpFilesStore, NpyStore, ZarrStore, WebDatasetStore, ParquetStore):
     register_backend(_store_class)
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     "WebpFilesStore",
     "LmdbStore",
     "NpyStore",
+    "ParquetStore",
     "PngFilesStore",
     "DownloadError",
     "EmptyBatchError",
