@@ -34,6 +34,7 @@ from .errors import (
 )
 from .hdf5_store import Hdf5Store
 from .jpeg_files import JpegFilesStore, LossyWebpFilesStore, WebpFilesStore
+from .lmdb_png import LmdbPngStore
 from .lmdb_store import LmdbStore
 from .npy_store import NpyStore
 from .parquet_store import ParquetStore
@@ -42,7 +43,7 @@ from .registry import backend_info, backends, open_store, register_backend, stor
 from .webdataset_store import WebDatasetStore
 from .zarr_store import ZarrStore
 
-for _store_class in (PngFilesStore, LmdbStore, Hdf5Store, JpegFilesStore, WebpFilesStore, NpyStore, ZarrStore, WebDatasetStore, ParquetStore):
+for _store_class in (PngFilesStore, LmdbStore, Hdf5Store, JpegFilesStore, WebpFilesStore, NpyStore, ZarrStore, WebDatasetStore, ParquetStore, LmdbPngStore):
     register_backend(_store_class)
 
 __all__ = [
@@ -56,6 +57,7 @@ __all__ = [
     "JpegFilesStore",
     "LossyWebpFilesStore",
     "WebpFilesStore",
+    "LmdbPngStore",
     "LmdbStore",
     "NpyStore",
     "ParquetStore",
