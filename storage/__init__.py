@@ -33,6 +33,7 @@ from .errors import (
     WrongBackendError,
 )
 from .hdf5_store import Hdf5Store
+from .hdf5_variants import Hdf5BloscStore, Hdf5GzipStore, Hdf5LzfStore
 from .jpeg_files import JpegFilesStore, LossyWebpFilesStore, WebpFilesStore
 from .lmdb_png import LmdbPngStore
 from .lmdb_store import LmdbStore
@@ -43,7 +44,21 @@ from .registry import backend_info, backends, open_store, register_backend, stor
 from .webdataset_store import WebDatasetStore
 from .zarr_store import ZarrStore
 
-for _store_class in (PngFilesStore, LmdbStore, Hdf5Store, JpegFilesStore, WebpFilesStore, NpyStore, ZarrStore, WebDatasetStore, ParquetStore, LmdbPngStore):
+for _store_class in (
+    PngFilesStore,
+    LmdbStore,
+    Hdf5Store,
+    NpyStore,
+    JpegFilesStore,
+    WebpFilesStore,
+    LmdbPngStore,
+    Hdf5GzipStore,
+    Hdf5LzfStore,
+    Hdf5BloscStore,
+    ZarrStore,
+    WebDatasetStore,
+    ParquetStore,
+):
     register_backend(_store_class)
 
 __all__ = [
@@ -53,6 +68,9 @@ __all__ = [
     "DataNotFoundError",
     "DiskSpaceError",
     "DiskUsage",
+    "Hdf5BloscStore",
+    "Hdf5GzipStore",
+    "Hdf5LzfStore",
     "Hdf5Store",
     "JpegFilesStore",
     "LossyWebpFilesStore",
