@@ -334,8 +334,9 @@ def disk_chart(frame: pd.DataFrame) -> alt.Chart | alt.FacetChart | None:
         f"Disk use per format at {count:,} images", subtitle="apparent = file sizes, allocated = disk blocks"
     )
     if data["run"].nunique() > 1:
-        return chart.facet(column=alt.Column("run_label:N", title=None)).properties(title=title)
-    return chart.properties(title=title)
+        chart = chart.facet(column=alt.Column("run_label:N", title=None))
+    # "pad": the plot keeps its size and the title and legend add to it (Streamlit would squeeze it).
+    return chart.properties(title=title, autosize=alt.AutoSizeParams(type="pad"))
 
 
 def chart_spec(chart: alt.TopLevelMixin) -> dict:

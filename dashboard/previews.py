@@ -16,7 +16,7 @@ from PIL import Image
 from storage import registry
 from storage.bench import PreviewReady
 
-PREVIEW_SIZE = 96
+PREVIEW_SIZE = 128  # 32x32 images become 4x4 blocks per pixel
 
 
 def to_pil(image: np.ndarray) -> Image.Image:

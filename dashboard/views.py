@@ -124,18 +124,19 @@ def render_previews(items: Sequence[PreviewReady], count: int | None = None) -> 
     rows = previews.preview_rows(items, count)
     if not rows:
         return
-    ids = (
-        ", ".join(f"#{i}" for i in items[0].ids)
-        if len({tuple(p.ids) for p in items if p.count == rows[0].count}) == 1
-        else ""
-    )
-    st.markdown(f"**The same images read back from every store of {rows[0].count:,} images** {ids}")
+    shown = [p for p in items if p.count == rows[0].count]
+    ids = ", ".join(f"#{i}" for i in shown[0].ids) if len({tuple(p.ids) for p in shown}) == 1 else ""
+    what = f"The same images ({ids})" if ids else "The same images"
+    st.markdown(f"**{what} read back from every store of {rows[0].count:,} images**")
     for row in rows:
         name_column, images_column = st.columns([1, 5], vertical_alignment="center")
         mark = "✓ verified" if row.verified else "✗ mismatch"
         psnr = f" · PSNR {row.psnr:.1f} dB" if row.psnr is not None else ""
         name_column.markdown(f"**{row.label}**  \n{mark}{psnr}")
-        images_column.image(row.images, caption=row.captions)
+        # PNG, not Streamlit's default JPEG for RGB: the pixels shown are exactly the pixels read back.
+        # At their own size (the browser would smooth a scaled image).
+        width = max(image.width for image in row.images)
+        images_column.image(row.images, caption=row.captions, output_format="PNG", width=width)
 
 
 def render_status(snapshot: JobSnapshot, stop_hint: bool = True) -> None:

@@ -149,7 +149,13 @@ except StorageError as error:
     views.show_error(error, what=f"Reading image {image_id} failed")
 else:
     shown, details = st.columns([1, 3])
-    shown.image(previews.enlarge(image, 192), caption=previews.caption(int(image_id), label, class_names, None))
+    big = previews.enlarge(image, 192)
+    shown.image(
+        big,
+        width=big.width,
+        caption=previews.caption(int(image_id), label, class_names, None),
+        output_format="PNG",  # lossless: the pixels shown are the pixels read
+    )
     details.markdown(
         f"**Read in {format_seconds(seconds)}** (one `read_one` call, timed on this page)  \n"
         f"Label: **{previews.class_name(label, class_names)}** ({int(label)})  \n"
@@ -160,7 +166,7 @@ else:
 st.subheader("All images")
 pages = max(1, math.ceil(size / PAGE_SIZE))
 st.session_state[K_PAGE] = min(max(1, int(st.session_state[K_PAGE])), pages)
-page = st.number_input(
+page = st.columns([1, 4])[0].number_input(
     f"Page (of {pages:,}, {PAGE_SIZE} images each)", min_value=1, max_value=pages, step=1, key=K_PAGE
 )
 first = (int(page) - 1) * PAGE_SIZE
@@ -172,8 +178,12 @@ except StorageError as error:
 else:
     grid = st.columns(GRID_COLUMNS)
     for position, (image_id_on_page, picture, picture_label) in enumerate(zip(ids, images, labels)):
+        small = previews.enlarge(picture, 96)
         grid[position % GRID_COLUMNS].image(
-            previews.enlarge(picture, 96), caption=previews.caption(image_id_on_page, picture_label, class_names, None)
+            small,
+            width=small.width,
+            caption=previews.caption(image_id_on_page, picture_label, class_names, None),
+            output_format="PNG",
         )
 
 views.sync_query_params(

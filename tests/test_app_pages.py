@@ -180,6 +180,7 @@ def test_tiny_run_draws_charts_with_both_formats_previews_and_a_table():
     assert len(at.image) >= 2  # one row of previews per format
     captions = " ".join(img.caption for image in at.image for img in image.proto.imgs)
     assert "✓ verified" in captions
+    assert all(img.url.endswith(".png") for image in at.image for img in image.proto.imgs)  # lossless, not JPEG
     table = at.dataframe[0].value
     assert set(table["Format"]) == {"PNG files + CSV", "HDF5"} and len(table) == 8
     run_id = at.session_state["run_job"].run_id
@@ -360,6 +361,7 @@ def test_explore_pages_through_a_kept_store_and_times_a_read(isolated):
     assert captions[0].startswith("#3 ")
     assert captions[1].startswith("#24 ") and len(captions) == 1 + 6  # ids 24..29 on page 2
     assert not any(c.split(" ", 1)[1].startswith("label ") for c in captions)  # class names, not numbers
+    assert all(img.url.endswith(".png") for image in at.image for img in image.proto.imgs)
 
     at.number_input(key="explore_id").set_value(29).run()
     assert_clean(at)

@@ -193,6 +193,8 @@ def test_several_runs_are_overlaid_with_a_dash_per_run():
     frame = charts.measurements_frame(_measurements("run-a") + _measurements("run-b"))
     spec = json.dumps(charts.chart_spec(charts.time_chart(frame)))
     assert "strokeDash" in spec and "run_label" in spec
+    disk = json.dumps(charts.chart_spec(charts.disk_chart(frame)))
+    assert "facet" in disk and "run-a" in disk and "run-b" in disk
     assert "Run" in charts.table_frame(frame).columns
 
 
@@ -244,7 +246,7 @@ def test_captions_and_preview_rows():
     rows = previews.preview_rows(items)
     assert [row.backend for row in rows] == ["png", "hdf5"] and {row.count for row in rows} == {100}
     assert rows[0].captions == ["#1 airplane ✓ verified", "#2 frog ✓ verified"]
-    assert rows[0].images[0].size == (96, 96)
+    assert rows[0].images[0].size == (previews.PREVIEW_SIZE, previews.PREVIEW_SIZE)
     assert previews.preview_counts(items) == [100, 10]
     assert previews.preview_rows([]) == []
 
