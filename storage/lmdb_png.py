@@ -2,7 +2,7 @@
 
 Everything but the value format comes from :mod:`storage.lmdb_store` (zero-padded id
 keys, one write transaction per batch, the growing map, shared read-only handles,
-reopening after ``fork``). Each value is the same 21-byte header (label, height, width,
+reopening after ``fork``). Each value is the same 17-byte header (label, height, width,
 channels) followed by the image as a PNG file (Pillow, ``compress_level`` 6 by default)
 instead of raw pixels: smaller on disk, slower to write and read, as the side-by-side
 numbers with plain ``lmdb`` show. Large chunks are encoded and decoded in worker
