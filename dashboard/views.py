@@ -167,7 +167,7 @@ def render_status(snapshot: JobSnapshot, stop_hint: bool = True) -> None:
     elif snapshot.status == "failed":
         show_error(snapshot.error or "the run failed", what=f"{run} finished with problems")
     else:
-        show_error(snapshot.error or "the run could not start", what="The run could not run")
+        show_error(snapshot.error or "the run could not start", what="The run could not start")
 
 
 def download_buttons(
