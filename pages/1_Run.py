@@ -134,7 +134,8 @@ if not hints:
             f"of {estimate.free_bytes / 1e6:,.0f} MB free"
         )
         if not estimate.fits:
-            st.warning(f"This run would not fit on the disk: {estimate.message}.", icon=":material/hard_drive:")
+            where = "on the disk" if not estimate.disk_fits else "in memory"
+            st.warning(f"This run would not fit {where}: {estimate.message}", icon=":material/hard_drive:")
             experiment = None
         elif estimate.seconds > 300:
             st.info(

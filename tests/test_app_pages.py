@@ -385,3 +385,11 @@ def test_explore_reports_wrong_paths_and_backends_as_messages(isolated):
     assert_clean(at)
     assert at.number_input(key="explore_id").value == 2  # clamped to the last id
     assert "label 2" in at.image[0].proto.imgs[0].caption
+
+
+def test_run_that_would_not_fit_is_refused_with_a_warning():
+    at = page(RUN, formats="png", counts="2000000000", max_count="1")
+    assert_clean(at)
+    warnings = " ".join(str(w.value) for w in at.warning)
+    assert "would not fit on the disk" in warnings and "use smaller counts" in warnings
+    assert button(at, "Run benchmark").disabled
