@@ -3,10 +3,14 @@
 The store folder holds a Zarr v3 group ``images.zarr`` with two arrays, so any Zarr
 reader (``zarr.open_group(path / "images.zarr")["images"]``) opens it:
 
-* ``images``: uint8, inner chunks of one image and shards of ``shard_images`` (1,000)
-  images, each inner chunk compressed on its own (``compressor`` "zstd" at ``level`` 3 by
-  default; also "blosc", "gzip" or None). One file per shard keeps the file count low
-  while a random read fetches only its own image's bytes (through the shard index).
+* ``images``: uint8, inner chunks of ``chunk_images`` (one) image and shards of
+  ``shard_images`` (1,000) images, each inner chunk compressed on its own (``compressor``
+  "zstd" at ``level`` 3 by default; also "blosc", "gzip" or None). One file per shard
+  keeps the file count low while a random read fetches only its own image's bytes
+  (through the shard index). Zarr handles every inner chunk separately, at a cost of a few
+  hundred microseconds each on the development machine, so one image per inner chunk
+  makes bulk writes and reads slow; ``chunk_images=10`` (or more) makes them several
+  times faster, at the price of decompressing that many images for one random read.
 * ``labels``: int64, chunks of 10,000.
 
 One image size per store (``variable_shapes=False``): a Zarr array is a regular grid, so
@@ -68,16 +72,20 @@ class ZarrStore(ImageStore):
         appendable=True,
         compressed=True,
     )
-    default_options = {"compressor": "zstd", "level": 3, "shard_images": 1000}
+    default_options = {"compressor": "zstd", "level": 3, "shard_images": 1000, "chunk_images": 1}
 
     def _check_options(self, options: dict[str, Any]) -> None:
         super()._check_options(options)
         if options.get("compressor", "zstd") not in COMPRESSORS:
             raise ModeError(f"compressor {options['compressor']!r} is not one of None, 'zstd', 'blosc', 'gzip'")
-        for name, low, high in (("level", 0, 22), ("shard_images", 1, 2**31 - 1)):
+        for name, low, high in (("level", 0, 22), ("shard_images", 1, 2**31 - 1), ("chunk_images", 1, 2**31 - 1)):
             value = options.get(name, low)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise ModeError(f"{name} {value!r} must be an integer from {low} to {high}")
+        shard = options.get("shard_images", self.default_options["shard_images"])
+        inner = options.get("chunk_images", self.default_options["chunk_images"])
+        if shard % inner:
+            raise ModeError(f"shard_images ({shard}) must be a multiple of chunk_images ({inner})")
 
     # -- opening ---------------------------------------------------------------------
 
@@ -118,7 +126,7 @@ class ZarrStore(ImageStore):
         self._images = self._group.create_array(
             "images",
             shape=(0, *image_shape),
-            chunks=(1, *image_shape),
+            chunks=(self.options["chunk_images"], *image_shape),
             shards=(shard, *image_shape),
             dtype="uint8",
             compressors=compressors,
@@ -157,18 +165,20 @@ class ZarrStore(ImageStore):
         """Write ``images`` and their labels at ids ``start``.., growing the arrays first.
 
         Zarr keeps some Python objects per inner chunk while it writes (about 1.5 KB each,
-        whatever the image size), so images go in pieces of at most ``WRITE_PIECE``,
+        whatever the image size), so images go in pieces of about ``WRITE_PIECE``,
         cut at shard boundaries: memory stays near the size of the chunk being written.
         """
         stop = start + len(images)
         shard = self.options["shard_images"]
+        inner = self.options["chunk_images"]
+        piece = max(inner, WRITE_PIECE // inner * inner)  # whole inner chunks where it can
         try:
             if self._images.shape[0] < stop:
                 self._images.resize((stop, *self._images.shape[1:]))
                 self._labels.resize((stop,))
             position = start
             while position < stop:
-                piece_stop = min(stop, position + WRITE_PIECE, (position // shard + 1) * shard)
+                piece_stop = min(stop, position - position % inner + piece, (position // shard + 1) * shard)
                 self._images[position:piece_stop] = images[position - start : piece_stop - start]
                 position = piece_stop
             self._labels[start:stop] = self._label_values.values[start:stop]

@@ -252,6 +252,21 @@ def test_zarr_compressor_option(tmp_path, cifar, compressor):
     assert len(array.compressors) == (0 if compressor is None else 1)
 
 
+def test_zarr_inner_chunks_of_several_images(tmp_path, cifar):
+    images, labels = cifar
+    with pytest.raises(storage.ModeError, match="multiple"):
+        storage.open_store("zarr", tmp_path / "bad", "w", shard_images=100, chunk_images=30)
+    write("zarr", tmp_path / "s", images[:7], labels[:7], shard_images=40, chunk_images=10)
+    with storage.open_store("zarr", tmp_path / "s", "a") as store:
+        store.write_batch(images[7:133], labels[7:133])
+        store.write_one(images[133], labels[133])
+    array = zarr.open_group(str(tmp_path / "s" / "images.zarr"), mode="r")["images"]
+    assert array.chunks == (10, 32, 32, 3) and array.shards == (40, 32, 32, 3)
+    with storage.open_store("zarr", tmp_path / "s") as store:
+        np.testing.assert_array_equal(store.read_all()[0], images[:134])
+        np.testing.assert_array_equal(store.read_batch([133, 8, 77])[0], images[[133, 8, 77]])
+
+
 def test_zarr_single_writes_wait_in_memory_until_a_shard_fills(tmp_path, cifar):
     images, _ = cifar
     with storage.open_store("zarr", tmp_path / "s", "w", shard_images=10) as store:
