@@ -430,8 +430,10 @@ class ImageStore(ABC):
             self._check_id(int(bad))
         if out is not None and self.uniform_shape is not None:
             expected = (len(id_array), *self.uniform_shape)
-            if out.shape != expected or out.dtype != np.uint8:
-                raise ImageShapeError(f"out has shape {out.shape} and dtype {out.dtype}; it must be {expected} uint8")
+            if out.shape != expected or out.dtype != np.uint8 or not out.flags.c_contiguous:
+                raise ImageShapeError(
+                    f"out has shape {out.shape} and dtype {out.dtype}; it must be a C-contiguous {expected} uint8 array"
+                )
         return self._read_many(id_array, out)
 
     def read_all(self, out: np.ndarray | None = None) -> tuple[np.ndarray | list[np.ndarray], np.ndarray]:

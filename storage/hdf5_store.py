@@ -76,7 +76,7 @@ class Hdf5Store(ImageStore):
             file_mode = "r"
         else:
             file_mode = "r+" if (self.path / FILE_NAME).exists() else "w-"
-        cache_bytes = COMPRESSED_CACHE_BYTES if self.options["compression"] or self.mode != "r" else 0
+        cache_bytes = COMPRESSED_CACHE_BYTES if self.options["compression"] else 0
         try:
             self._file = h5py.File(self.path / FILE_NAME, file_mode, rdcc_nbytes=cache_bytes, rdcc_nslots=10007)
         except FileNotFoundError:
