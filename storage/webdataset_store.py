@@ -9,9 +9,10 @@ reads, with keys ``%09d`` of the image id):
   ``000000042.png`` (``payload="png"``: smaller and slower, Pillow's PNG);
 * ``000000042.cls``: the label as decimal text.
 
-So ``webdataset.WebDataset(store.shard_paths()).decode()`` streams the store as
-``{"__key__", "npy" or "png", "cls"}`` samples. Headers are made by :mod:`tarfile` (USTAR,
-mtime 0, owner 0, mode 0444, so the same images give the same bytes).
+So ``webdataset.WebDataset(store.shard_paths(), shardshuffle=False).decode()`` streams
+the store as ``{"__key__", "npy" or "png", "cls"}`` samples. Headers are made by
+:mod:`tarfile` (USTAR, mtime 0, owner 0, mode 0444, so the same images give the same
+bytes).
 
 ``index.bin`` has one 48-byte record per image, appended as samples are written:
 ``shard``, ``height``, ``width``, ``channels`` (int32, channels 0 for a 2-D image),
