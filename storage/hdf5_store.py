@@ -165,8 +165,15 @@ class Hdf5Store(ImageStore):
             rows = chunk_rows(shape, self.options["chunk_images"], bool(self.options["compression"]))
             if not self.options["chunk_images"]:  # a small first write: small chunks, not 1 MiB for 10 images
                 rows = min(rows, max(16, 1 << (len(batch) - 1).bit_length()))
+            # Every row is written before the dataset grows past it, so no fill pass is needed.
             self._file.create_dataset(
-                "images", (0, *shape), np.uint8, maxshape=(None, *shape), chunks=(rows, *shape), **options
+                "images",
+                (0, *shape),
+                np.uint8,
+                maxshape=(None, *shape),
+                chunks=(rows, *shape),
+                fill_time="never",
+                **options,
             )
         else:
             rows = self.options["chunk_images"] or 64
