@@ -51,6 +51,7 @@ for _store_class in (
     NpyStore,
     JpegFilesStore,
     WebpFilesStore,
+    LossyWebpFilesStore,
     LmdbPngStore,
     Hdf5GzipStore,
     Hdf5LzfStore,
