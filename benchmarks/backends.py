@@ -9,8 +9,9 @@ close: LMDB's commit syncs, the others leave data in the page cache, as ``tofile
 ``read_all`` into a buffer allocated and touched before the timer (see BENCHMARKING.md:
 first-touch page faults would otherwise be measured as storage time). For ``png`` it also
 times the plain single-threaded Pillow loop (``Image.save`` / ``Image.open`` per file) over
-the same images. One untimed raw write comes first: on these VMs the first few hundred MB a
-process writes cost 10x more than later ones, whichever call writes them. Medians of the
+the same images. The raw write is timed on its second write of the same file: on these VMs
+a large write after a pause first pays about 1 s per 300 MB for fresh memory, which would make
+the ceiling 10x too slow. Medians of the
 repeats are printed with their min-max spread, and every ratio compares numbers measured in
 the same run. Warm page cache throughout.
 """
@@ -105,15 +106,13 @@ def run_count(count: int, names: list[str], repeats: int, work: Path, source) ->
     out = np.empty_like(images)
     samples: dict[tuple[str, str], list[float]] = defaultdict(list)
     order = ["raw", *names] + (["png-loop"] if "png" in names else [])
-    warm_up = Path(tempfile.mkdtemp(dir=work))  # the first large write of a process pays for fresh memory
-    raw_write(images, warm_up)
-    shutil.rmtree(warm_up)
     for repeat in range(repeats):
         rotated = order[repeat % len(order) :] + order[: repeat % len(order)]
         for entry in rotated:
             folder = Path(tempfile.mkdtemp(dir=work))
             out.fill(1)  # touch the output buffer before every timed read
             if entry == "raw":
+                raw_write(images, folder)  # untimed: a large write after a pause first pays for fresh memory
                 samples[("raw", "write")].append(raw_write(images, folder))
                 samples[("raw", "read")].append(raw_read(folder, out))
             elif entry == "png-loop":
