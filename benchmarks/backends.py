@@ -109,6 +109,7 @@ def run_count(count: int, names: list[str], repeats: int, work: Path, source) ->
     for repeat in range(repeats):
         rotated = order[repeat % len(order) :] + order[: repeat % len(order)]
         for entry in rotated:
+            os.sync()  # no writeback left over from the previous entry runs under this one's timer
             folder = Path(tempfile.mkdtemp(dir=work))
             out.fill(1)  # touch the output buffer before every timed read
             if entry == "raw":
