@@ -50,7 +50,7 @@ _COSTS = {
     "zarr": {"write_batch": 6.6e-4, "write_one": 7e-4, "read_all": 4.1e-4, "read_random": 2e-3, "read_one": 1.8e-3},
     "lmdb-png": {
         "write_batch": 1.4e-4,
-        "write_one": 2.5e-4,
+        "write_one": 2.8e-3,
         "read_all": 7e-5,
         "read_random": 9.6e-5,
         "read_one": 9.5e-5,
