@@ -142,11 +142,7 @@ class LmdbStore(ImageStore):
                 self._env = acquire_reader(self.path, bool(self.options["readahead"]))
             else:
                 self._env = lmdb.open(
-                    str(self.path),
-                    map_size=INITIAL_MAP_BYTES,
-                    readahead=bool(self.options["readahead"]),
-                    max_dbs=0,
-                    sync=False,  # _commit syncs each batch; write_one is synced at flush/close
+                    str(self.path), map_size=INITIAL_MAP_BYTES, readahead=bool(self.options["readahead"]), max_dbs=0
                 )
         except lmdb.Error as error:
             raise CorruptDataError(
@@ -217,16 +213,6 @@ class LmdbStore(ImageStore):
             self._redo_batch_in_bigger_map(stop_id)
 
     def _commit(self, count: int) -> None:
-        """Commit the batch's transaction and sync it to disk."""
-        self._commit_one(count)
-        self._env.sync(True)
-
-    def _commit_one(self, count: int) -> None:
-        """One transaction per image, like the article, but no fsync per image.
-
-        The store is marked complete only at ``flush()``/``close()``, which sync; the other
-        backends do not fsync per image either, so their ``write_one`` figures compare.
-        """
         if self._txn is not None:
             self._txn.commit()
             self._txn = None
