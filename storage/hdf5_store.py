@@ -133,28 +133,40 @@ class Hdf5Store(ImageStore):
     def _convert_to_variable_layout(self) -> None:
         """Rewrite a uniform store in the variable layout, when images of another size arrive."""
         uniform = self._cached("images")
-        count, shape = uniform.shape[0], uniform.shape[1:]
-        options = {"compression": self.options["compression"], "compression_opts": self.options["compression_opts"]}
-        rows = self.options["chunk_images"] or 64
-        flat = self._file.create_dataset(
-            "images_variable", (count,), h5py.vlen_dtype(np.uint8), maxshape=(None,), chunks=(rows,), **options
-        )
-        shapes = np.zeros((count, 3), dtype=np.int32)
-        shapes[:, : len(shape)] = shape
-        self._file.create_dataset("shapes", data=shapes, maxshape=(None, 3), chunks=(4096, 3))
+        count = uniform.shape[0]
+        flat, shapes = self._create_variable_datasets("images_variable", count)
         for start in range(0, count, 1024):
-            block = uniform[start : start + 1024]
-            rows_of_pixels = np.empty(len(block), dtype=object)
-            for index, image in enumerate(block):
-                rows_of_pixels[index] = image.reshape(-1)
-            flat.write_direct(rows_of_pixels, dest_sel=np.s_[start : start + len(block)])
+            self._write_variable_rows(flat, shapes, uniform[start : start + 1024], start)
         self._read_cache.clear()
         del self._file["images"]
         self._file.move("images_variable", "images")
         self._set_layout("variable")
 
+    def _filter_options(self) -> dict:
+        return {"compression": self.options["compression"], "compression_opts": self.options["compression_opts"]}
+
+    def _create_variable_datasets(self, images_name: str, count: int) -> tuple[h5py.Dataset, h5py.Dataset]:
+        """A variable-length uint8 row per image, and its (height, width, channels) in ``shapes``."""
+        rows = self.options["chunk_images"] or 64
+        flat = self._file.create_dataset(
+            images_name, (count,), h5py.vlen_dtype(np.uint8), maxshape=(None,), chunks=(rows,), **self._filter_options()
+        )
+        shapes = self._file.create_dataset("shapes", (count, 3), np.int32, maxshape=(None, 3), chunks=(4096, 3))
+        return flat, shapes
+
+    @staticmethod
+    def _write_variable_rows(flat: h5py.Dataset, shapes: h5py.Dataset, images, first_id: int) -> None:
+        stop = first_id + len(images)
+        rows = np.empty(len(images), dtype=object)
+        image_shapes = np.zeros((len(images), 3), dtype=np.int32)
+        for index, image in enumerate(images):
+            rows[index] = image.reshape(-1)
+            image_shapes[index, : image.ndim] = image.shape
+        # write_direct: h5py's setitem tries to broadcast rows of equal length as a 2-D array
+        flat.write_direct(rows, dest_sel=np.s_[first_id:stop])
+        shapes[first_id:stop] = image_shapes
+
     def _make_datasets(self, batch: ImageBatch) -> None:
-        options = {"compression": self.options["compression"], "compression_opts": self.options["compression_opts"]}
         layout = self.options["layout"]
         if layout == "auto":
             layout = "uniform" if batch.is_uniform else "variable"
@@ -173,14 +185,10 @@ class Hdf5Store(ImageStore):
                 maxshape=(None, *shape),
                 chunks=(rows, *shape),
                 fill_time="never",
-                **options,
+                **self._filter_options(),
             )
         else:
-            rows = self.options["chunk_images"] or 64
-            self._file.create_dataset(
-                "images", (0,), h5py.vlen_dtype(np.uint8), maxshape=(None,), chunks=(rows,), **options
-            )
-            self._file.create_dataset("shapes", (0, 3), np.int32, maxshape=(None, 3), chunks=(4096, 3))
+            self._create_variable_datasets("images", 0)
         self._file.create_dataset("labels", (0,), np.int64, maxshape=(None,), chunks=(4096,))
         self._set_layout(layout)
 
@@ -201,14 +209,7 @@ class Hdf5Store(ImageStore):
         if self.layout == "uniform":
             self._cached("images")[first_id:stop] = images
             return
-        flat = np.empty(len(labels), dtype=object)
-        shapes = np.zeros((len(labels), 3), dtype=np.int32)
-        for index, image in enumerate(images):
-            flat[index] = image.reshape(-1)
-            shapes[index, : image.ndim] = image.shape
-        # write_direct: h5py's setitem tries to broadcast rows of equal length as a 2-D array
-        self._cached("images").write_direct(flat, dest_sel=np.s_[first_id:stop])
-        self._cached("shapes")[first_id:stop] = shapes
+        self._write_variable_rows(self._cached("images"), self._cached("shapes"), images, first_id)
 
     def _commit(self, count: int) -> None:
         self._file.flush()
