@@ -23,9 +23,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
-from .base import BackendInfo
 from .batch import ImageBatch
 from .errors import ModeError
 from .hdf5_store import Hdf5Store
@@ -50,14 +50,11 @@ def _check_integer(name: str, value: object, low: int, high: int) -> None:
 class Hdf5GzipStore(Hdf5Store):
     """HDF5 with the deflate (gzip) filter."""
 
-    info = BackendInfo(
+    info = replace(
+        Hdf5Store.info,
         name="hdf5-gzip",
         label="HDF5 + gzip",
         description="One HDF5 file, images compressed with HDF5's built-in deflate (gzip) filter, level 4.",
-        lossless=True,
-        random_access=True,
-        variable_shapes=True,
-        appendable=True,
         compressed=True,
     )
     default_options = {**Hdf5Store.default_options, "compression": "gzip", "compression_opts": 4}
@@ -72,14 +69,11 @@ class Hdf5GzipStore(Hdf5Store):
 class Hdf5LzfStore(Hdf5Store):
     """HDF5 with h5py's LZF filter."""
 
-    info = BackendInfo(
+    info = replace(
+        Hdf5Store.info,
         name="hdf5-lzf",
         label="HDF5 + LZF",
         description="One HDF5 file, images compressed with h5py's LZF filter: fast, light compression.",
-        lossless=True,
-        random_access=True,
-        variable_shapes=True,
-        appendable=True,
         compressed=True,
     )
     default_options = {**Hdf5Store.default_options, "compression": "lzf"}
@@ -94,14 +88,12 @@ class Hdf5LzfStore(Hdf5Store):
 class Hdf5BloscStore(Hdf5Store):
     """HDF5 with the Blosc filter from ``hdf5plugin``."""
 
-    info = BackendInfo(
+    info = replace(
+        Hdf5Store.info,
         name="hdf5-blosc",
         label="HDF5 + Blosc",
         description="One HDF5 file, images compressed with Blosc (zstd, byte shuffle) through hdf5plugin; one size.",
-        lossless=True,
-        random_access=True,
         variable_shapes=False,
-        appendable=True,
         compressed=True,
     )
     default_options = {

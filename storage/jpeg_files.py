@@ -27,13 +27,12 @@ Only the codec differs:
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import numpy as np
 from PIL import JpegImagePlugin, WebPImagePlugin
 
-from .base import BackendInfo
 from .batch import Shape
 from .errors import ModeError
 from .png_files import PngCodec, PngFilesStore, image_to_pil, pil_to_array
@@ -116,16 +115,12 @@ class LossyWebpCodec(WebpCodec):
 class JpegFilesStore(PngFilesStore):
     """One JPEG file per image and one CSV of labels."""
 
-    info = BackendInfo(
+    info = replace(
+        PngFilesStore.info,
         name="jpeg",
         label="JPEG files + CSV",
         description="One JPEG per image (quality 95) and a labels CSV: small files, lossy, no alpha channel.",
         lossless=False,
-        random_access=True,
-        variable_shapes=True,
-        appendable=True,
-        compressed=True,
-        one_file_per_image=True,
         channels=(1, 3),
     )
     default_options = {"quality": 95, "subsampling": "4:4:4", "parallel": True}
@@ -141,16 +136,11 @@ class JpegFilesStore(PngFilesStore):
 class WebpFilesStore(PngFilesStore):
     """One lossless WebP file per image and one CSV of labels."""
 
-    info = BackendInfo(
+    info = replace(
+        PngFilesStore.info,
         name="webp",
         label="WebP files (lossless) + CSV",
         description="One lossless WebP per image and a labels CSV: smaller than PNG, exact pixels, alpha kept.",
-        lossless=True,
-        random_access=True,
-        variable_shapes=True,
-        appendable=True,
-        compressed=True,
-        one_file_per_image=True,
     )
     # For lossless WebP, quality is the compression effort (0 fastest, 100 smallest).
     default_options = {"quality": 80, "method": 4, "parallel": True}
@@ -166,16 +156,12 @@ class WebpFilesStore(PngFilesStore):
 class LossyWebpFilesStore(WebpFilesStore):
     """One lossy WebP file per image and one CSV of labels."""
 
-    info = BackendInfo(
+    info = replace(
+        WebpFilesStore.info,
         name="webp-lossy",
         label="WebP files (lossy) + CSV",
         description="One lossy WebP per image (quality 90) and a labels CSV: the smallest files, chroma halved.",
         lossless=False,
-        random_access=True,
-        variable_shapes=True,
-        appendable=True,
-        compressed=True,
-        one_file_per_image=True,
     )
     default_options = {"quality": 90, "method": 4, "parallel": True}
     codec_class = LossyWebpCodec
