@@ -32,6 +32,19 @@ PANEL_WIDTH = 250
 PANEL_HEIGHT = 220
 PANEL_COLUMNS = 3
 
+# Measurement figures that may be missing (None): kept as floats so charts see numbers.
+NUMERIC_COLUMNS = [
+    "seconds",
+    "seconds_min",
+    "seconds_max",
+    "seconds_iqr",
+    "images_per_second",
+    "mb_per_second",
+    "apparent_bytes",
+    "allocated_bytes",
+    "files",
+    "bytes_per_image",
+]
 COLUMNS = [
     "run",
     "run_label",
@@ -46,16 +59,7 @@ COLUMNS = [
     "kind",
     "repeats",
     "images",
-    "seconds",
-    "seconds_min",
-    "seconds_max",
-    "seconds_iqr",
-    "images_per_second",
-    "mb_per_second",
-    "apparent_bytes",
-    "allocated_bytes",
-    "files",
-    "bytes_per_image",
+    *NUMERIC_COLUMNS,
     "verified",
     "psnr",
     "error",
@@ -134,19 +138,7 @@ def measurements_frame(measurements: Sequence[Measurement], run_labels: dict[str
             }
         )
     frame = pd.DataFrame(rows, columns=COLUMNS)
-    for column in (
-        "seconds",
-        "seconds_min",
-        "seconds_max",
-        "seconds_iqr",
-        "images_per_second",
-        "mb_per_second",
-        "apparent_bytes",
-        "allocated_bytes",
-        "files",
-        "bytes_per_image",
-        "psnr",
-    ):
+    for column in (*NUMERIC_COLUMNS, "psnr"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
     return frame
 
