@@ -20,10 +20,10 @@ _pool_pid: int | None = None
 
 
 def worker_count() -> int:
-    """Workers to use: one per core this process may run on."""
+    """Cores this process may run on (its CPU affinity, which containers often limit)."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
         return max(1, os.cpu_count() or 1)
 
 

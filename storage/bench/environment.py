@@ -20,6 +20,8 @@ from typing import Any
 
 import psutil
 
+from ..parallel import worker_count
+
 # Libraries whose version changes storage speed; backends add the ones they import.
 CORE_DISTRIBUTIONS = ("numpy", "Pillow", "lmdb", "h5py", "zarr", "numcodecs", "pyarrow", "webdataset", "psutil")
 
@@ -33,14 +35,6 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown"
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (its CPU affinity), which containers often limit."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def existing_parent(path: str | os.PathLike[str]) -> Path:
@@ -111,7 +105,7 @@ def capture_environment(data_dir: str | os.PathLike[str] = "data") -> dict[str, 
         "hostname": socket.gethostname(),
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count() or 1,
-        "usable_cores": usable_cores(),
+        "usable_cores": worker_count(),
         "ram_bytes": memory.total,
         "ram_available_bytes": memory.available,
         "os": platform.platform(),
