@@ -472,6 +472,18 @@ class ImageStore(ABC):
         """Apparent bytes, allocated bytes and file count of the whole store folder."""
         return measure_disk_usage(self.path)
 
+    @classmethod
+    def torch_dataset(cls, path: str | os.PathLike[str], transform: Callable | None = None) -> Any:
+        """The PyTorch dataset a training loop should read this format's store at ``path`` with.
+
+        The engine's ``loader`` operation asks for it here, so a format whose library ships
+        its own dataset class can return that instead. Default:
+        :class:`storage.torch.StoreDataset` (importing torch only now).
+        """
+        from .torch import StoreDataset
+
+        return StoreDataset(cls.info.name, path, transform=transform)
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {str(self.path)!r} mode={self.mode!r} images={self._count}>"
 
