@@ -312,7 +312,9 @@ def _rank_and_world_size(rank: int | None, world_size: int | None) -> tuple[int,
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
             raise LoaderSettingsError(f"{name} {value!r} is not a whole number")
     if world_size < 1 or not 0 <= rank < world_size:
-        raise LoaderSettingsError(f"rank {rank} of world_size {world_size}: need world_size >= 1 and 0 <= rank < world_size")
+        raise LoaderSettingsError(
+            f"rank {rank} of world_size {world_size}: need world_size >= 1 and 0 <= rank < world_size"
+        )
     return int(rank), int(world_size)
 
 

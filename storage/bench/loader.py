@@ -140,7 +140,9 @@ def _measure(
     if first_batches:
         measurement.first_batch_seconds = float(np.median(first_batches))
     if waits:
-        measurement.batch_p50_seconds, measurement.batch_p99_seconds = (float(v) for v in np.percentile(waits, [50, 99]))
+        measurement.batch_p50_seconds, measurement.batch_p99_seconds = (
+            float(v) for v in np.percentile(waits, [50, 99])
+        )
 
 
 def _loader(run: _Run, dataset: Any, workers: int, index: int):
