@@ -137,8 +137,10 @@ def validate(experiment: Experiment) -> Experiment:
     unknown = sorted(set(experiment.backend_options) - set(experiment.backends))
     if unknown:
         raise InvalidExperimentError(f"backend_options name backends that are not in the run: {', '.join(unknown)}")
-    workers = _worker_counts(experiment.workers)
-    batch_size = _positive_int(experiment.batch_size, "batch size")
+    workers, batch_size = list(experiment.workers), experiment.batch_size
+    if LOADER in experiment.operations:  # unused otherwise, so not held against the run
+        workers = _worker_counts(experiment.workers)
+        batch_size = _positive_int(experiment.batch_size, "batch size")
     return Experiment(
         backends=list(dict.fromkeys(experiment.backends)),
         counts=counts,
