@@ -38,10 +38,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import parallel
-from .base import BackendInfo, ImageStore, ProgressCallback, stack_if_uniform
-from .batch import Shape
-from .errors import CorruptDataError, ModeError, StoreNotWritableError
+from .. import parallel
+from ..base import ImageStore, ProgressCallback, stack_if_uniform
+from ..batch import Shape
+from ..errors import CorruptDataError, ModeError, StoreNotWritableError
+from . import BUILTIN_INFO
 from .npy_store import GrowingArray
 from .png_files import IMAGES_PER_TASK
 from .webdataset_store import decode_png, encode_pngs
@@ -74,16 +75,7 @@ def binary_column(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.nd
 class ParquetStore(ImageStore):
     """Parquet part files, one row (image bytes, shape, label) per image."""
 
-    info = BackendInfo(
-        name="parquet",
-        label="Parquet (pyarrow)",
-        description="Apache Parquet part files, one row per image (pixels, shape, label), row groups of 100 for random reads.",
-        lossless=True,
-        random_access=True,
-        variable_shapes=True,
-        appendable=True,
-        compressed=True,
-    )
+    info = BUILTIN_INFO["parquet"]
     default_options = {"encoding": "raw", "compression": "snappy", "row_group_rows": 100, "parallel": True}
 
     def _check_options(self, options: dict[str, Any]) -> None:
