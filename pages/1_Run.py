@@ -60,6 +60,9 @@ top[0].multiselect(
     placeholder="Pick the formats to compare",
     help="\n".join(f"- **{backend_info(name).label}**: {backend_info(name).description}" for name in available),
 )
+for name in backends(available_only=False):
+    if name not in available:
+        top[0].caption(f":gray[~~{backend_info(name).label}~~ unavailable: {backend_info(name).unavailable_reason}]")
 top[1].select_slider(
     "Number of images",
     options=list(state.COUNT_STEPS),

@@ -6,12 +6,16 @@
     with storage.open_store("lmdb", "data/stores/cifar") as store:
         image, label = store.read_one(0)
 
-This module only re-exports; each backend lives in its own module and is registered
-explicitly below.
+This module only re-exports. Each backend lives in its own module under
+``storage/backends/`` and is listed explicitly in ``storage/backends/__init__.py``; its
+module (and its format library: h5py, zarr, pyarrow...) is imported the first time the
+backend is used, so ``import storage`` stays fast and one missing library disables one
+backend, not all of them.
 """
 
 from .base import BackendInfo, DiskUsage, ImageStore, measure_disk_usage
 from .errors import (
+    BackendUnavailableError,
     BadImageFileError,
     CorruptDataError,
     DataNotFoundError,
@@ -32,38 +36,27 @@ from .errors import (
     UnknownBackendError,
     WrongBackendError,
 )
-from .hdf5_store import Hdf5Store
-from .hdf5_variants import Hdf5BloscStore, Hdf5GzipStore, Hdf5LzfStore
-from .jpeg_files import JpegFilesStore, LossyWebpFilesStore, WebpFilesStore
-from .lmdb_png import LmdbPngStore
-from .lmdb_store import LmdbStore
-from .npy_store import NpyStore
-from .parquet_store import ParquetStore
-from .png_files import PngFilesStore
 from .registry import backend_info, backends, open_store, register_backend, store_class, unregister_backend
-from .webdataset_store import WebDatasetStore
-from .zarr_store import ZarrStore
 
-for _store_class in (
-    PngFilesStore,
-    LmdbStore,
-    Hdf5Store,
-    NpyStore,
-    JpegFilesStore,
-    WebpFilesStore,
-    LossyWebpFilesStore,
-    LmdbPngStore,
-    Hdf5GzipStore,
-    Hdf5LzfStore,
-    Hdf5BloscStore,
-    ZarrStore,
-    WebDatasetStore,
-    ParquetStore,
-):
-    register_backend(_store_class)
+# ``backends`` above is the registry's function. It shares its name with the
+# ``storage.backends`` package (one module per format), which ``storage.registry`` has
+# already imported, so the function is what ``storage.backends`` means from here on; the
+# package's modules stay importable as ``storage.backends.<module>``.
+
+
+def __getattr__(name: str) -> type[ImageStore]:
+    """Give ``storage.LmdbStore`` and the other store classes, importing their module on first use."""
+    from .registry import class_named
+
+    found = class_named(name) if name.endswith("Store") else None
+    if found is None:
+        raise AttributeError(f"module 'storage' has no attribute {name!r}")
+    return found
+
 
 __all__ = [
     "BackendInfo",
+    "BackendUnavailableError",
     "BadImageFileError",
     "CorruptDataError",
     "DataNotFoundError",

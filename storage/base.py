@@ -62,6 +62,12 @@ class BackendInfo:
     one_file_per_image: bool = False
     channels: tuple[int, ...] = (1, 3, 4)
     """Channel counts the backend stores; 1 covers both (H,W) and (H,W,1) images."""
+    unavailable_reason: str | None = None
+    """Why the backend cannot be used here (its library is missing or fails to import), or None."""
+
+    @property
+    def available(self) -> bool:
+        return self.unavailable_reason is None
 
 
 @dataclass(frozen=True)

@@ -51,12 +51,15 @@ def _comma_list(text: str) -> list[str]:
 
 def backend_list(text: str) -> list[str]:
     names = _comma_list(text)
-    valid = registry.backends()
+    valid = registry.backends(available_only=False)
     for name in names:
         if name not in valid:
             raise argparse.ArgumentTypeError(
                 f"unknown backend {name!r}; registered backends are: {', '.join(valid) or 'none'}"
             )
+        reason = registry.backend_info(name).unavailable_reason
+        if reason:
+            raise argparse.ArgumentTypeError(f"backend {name!r} is unavailable here: {reason}")
     return names
 
 
@@ -420,11 +423,16 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def cmd_backends(args: argparse.Namespace) -> int:
     from .bench.report import text_table
 
-    rows = []
-    for name in registry.backends():
+    rows, unavailable = [], []
+    for name in registry.backends(available_only=False):
         info = registry.backend_info(name)
-        rows.append([name, info.label, "lossless" if info.lossless else "lossy", info.description])
-    print(text_table(["name", "label", "fidelity", "description"], rows))
+        status = "available" if info.available else "unavailable"
+        rows.append([name, info.label, "lossless" if info.lossless else "lossy", status, info.description])
+        if not info.available:
+            unavailable.append(f"{name}: {info.unavailable_reason}")
+    print(text_table(["name", "label", "fidelity", "status", "description"], rows))
+    for line in unavailable:
+        print(f"unavailable {line}")
     return 0
 
 

@@ -21,6 +21,10 @@ class UnknownBackendError(StorageError, KeyError):
     """A backend name that is not registered."""
 
 
+class BackendUnavailableError(StorageError, ImportError):
+    """The backend is registered but its library is missing or fails to import here."""
+
+
 class ImageTypeError(StorageError, TypeError):
     """Images or labels of the wrong type (for instance float pixels instead of uint8)."""
 

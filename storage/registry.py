@@ -1,44 +1,98 @@
-"""The explicit registry of storage backends: a name maps to a store class, nothing more.
+"""The explicit registry of storage backends: a name maps to a store class, loaded on first use.
 
-No discovery magic: ``storage/__init__.py`` registers the built-in backends in one list,
-and anyone can add their own with :func:`register_backend`. The conformance suite in
-``tests/`` is parametrized over :func:`backends`, so a registered backend is tested at once.
+No discovery magic: the built-in backends are one list in :mod:`storage.backends`, and
+anyone can add their own with :func:`register_backend`, either as a class or as a
+``"module:ClassName"`` text plus its :class:`~storage.base.BackendInfo`, which the
+registry imports only when the backend is first used (h5py's driver table is the model).
+A backend whose module fails to import (a library not installed, a broken build) is
+listed as unavailable with the reason, and every other backend keeps working.
+
+The conformance suite in ``tests/`` is parametrized over :func:`backends`, so a
+registered, available backend is tested at once.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
+from dataclasses import dataclass, replace
 from typing import Any
 
+from .backends import BUILTIN_BACKENDS
 from .base import BackendInfo, ImageStore
-from .errors import UnknownBackendError
-
-_BACKENDS: dict[str, type[ImageStore]] = {}
+from .errors import BackendUnavailableError, UnknownBackendError
 
 
-def register_backend(store_class: type[ImageStore]) -> type[ImageStore]:
-    """Register ``store_class`` under ``store_class.info.name`` (usable as a decorator)."""
-    name = store_class.info.name
-    if name in _BACKENDS and _BACKENDS[name] is not store_class:
+@dataclass
+class _Registration:
+    """One backend: its info, and either its class or where to import it from."""
+
+    info: BackendInfo
+    locator: str | None = None
+    requires: tuple[str, ...] = ()
+    store_class: type[ImageStore] | None = None
+    unavailable_reason: str | None = None
+
+
+_BACKENDS: dict[str, _Registration] = {}
+
+
+def register_backend(
+    backend: type[ImageStore] | str, info: BackendInfo | None = None, requires: tuple[str, ...] = ()
+) -> type[ImageStore] | str:
+    """Register a backend; usable as a class decorator.
+
+    ``backend`` is an :class:`ImageStore` subclass (registered under ``backend.info.name``)
+    or a ``"package.module:ClassName"`` text, which then needs ``info`` and is imported on
+    first use. ``requires`` names the PyPI packages the module needs, for the message
+    shown when it cannot be imported.
+    """
+    if isinstance(backend, str):
+        if info is None:
+            raise TypeError(f"register_backend({backend!r}) needs info=BackendInfo(...) to list it unimported")
+        if ":" not in backend:
+            raise ValueError(f"{backend!r} is not a 'package.module:ClassName' locator")
+        registration = _Registration(info, locator=backend, requires=tuple(requires))
+    else:
+        registration = _Registration(backend.info, store_class=backend, requires=tuple(requires))
+    name = registration.info.name
+    existing = _BACKENDS.get(name)
+    if existing is not None and not _same_backend(existing, registration):
         raise ValueError(f"a backend named {name!r} is already registered; unregister it first")
-    _BACKENDS[name] = store_class
-    return store_class
+    if existing is None:
+        _BACKENDS[name] = registration
+    return backend
 
 
 def unregister_backend(name: str) -> None:
     """Remove a backend from the registry."""
-    _store_class(name)
+    _registration(name)
     del _BACKENDS[name]
 
 
-def backends() -> list[str]:
-    """The names of the registered backends, in registration order."""
-    return list(_BACKENDS)
+def backends(available_only: bool = True) -> list[str]:
+    """The names of the registered backends, in registration order.
+
+    With ``available_only`` (the default) each backend's module is imported to check that
+    it loads, and the ones that do not are left out; ``available_only=False`` lists every
+    registered name without importing anything.
+    """
+    if not available_only:
+        return list(_BACKENDS)
+    return [name for name, registration in list(_BACKENDS.items()) if _load(registration) is not None]
 
 
 def backend_info(name: str) -> BackendInfo:
-    """Name, label, one-line description and capability flags of a backend."""
-    return _store_class(name).info
+    """Name, label, one-line description and capability flags of a backend.
+
+    Its ``unavailable_reason`` says why the backend cannot be used here (its module was
+    imported to find out), or is ``None`` when it can.
+    """
+    registration = _registration(name)
+    _load(registration)
+    if registration.unavailable_reason is None:
+        return registration.info
+    return replace(registration.info, unavailable_reason=registration.unavailable_reason)
 
 
 def open_store(name: str, path: str | os.PathLike[str], mode: str = "r", **options: Any) -> ImageStore:
@@ -47,17 +101,68 @@ def open_store(name: str, path: str | os.PathLike[str], mode: str = "r", **optio
     ``mode`` is ``"w"`` (create, replacing a store already there), ``"a"`` (append,
     creating if missing) or ``"r"`` (read-only). ``options`` are backend options.
     """
-    return _store_class(name)(path, mode, **options)
+    return store_class(name)(path, mode, **options)
 
 
 def store_class(name: str) -> type[ImageStore]:
-    """The class registered under ``name``."""
-    return _store_class(name)
+    """The class registered under ``name``, imported now if it was not yet."""
+    registration = _registration(name)
+    loaded = _load(registration)
+    if loaded is None:
+        raise BackendUnavailableError(f"backend {name!r} is unavailable here: {registration.unavailable_reason}")
+    return loaded
 
 
-def _store_class(name: str) -> type[ImageStore]:
+def class_named(class_name: str) -> type[ImageStore] | None:
+    """The registered class called ``class_name`` (``"LmdbStore"``), imported on demand."""
+    for name, registration in list(_BACKENDS.items()):
+        declared = registration.locator.rpartition(":")[2] if registration.locator else None
+        if class_name in (declared, getattr(registration.store_class, "__name__", None)):
+            return store_class(name)
+    return None
+
+
+def _load(registration: _Registration) -> type[ImageStore] | None:
+    """Import a lazily registered class once; remember why it failed if it does."""
+    if registration.store_class is not None or registration.unavailable_reason is not None:
+        return registration.store_class
+    module_name, _, class_name = registration.locator.partition(":")
+    try:
+        loaded = getattr(importlib.import_module(module_name), class_name)
+    except Exception as error:  # any failure to import makes this one backend unavailable, not the library
+        registration.unavailable_reason = _reason(error, registration.requires)
+        return None
+    if loaded.info.name != registration.info.name:
+        registration.unavailable_reason = (
+            f"{registration.locator} is the {loaded.info.name!r} backend, not {registration.info.name!r}"
+        )
+        return None
+    registration.store_class = loaded
+    return loaded
+
+
+def _reason(error: Exception, requires: tuple[str, ...]) -> str:
+    problem = f"{type(error).__name__}: {error}"
+    if not requires:
+        return problem
+    packages = " ".join(requires)
+    return f"{problem} (install it with: python3 -m pip install {packages}, or pip install -r requirements.txt)"
+
+
+def _same_backend(existing: _Registration, new: _Registration) -> bool:
+    if new.store_class is not None:
+        cls = new.store_class
+        return existing.store_class is cls or existing.locator == f"{cls.__module__}:{cls.__qualname__}"
+    return existing.locator == new.locator and existing.info == new.info
+
+
+def _registration(name: str) -> _Registration:
     try:
         return _BACKENDS[name]
     except (KeyError, TypeError):
         valid = ", ".join(_BACKENDS) or "none"
         raise UnknownBackendError(f"unknown backend {name!r}; registered backends are: {valid}") from None
+
+
+for _builtin in BUILTIN_BACKENDS:
+    register_backend(_builtin.locator, _builtin.info, _builtin.requires)

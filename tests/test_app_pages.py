@@ -157,6 +157,15 @@ def test_run_page_has_the_promised_controls_and_an_estimate():
     assert at.query_params["formats"] == "png,lmdb,hdf5"
 
 
+def test_an_unavailable_format_is_greyed_out_with_its_reason_and_the_others_stay(broken_backend):
+    at = page(RUN)
+    assert_clean(at)
+    assert "Broken format" not in at.multiselect(key="run_formats").options
+    assert "LMDB" in at.multiselect(key="run_formats").options
+    note = next(caption.value for caption in at.caption if "Broken format" in caption.value)
+    assert note.startswith(":gray[") and "unavailable" in note and "nosuchlib_for_image_storage_lab" in note
+
+
 def test_tiny_run_draws_charts_with_both_formats_previews_and_a_table():
     at = page(RUN)
     at.multiselect(key="run_formats").set_value(["png", "hdf5"])

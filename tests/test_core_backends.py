@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 import storage
-from storage import lmdb_store
+from storage.backends import lmdb_store
 from storage.datasets import SAMPLE_CIFAR10_DIR, load_cifar10
 
 

@@ -23,9 +23,9 @@ import zarr
 from PIL import Image, JpegImagePlugin
 
 import storage
-from storage import lmdb_store, npy_store, webdataset_store
+from storage.backends import lmdb_store, npy_store, webdataset_store
+from storage.backends.image_files import LossyWebpFilesStore
 from storage.datasets import SAMPLE_CIFAR10_DIR, load_cifar10
-from storage.jpeg_files import LossyWebpFilesStore
 
 NEW_BACKENDS = [
     "npy",

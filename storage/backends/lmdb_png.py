@@ -16,9 +16,10 @@ from typing import Any
 import lmdb
 import numpy as np
 
-from . import parallel
-from .base import BackendInfo, stack_if_uniform
-from .errors import CorruptDataError, ModeError
+from .. import parallel
+from ..base import stack_if_uniform
+from ..errors import CorruptDataError, ModeError
+from . import BUILTIN_INFO
 from .lmdb_store import HEADER, LmdbStore, image_key
 from .png_files import IMAGES_PER_TASK, PngCodec, row_shape
 
@@ -56,16 +57,7 @@ def decode_png_record(codec: PngCodec, value: bytes | memoryview) -> tuple[np.nd
 class LmdbPngStore(LmdbStore):
     """One LMDB record per image: a binary header plus the image as PNG."""
 
-    info = BackendInfo(
-        name="lmdb-png",
-        label="LMDB (PNG values)",
-        description="LMDB with each image stored as PNG: smaller than plain LMDB, slower to write and read.",
-        lossless=True,
-        random_access=True,
-        variable_shapes=True,
-        appendable=True,
-        compressed=True,
-    )
+    info = BUILTIN_INFO["lmdb-png"]
     default_options = {"readahead": False, "compress_level": 6, "parallel": True}
 
     def _check_options(self, options: dict[str, Any]) -> None:

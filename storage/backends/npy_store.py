@@ -31,9 +31,10 @@ import os
 
 import numpy as np
 
-from .base import BackendInfo, ImageStore, stack_if_uniform
-from .batch import ImageBatch, Shape
-from .errors import CorruptDataError, StoreNotWritableError
+from ..base import ImageStore, stack_if_uniform
+from ..batch import ImageBatch, Shape
+from ..errors import CorruptDataError, StoreNotWritableError
+from . import BUILTIN_INFO
 
 DATA_FILE = "images.u8"
 INDEX_FILE = "index.bin"
@@ -115,16 +116,7 @@ def data_end(records: np.ndarray, count: int) -> int:
 class NpyStore(ImageStore):
     """One raw uint8 file of pixels, memory-mapped for reading, and a fixed-size index."""
 
-    info = BackendInfo(
-        name="npy",
-        label="NumPy raw file + index",
-        description="All pixels end to end in one raw uint8 file, memory-mapped for reading, and an index: the ceiling.",
-        lossless=True,
-        random_access=True,
-        variable_shapes=True,
-        appendable=True,
-        compressed=False,
-    )
+    info = BUILTIN_INFO["npy"]
     default_options: dict = {}
 
     # -- files -----------------------------------------------------------------------

@@ -23,11 +23,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from typing import Any
 
-from .batch import ImageBatch
-from .errors import ModeError
+from ..batch import ImageBatch
+from ..errors import ModeError
+from . import BUILTIN_INFO
 from .hdf5_store import Hdf5Store
 
 BLOSC_COMPRESSORS = ("blosclz", "lz4", "lz4hc", "zlib", "zstd")
@@ -50,13 +50,7 @@ def _check_integer(name: str, value: object, low: int, high: int) -> None:
 class Hdf5GzipStore(Hdf5Store):
     """HDF5 with the deflate (gzip) filter."""
 
-    info = replace(
-        Hdf5Store.info,
-        name="hdf5-gzip",
-        label="HDF5 + gzip",
-        description="One HDF5 file, images compressed with HDF5's built-in deflate (gzip) filter, level 4.",
-        compressed=True,
-    )
+    info = BUILTIN_INFO["hdf5-gzip"]
     default_options = {**Hdf5Store.default_options, "compression": "gzip", "compression_opts": 4}
 
     def _check_options(self, options: dict[str, Any]) -> None:
@@ -69,13 +63,7 @@ class Hdf5GzipStore(Hdf5Store):
 class Hdf5LzfStore(Hdf5Store):
     """HDF5 with h5py's LZF filter."""
 
-    info = replace(
-        Hdf5Store.info,
-        name="hdf5-lzf",
-        label="HDF5 + LZF",
-        description="One HDF5 file, images compressed with h5py's LZF filter: fast, light compression.",
-        compressed=True,
-    )
+    info = BUILTIN_INFO["hdf5-lzf"]
     default_options = {**Hdf5Store.default_options, "compression": "lzf"}
 
     def _check_options(self, options: dict[str, Any]) -> None:
@@ -88,14 +76,7 @@ class Hdf5LzfStore(Hdf5Store):
 class Hdf5BloscStore(Hdf5Store):
     """HDF5 with the Blosc filter from ``hdf5plugin``."""
 
-    info = replace(
-        Hdf5Store.info,
-        name="hdf5-blosc",
-        label="HDF5 + Blosc",
-        description="One HDF5 file, images compressed with Blosc (zstd, byte shuffle) through hdf5plugin; one size.",
-        variable_shapes=False,
-        compressed=True,
-    )
+    info = BUILTIN_INFO["hdf5-blosc"]
     default_options = {
         **Hdf5Store.default_options,
         "compression": "blosc",

@@ -22,10 +22,11 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image, PngImagePlugin
 
-from . import parallel
-from .base import BackendInfo, ImageStore, stack_if_uniform
-from .batch import Shape
-from .errors import CorruptDataError
+from .. import parallel
+from ..base import ImageStore, stack_if_uniform
+from ..batch import Shape
+from ..errors import CorruptDataError
+from . import BUILTIN_INFO
 
 IMAGES_FOLDER = "images"
 LABELS_FILE = "labels.csv"
@@ -119,17 +120,7 @@ def read_files(codec: PngCodec, ids: np.ndarray, shapes: np.ndarray):
 class PngFilesStore(ImageStore):
     """One PNG file per image and one CSV of labels."""
 
-    info = BackendInfo(
-        name="png",
-        label="PNG files + CSV",
-        description="One PNG per image and a labels CSV: readable by any tool, but file creation makes it the slowest.",
-        lossless=True,
-        random_access=True,
-        variable_shapes=True,
-        appendable=True,
-        compressed=True,
-        one_file_per_image=True,
-    )
+    info = BUILTIN_INFO["png"]
     default_options = {"compress_level": 6, "parallel": True}
     codec_class: ClassVar[type[PngCodec]] = PngCodec
     chunk_images = 2 * FILES_PER_FOLDER

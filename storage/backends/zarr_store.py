@@ -38,9 +38,10 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
 
-from .base import BackendInfo, ImageStore
-from .batch import ImageBatch
-from .errors import CorruptDataError, ModeError, StoreNotWritableError
+from ..base import ImageStore
+from ..batch import ImageBatch
+from ..errors import CorruptDataError, ModeError, StoreNotWritableError
+from . import BUILTIN_INFO
 from .npy_store import GrowingArray
 
 GROUP = "images.zarr"
@@ -62,16 +63,7 @@ def make_compressors(name: str | None, level: int) -> Any:
 class ZarrStore(ImageStore):
     """A Zarr v3 group: a sharded images array and a labels array."""
 
-    info = BackendInfo(
-        name="zarr",
-        label="Zarr v3 (sharded)",
-        description="Zarr v3 array, one image per inner chunk, 1,000 per shard file, zstd: chunked, cloud-ready, one size.",
-        lossless=True,
-        random_access=True,
-        variable_shapes=False,
-        appendable=True,
-        compressed=True,
-    )
+    info = BUILTIN_INFO["zarr"]
     default_options = {"compressor": "zstd", "level": 3, "shard_images": 1000, "chunk_images": 1}
 
     def _check_options(self, options: dict[str, Any]) -> None:

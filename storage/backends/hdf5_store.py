@@ -21,9 +21,10 @@ import os
 import h5py
 import numpy as np
 
-from .base import BackendInfo, ImageStore
-from .batch import ImageBatch, Shape
-from .errors import CorruptDataError, ImageShapeError, ModeError
+from ..base import ImageStore
+from ..batch import ImageBatch, Shape
+from ..errors import CorruptDataError, ImageShapeError, ModeError
+from . import BUILTIN_INFO
 
 FILE_NAME = "images.h5"
 CHUNK_TARGET_BYTES = 2**20
@@ -50,16 +51,7 @@ def chunk_rows(image_shape: Shape, requested: int, compressed: bool) -> int:
 class Hdf5Store(ImageStore):
     """One HDF5 file holding an images dataset, a labels dataset and, for mixed sizes, shapes."""
 
-    info = BackendInfo(
-        name="hdf5",
-        label="HDF5",
-        description="One HDF5 file with an (N,H,W,C) uint8 dataset: fastest bulk reads and writes, one file to copy.",
-        lossless=True,
-        random_access=True,
-        variable_shapes=True,
-        appendable=True,
-        compressed=False,
-    )
+    info = BUILTIN_INFO["hdf5"]
     default_options = {"compression": None, "compression_opts": None, "chunk_images": 0, "layout": "auto"}
 
     def _check_options(self, options: dict) -> None:

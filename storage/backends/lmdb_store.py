@@ -22,9 +22,10 @@ from pathlib import Path
 import lmdb
 import numpy as np
 
-from .base import BackendInfo, ImageStore, stack_if_uniform
-from .batch import ImageBatch, Shape
-from .errors import CorruptDataError, StoreNotWritableError
+from ..base import ImageStore, stack_if_uniform
+from ..batch import ImageBatch, Shape
+from ..errors import CorruptDataError, StoreNotWritableError
+from . import BUILTIN_INFO
 
 HEADER = struct.Struct("<qIIB")  # label, height, width, channels (0 for a 2-D image)
 KEY_DIGITS = 10
@@ -115,16 +116,7 @@ def record_pages(image_bytes: int) -> int:
 class LmdbStore(ImageStore):
     """One LMDB record per image: a binary header plus raw pixels."""
 
-    info = BackendInfo(
-        name="lmdb",
-        label="LMDB",
-        description="Memory-mapped key-value store, one record per image: fast random reads, one transaction per batch.",
-        lossless=True,
-        random_access=True,
-        variable_shapes=True,
-        appendable=True,
-        compressed=False,
-    )
+    info = BUILTIN_INFO["lmdb"]
     default_options = {"readahead": False}
 
     # -- environment -----------------------------------------------------------------

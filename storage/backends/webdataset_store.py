@@ -39,10 +39,11 @@ from typing import Any
 import numpy as np
 from PIL import PngImagePlugin
 
-from . import parallel
-from .base import BackendInfo, ImageStore, stack_if_uniform
-from .batch import ImageBatch, Shape
-from .errors import CorruptDataError, ModeError, StoreNotWritableError
+from .. import parallel
+from ..base import ImageStore, stack_if_uniform
+from ..batch import ImageBatch, Shape
+from ..errors import CorruptDataError, ModeError, StoreNotWritableError
+from . import BUILTIN_INFO
 from .npy_store import GrowingArray, read_into, write_all
 from .png_files import IMAGES_PER_TASK, image_to_pil, pil_to_array
 
@@ -114,16 +115,7 @@ def record_shape(record: np.void) -> Shape:
 class WebDatasetStore(ImageStore):
     """Tar shards of ``<key>.npy``/``<key>.png`` + ``<key>.cls`` members and an index of offsets."""
 
-    info = BackendInfo(
-        name="webdataset",
-        label="WebDataset tar shards",
-        description="Tar shards of .npy + .cls samples, the WebDataset layout, with an offset index for random reads.",
-        lossless=True,
-        random_access=True,
-        variable_shapes=True,
-        appendable=True,
-        compressed=False,
-    )
+    info = BUILTIN_INFO["webdataset"]
     default_options = {"payload": "npy", "shard_images": 10_000, "compress_level": 6, "parallel": True}
 
     def _check_options(self, options: dict[str, Any]) -> None:
