@@ -289,8 +289,8 @@ def test_a_stuck_worker_times_out(stores):
 def test_importing_the_library_does_not_import_torch(tmp_path):
     """torch comes in with storage.torch, which the engine imports only when it measures the loader.
 
-    (Backends built on a PyTorch library, LitData's and Streaming's, import torch and
-    storage.torch when they are loaded, as listing the backends does; that is theirs.)
+    (Backends built on a PyTorch library, LitData's and Streaming's, import torch when they
+    are loaded; a run of other backends loads neither them nor torch.)
     """
     code = (
         "import sys, storage, storage.bench, storage.cli, storage.bench.engine\n"
@@ -299,6 +299,7 @@ def test_importing_the_library_does_not_import_torch(tmp_path):
         "run_experiment(Experiment(backends=['lmdb'], counts=[20], repeats=1, source='sample', "
         f"work_dir={str(tmp_path / 'runs')!r}))\n"
         "assert 'storage.bench.loader' not in sys.modules, 'a run without the loader loaded it'\n"
+        "assert 'torch' not in sys.modules, 'a run without the loader imported torch'\n"
         "import storage.torch\n"
         "assert 'torch' in sys.modules\n"
     )
