@@ -118,6 +118,8 @@ class LmdbStore(ImageStore):
 
     info = BUILTIN_INFO["lmdb"]
     default_options = {"readahead": False}
+    # write_one images are committed in groups (one synced transaction each), see storage.write_behind
+    write_behind_images = 4096
 
     # -- environment -----------------------------------------------------------------
 
