@@ -16,6 +16,7 @@ import psutil
 
 from .. import registry
 from .environment import existing_parent
+from .streaming import memory_needed
 from .experiment import (
     LATENCY_READS,
     WARMUP_MAX_COUNT,
@@ -191,7 +192,7 @@ def estimate_experiment(experiment: Experiment, db=None, raw_image_bytes: float 
     free = shutil.disk_usage(existing_parent(experiment.work_dir)).free
     disk_fits = disk_bytes <= free
     # The images of the largest count and the buffer reads fill, plus the interpreter and libraries.
-    memory = int(2 * max(experiment.counts) * raw_image_bytes + _BASE_MEMORY)
+    memory = memory_needed(max(experiment.counts), raw_image_bytes, _BASE_MEMORY)
     available = psutil.virtual_memory().available
     memory_fits = memory <= available
     seconds = sum(step_seconds)
