@@ -10,6 +10,17 @@ LMDB's ``map_size`` is an address-space reservation, not disk use; the map start
 and grows before a batch that would not fit (and again on ``MapFullError``), so a store
 never fails for being full. Readers open read-only without locks. Environments do not
 survive ``fork``: a child process reopens its own on first use.
+
+Memory and speed: LMDB holds a transaction's dirty pages in memory (and keeps them for
+reuse), so a batch is committed every ``COMMIT_EVERY_BYTES`` in normal synced
+transactions; it stays all-or-nothing through the manifest, which says ``"writing"`` until
+the last one, and rollback, which deletes records past the committed count, as for every
+backend. ``write_one`` images arrive in write-behind groups (``storage.write_behind``).
+A read-only store keeps one read transaction for single reads. Read-ahead is chosen per
+operation: sequential for a scan of consecutive ids, off (the ``readahead`` option, False
+by default) for random reads; after scanning a store bigger than ``MAPPED_BUDGET_BYTES``
+the scanned pages are unmapped from the process (they stay in the page cache), so the
+process's memory does not grow with the store.
 """
 
 from __future__ import annotations
@@ -22,6 +33,7 @@ from pathlib import Path
 import lmdb
 import numpy as np
 
+from .. import mapped_files
 from ..base import ImageStore, stack_if_uniform
 from ..batch import ImageBatch, Shape
 from ..errors import CorruptDataError, StoreNotWritableError
@@ -31,6 +43,9 @@ HEADER = struct.Struct("<qIIB")  # label, height, width, channels (0 for a 2-D i
 KEY_DIGITS = 10
 INITIAL_MAP_BYTES = 16 * 2**20
 PAGE_BYTES = 4096
+COMMIT_EVERY_BYTES = 256 * 2**20  # a batch's records per LMDB transaction (its dirty pages stay in memory)
+MAPPED_BUDGET_BYTES = 512 * 2**20  # stores bigger than this are unmapped after each scan
+SCAN_ADVICE_IDS = 4096  # scans at least this long read ahead sequentially
 
 
 _readers: dict[str, list] = {}
@@ -131,6 +146,7 @@ class LmdbStore(ImageStore):
         if inherited is not None and self.mode != "r":
             inherited.close()  # in a forked child: unmaps only the child's copy
         self._txn = None
+        self._read_txn = None
         try:
             if self.mode == "r":
                 self._env = acquire_reader(self.path, bool(self.options["readahead"]))
@@ -145,6 +161,9 @@ class LmdbStore(ImageStore):
             ) from None
 
     def _close(self) -> None:
+        if self._read_txn is not None:
+            self._read_txn.abort()
+            self._read_txn = None
         if self._txn is not None:
             self._txn.abort()
             self._txn = None
@@ -172,14 +191,28 @@ class LmdbStore(ImageStore):
         self._grow_map_for(estimate)
         self._batch, self._batch_first_id = batch, first_id
         self._txn = self._env.begin(write=True)
+        self._txn_first_id, self._txn_bytes = first_id, 0
 
     def _write_chunk(self, images, labels: np.ndarray, first_id: int) -> None:
         try:
             self._put_records(images, labels, first_id)
+            self._txn_bytes += images.nbytes if isinstance(images, np.ndarray) else sum(i.nbytes for i in images)
+            if self._txn_bytes >= COMMIT_EVERY_BYTES:
+                self._commit_so_far(first_id + len(labels))
         except lmdb.MapFullError:
             self._redo_batch_in_bigger_map(first_id + len(labels))
         except lmdb.Error as error:
             raise StoreNotWritableError(f"LMDB write to {self.path} failed: {error}") from None
+
+    def _commit_so_far(self, next_id: int) -> None:
+        """Commit the batch's records so far (synced) and go on in a new transaction.
+
+        The manifest still says "writing", so a crash before the batch's last commit is
+        rolled back to the committed count when the store is reopened.
+        """
+        self._txn.commit()
+        self._txn = self._env.begin(write=True)
+        self._txn_first_id, self._txn_bytes = next_id, 0
 
     def _put_records(self, images, labels: np.ndarray, first_id: int) -> None:
         records = (
@@ -192,16 +225,16 @@ class LmdbStore(ImageStore):
         self._labels_cache = None
 
     def _redo_batch_in_bigger_map(self, stop_id: int) -> None:
-        """The estimate was short: abort, double the map, and write the batch so far again."""
+        """The estimate was short: abort, double the map, and write this transaction's part again."""
         self._txn.abort()
         info = self._env.info()
         self._env.set_mapsize(info["map_size"] * 2)
         self._txn = self._env.begin(write=True)
-        start = self._batch_first_id
+        start = self._txn_first_id
         try:
             for chunk_start in range(start, stop_id, self.chunk_images):
                 chunk_stop = min(chunk_start + self.chunk_images, stop_id)
-                begin, end = chunk_start - start, chunk_stop - start
+                begin, end = chunk_start - self._batch_first_id, chunk_stop - self._batch_first_id
                 self._put_records(self._batch.chunk(begin, end), self._batch.labels[begin:end], chunk_start)
         except lmdb.MapFullError:
             self._redo_batch_in_bigger_map(stop_id)
@@ -230,11 +263,18 @@ class LmdbStore(ImageStore):
     # -- reading ---------------------------------------------------------------------
 
     def _read_one(self, image_id: int) -> tuple[np.ndarray, int]:
-        with self._env.begin(buffers=True) as txn:
-            value = txn.get(image_key(image_id))
-            if value is None:
-                raise CorruptDataError(f"image {image_id} is missing from the LMDB store at {self.path}")
-            return decode_record(value)
+        if self.mode != "r":  # the store changes: a transaction per read sees the latest commit
+            with self._env.begin(buffers=True) as txn:
+                return self._decoded(txn, image_id)
+        if self._read_txn is None:  # read-only: one transaction for every single read
+            self._read_txn = self._env.begin(buffers=True)
+        return self._decoded(self._read_txn, image_id)
+
+    def _decoded(self, txn: lmdb.Transaction, image_id: int) -> tuple[np.ndarray, int]:
+        value = txn.get(image_key(image_id))
+        if value is None:
+            raise CorruptDataError(f"image {image_id} is missing from the LMDB store at {self.path}")
+        return decode_record(value)
 
     def _all_labels(self) -> np.ndarray:
         """Every label, from the per-chunk label records (a few reads instead of one per image)."""
@@ -252,6 +292,21 @@ class LmdbStore(ImageStore):
         return self._labels_cache
 
     def _read_many(self, ids: np.ndarray, out: np.ndarray | None):
+        scan = len(ids) >= SCAN_ADVICE_IDS and ids[-1] - ids[0] == len(ids) - 1
+        if not scan:
+            return self._read_records(ids, out)
+        data_file = self.path / "data.mdb"
+        if not self.options["readahead"]:
+            mapped_files.advise(data_file, mapped_files.SEQUENTIAL)
+        try:
+            return self._read_records(ids, out)
+        finally:
+            if self._env.info()["last_pgno"] * PAGE_BYTES > MAPPED_BUDGET_BYTES:
+                mapped_files.advise(data_file, mapped_files.DONTNEED)
+            if not self.options["readahead"]:
+                mapped_files.advise(data_file, mapped_files.RANDOM)
+
+    def _read_records(self, ids: np.ndarray, out: np.ndarray | None):
         uniform: Shape | None = self.uniform_shape
         if uniform is not None and out is None:
             out = np.empty((len(ids), *uniform), dtype=np.uint8)
