@@ -15,6 +15,8 @@ import ctypes.util
 import os
 import sys
 
+import numpy as np
+
 NORMAL, RANDOM, SEQUENTIAL, WILLNEED, DONTNEED = 0, 1, 2, 3, 4
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True) if sys.platform.startswith("linux") else None
@@ -40,6 +42,22 @@ def mappings_of(path: str | os.PathLike[str]) -> list[tuple[int, int]]:
     except OSError:
         return []
     return found
+
+
+PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def advise_range(start: int, stop: int, advice: int) -> None:
+    """``madvise`` the pages holding addresses ``start``..``stop`` (for example ``WILLNEED``)."""
+    if _libc is None or stop <= start:
+        return
+    first = start - start % PAGE
+    _libc.madvise(first, stop - first, advice)
+
+
+def address_of(buffer) -> int:
+    """The address of a buffer (a memoryview into a map, as LMDB's ``buffers=True`` gives)."""
+    return int(np.frombuffer(buffer, dtype=np.uint8).__array_interface__["data"][0])
 
 
 def advise(path: str | os.PathLike[str], advice: int) -> bool:
