@@ -40,6 +40,7 @@ from ..errors import CorruptDataError, StoreNotWritableError
 from . import BUILTIN_INFO
 
 HEADER = struct.Struct("<qIIB")  # label, height, width, channels (0 for a 2-D image)
+HEADER_DTYPE = np.dtype([("label", "<i8"), ("height", "<u4"), ("width", "<u4"), ("channels", "u1")])
 KEY_DIGITS = 10
 INITIAL_MAP_BYTES = 16 * 2**20
 PAGE_BYTES = 4096
@@ -105,6 +106,24 @@ def image_key(image_id: int) -> bytes:
 def encode_record(image: np.ndarray, label: int) -> bytes:
     channels = image.shape[2] if image.ndim == 3 else 0
     return HEADER.pack(label, image.shape[0], image.shape[1], channels) + image.tobytes()
+
+
+def encode_chunk(images: np.ndarray, labels: np.ndarray) -> tuple[memoryview, int]:
+    """Records of a chunk of one image size, built in one NumPy buffer: (buffer, bytes per record).
+
+    The same bytes as :func:`encode_record` per image, without a Python step per image.
+    """
+    count = len(images)
+    image_bytes = int(np.prod(images.shape[1:]))
+    record_bytes = HEADER.size + image_bytes
+    records = np.empty((count, record_bytes), dtype=np.uint8)
+    header = np.empty(count, dtype=HEADER_DTYPE)
+    header["label"] = labels
+    header["height"], header["width"] = images.shape[1], images.shape[2]
+    header["channels"] = images.shape[3] if images.ndim == 4 else 0
+    records[:, : HEADER.size] = header.view(np.uint8).reshape(count, HEADER.size)
+    records[:, HEADER.size :] = images.reshape(count, image_bytes)
+    return memoryview(records.reshape(-1)), record_bytes
 
 
 def decode_record(value: bytes | memoryview) -> tuple[np.ndarray, int]:
@@ -215,10 +234,17 @@ class LmdbStore(ImageStore):
         self._txn_first_id, self._txn_bytes = next_id, 0
 
     def _put_records(self, images, labels: np.ndarray, first_id: int) -> None:
-        records = (
-            (image_key(first_id + offset), encode_record(image, label))
-            for offset, (image, label) in enumerate(zip(images, labels.tolist()))
-        )
+        if isinstance(images, np.ndarray):
+            buffer, size = encode_chunk(images, labels)
+            records = (
+                (b"%010d" % (first_id + offset), buffer[offset * size : (offset + 1) * size])
+                for offset in range(len(labels))
+            )
+        else:
+            records = (
+                (image_key(first_id + offset), encode_record(image, label))
+                for offset, (image, label) in enumerate(zip(images, labels.tolist()))
+            )
         cursor = self._txn.cursor()
         cursor.putmulti(records, append=True)
         cursor.put(labels_key(first_id), labels.astype("<i8").tobytes())
