@@ -453,6 +453,8 @@ class ImageStore(ABC):
         return self._count + len(self._write_behind)
 
     def _check_id(self, image_id: object) -> int:
+        if type(image_id) is int and 0 <= image_id < self._count:  # the common case, checked quickly
+            return image_id
         if isinstance(image_id, (bool, np.bool_)) or not isinstance(image_id, (int, np.integer)):
             raise ImageIndexError(f"image id {image_id!r} is not an integer")
         count = len(self)

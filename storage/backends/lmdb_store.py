@@ -132,13 +132,14 @@ def decode_record(value: bytes | memoryview) -> tuple[np.ndarray, int]:
             f"an LMDB record of {len(value)} bytes is too short to hold an image; the store is damaged"
         )
     label, height, width, channels = HEADER.unpack_from(value)
-    shape = (height, width) if channels == 0 else (height, width, channels)
-    pixels = np.frombuffer(value, dtype=np.uint8, offset=HEADER.size)
-    if pixels.size != np.prod(shape):
+    size = height * width * (channels or 1)  # not np.prod: a single read is a few microseconds
+    if len(value) - HEADER.size != size:
+        shape = (height, width) if channels == 0 else (height, width, channels)
         raise CorruptDataError(
-            f"an LMDB record holds {pixels.size} pixel bytes for shape {shape}; the store is damaged"
+            f"an LMDB record holds {len(value) - HEADER.size} pixel bytes for shape {shape}; the store is damaged"
         )
-    return pixels.reshape(shape).copy(), label
+    pixels = np.frombuffer(value, dtype=np.uint8, count=size, offset=HEADER.size)
+    return pixels.reshape((height, width) if channels == 0 else (height, width, channels)).copy(), label
 
 
 def record_pages(image_bytes: int) -> int:
