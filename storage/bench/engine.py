@@ -13,7 +13,9 @@ up to 1,000):
 * ``write_batch``: open a new store + one ``write_batch`` of N images + ``close``. No
   extra fsync is added (a backend's own commit may sync: LMDB's does); when the cold
   cache is measured, the ``os.sync()`` that follows is timed separately (``sync_seconds``).
-* ``write_one``: open + N ``write_one`` calls + ``close``.
+* ``write_one``: open + N ``write_one`` calls + ``close``. The ``close``, which writes
+  the last write-behind group where the backend keeps one, is also timed on its own
+  (``flush_seconds``, median of the repeats; included in the samples).
 * ``read_all``: every image in id order into a buffer allocated and touched beforehand;
   one ``read_all(out=...)`` call for short reads, above that ``read_batch`` calls of
   4,096 to 65,536 consecutive ids (about 0.5 s each) into slices of the same buffer, so
@@ -87,7 +89,7 @@ PROGRESS_INTERVAL = 0.25  # seconds between Progress events inside long operatio
 
 METHODS = {
     "write_batch": "open + write_batch(N) + close; no extra fsync",
-    "write_one": "open + N x write_one + close; no extra fsync",
+    "write_one": "open + N x write_one + close (close also timed alone: flush_seconds); no extra fsync",
     "read_all": "read_all(out=) into a pre-touched buffer; for long reads, read_batch over consecutive slices "
     "of it expected to take ~0.5 s each (4,096 to 65,536 ids); above 512 MB one reused slice buffer, "
     "each slice verified with the timer paused",
@@ -318,6 +320,7 @@ def _measure_write_one(run: _Run, cell: _Cell) -> Measurement:
     warmup, runs = _runs_of(cell.count, run.experiment.repeats)
     path = cell.one_store
     images, labels, count = cell.images, cell.labels, cell.count
+    flushes: list[float] = []
     try:
         for index in range(runs):
             run.check_cancel()
@@ -327,15 +330,20 @@ def _measure_write_one(run: _Run, cell: _Cell) -> Measurement:
             started = run.start_timer()
             with _gc_paused():
                 store = registry.open_store(cell.backend, path, "w", **cell.options)
+                closing = None
                 try:
                     for position in range(count):
                         store.write_one(images[position], labels[position])
                         run.tick((index + position / count) / runs)
+                    closing = time.perf_counter()
                 finally:
                     store.close()
+                flush = time.perf_counter() - closing
             seconds = run.stop_timer(started)
             if index >= warmup:
                 measurement.samples.append(seconds)
+                flushes.append(flush)
+        measurement.flush_seconds = float(np.median(flushes)) if flushes else None
         _set_disk(measurement, path)
         checked = verified_after_write(run.experiment, "write_one", count)
         measurement.verified = _apply_verification(
