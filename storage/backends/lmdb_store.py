@@ -45,7 +45,7 @@ KEY_DIGITS = 10
 INITIAL_MAP_BYTES = 16 * 2**20
 PAGE_BYTES = 4096
 COMMIT_EVERY_BYTES = 256 * 2**20  # a batch's records per LMDB transaction (its dirty pages stay in memory)
-MAPPED_BUDGET_BYTES = 512 * 2**20  # stores bigger than this are unmapped after each scan
+MAPPED_BUDGET_BYTES = mapped_files.BUDGET_BYTES  # stores bigger than this are unmapped after each scan
 SCAN_ADVICE_IDS = 4096  # scans at least this long read ahead sequentially
 
 
