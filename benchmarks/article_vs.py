@@ -20,7 +20,6 @@ import argparse
 import io
 import os
 import pickle
-import resource
 import shutil
 import statistics
 import subprocess
@@ -378,13 +377,19 @@ def row_rss_million(source, work: Path, repeats: int) -> None:
         "--db", str(work / "rss.sqlite"), "--work-dir", str(work / "runs"),
     ]  # fmt: skip
     started = time.perf_counter()
-    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
+    with open(work / "rss.err", "w+") as errors:
+        process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=errors)
+        # wait4 gives this child's own peak RSS (RUSAGE_CHILDREN would also count other rows' workers)
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        errors.seek(0)
+        error_text = errors.read()
     wall = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-    print(f"\n{' '.join(command[1:9])}: exit {result.returncode}, {wall:.0f} s wall")
+    peak = usage.ru_maxrss * 1024
+    print(f"\n{' '.join(command[1:9])} ...: exit {process.returncode}, {wall:.0f} s wall")
     print(f"  peak RSS of the run {peak / 1e9:.2f} GB (target < 1.5 GB: {'OK' if peak < 1.5e9 else 'MISSED'})")
-    if result.returncode:
-        print(result.stderr[-2000:])
+    if process.returncode:
+        print(error_text[-2000:])
 
 
 def row_default_run(source, work: Path, repeats: int) -> None:

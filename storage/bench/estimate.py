@@ -39,7 +39,7 @@ _COSTS = {
     "lmdb": {"write_batch": 1.2e-5, "write_one": 2.6e-3, "read_all": 3e-6, "read_random": 1.2e-5, "read_one": 1.5e-5},
     "hdf5": {"write_batch": 2e-6, "write_one": 3e-4, "read_all": 7e-7, "read_random": 1.1e-5, "read_one": 1e-5},
     "jpeg": {"write_batch": 4.4e-4, "write_one": 8e-4, "read_all": 1e-4, "read_random": 1.9e-4, "read_one": 1.6e-4},
-    "webp": {"write_batch": 1.1e-3, "write_one": 2e-3, "read_all": 9.5e-5, "read_random": 1.7e-4, "read_one": 1.1e-4},
+    "webp": {"write_batch": 4.5e-4, "write_one": 9e-4, "read_all": 9.5e-5, "read_random": 1.7e-4, "read_one": 1.1e-4},
     "webp-lossy": {
         "write_batch": 6e-4,
         "write_one": 1.2e-3,
