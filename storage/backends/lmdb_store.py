@@ -290,15 +290,15 @@ class LmdbStore(ImageStore):
     # -- reading ---------------------------------------------------------------------
 
     def _read_one(self, image_id: int) -> tuple[np.ndarray, int]:
-        if self.mode != "r":  # the store changes: a transaction per read sees the latest commit
-            with self._env.begin(buffers=True) as txn:
-                return self._decoded(txn, image_id)
-        if self._read_txn is None:  # read-only: one transaction for every single read
-            self._read_txn = self._env.begin(buffers=True)
-        return self._decoded(self._read_txn, image_id)
+        txn = self._read_txn
+        if txn is None:
+            if self.mode != "r":  # the store changes: a transaction per read sees the latest commit
+                with self._env.begin(buffers=True) as txn:
+                    return self._decoded(txn.get(b"%010d" % image_id), image_id)
+            txn = self._read_txn = self._env.begin(buffers=True)  # read-only: one for every single read
+        return self._decoded(txn.get(b"%010d" % image_id), image_id)
 
-    def _decoded(self, txn: lmdb.Transaction, image_id: int) -> tuple[np.ndarray, int]:
-        value = txn.get(image_key(image_id))
+    def _decoded(self, value: memoryview | None, image_id: int) -> tuple[np.ndarray, int]:
         if value is None:
             raise CorruptDataError(f"image {image_id} is missing from the LMDB store at {self.path}")
         return decode_record(value)
