@@ -144,7 +144,7 @@ def row_lmdb_write_batch(source, work: Path, repeats: int) -> None:
             folder = fresh(work)
             if entry == "lmdb":
 
-                def write() -> None:
+                def write(folder: Path = folder) -> None:
                     with storage.open_store("lmdb", folder / "s", "w") as store:
                         store.write_batch(images, labels)
 
@@ -152,12 +152,12 @@ def row_lmdb_write_batch(source, work: Path, repeats: int) -> None:
                 with storage.open_store("lmdb", folder / "s") as store:
                     check("lmdb", store.read_all()[0], images)
             elif entry == "article":
-                samples[entry].append(timed(lambda: article_lmdb_write(images, labels, folder / "a"))[0])
+                samples[entry].append(timed(lambda folder=folder: article_lmdb_write(images, labels, folder / "a"))[0])
                 check("article LMDB", np.stack(article_lmdb_read(folder / "a", range(count))[0]), images)
             else:
                 images.tofile(folder / "raw.u8")  # untimed: the first large write pays for fresh memory
 
-                def raw() -> None:
+                def raw(folder: Path = folder, entry: str = entry) -> None:
                     images.tofile(folder / "raw.u8")
                     if entry == "raw+sync":
                         with open(folder / "raw.u8", "rb+") as file:
@@ -209,7 +209,6 @@ def row_lmdb_read_one(source, work: Path, repeats: int) -> None:
             check(name, np.stack(got), images[ids])
     store.close()
     env.close()
-    del memmap
     shutil.rmtree(folder)
     medians = {key: statistics.median(values) for key, values in samples.items()}
     print(f"\n1,000 shuffled read_one, warm, {count:,}-image stores (ms for the 1,000; {repeats * 3} repeats)")
@@ -237,11 +236,11 @@ def row_lmdb_read_all_evicted(source, work: Path, repeats: int) -> None:
             out.fill(1)
             if name == "lmdb":
                 store = storage.open_store("lmdb", target)
-                samples[name].append(timed(lambda: store.read_all(out=out))[0])
+                samples[name].append(timed(lambda store=store: store.read_all(out=out))[0])
                 store.close()
                 check(name, out, images)
             else:
-                seconds, (got, _) = timed(lambda: article_lmdb_read(target, range(count)))
+                seconds, (got, _) = timed(lambda target=target: article_lmdb_read(target, range(count)))
                 samples[name].append(seconds)
                 check(name, np.stack(got), images)
     shutil.rmtree(folder)
@@ -262,7 +261,7 @@ def row_hdf5_write_batch(source, work: Path, repeats: int) -> None:
             folder = fresh(work)
             if entry == "hdf5":
 
-                def write() -> None:
+                def write(folder: Path = folder) -> None:
                     with storage.open_store("hdf5", folder / "s", "w") as store:
                         store.write_batch(images, labels)
 
@@ -271,7 +270,7 @@ def row_hdf5_write_batch(source, work: Path, repeats: int) -> None:
                     check("hdf5", store.read_all()[0], images)
             else:
                 images.tofile(folder / "raw.u8")  # untimed: the first large write pays for fresh memory
-                samples[entry].append(timed(lambda: images.tofile(folder / "raw.u8"))[0])
+                samples[entry].append(timed(lambda folder=folder: images.tofile(folder / "raw.u8"))[0])
             shutil.rmtree(folder)
     medians = {key: statistics.median(values) for key, values in samples.items()}
     print(f"\nhdf5 write_batch, {count:,} images, no sync in either (seconds)")
@@ -291,10 +290,10 @@ def row_zarr(source, work: Path, repeats: int) -> None:
             folder = fresh(work)
             if name == "raw":
                 images.tofile(folder / "raw.u8")
-                samples[(name, "write")].append(timed(lambda: images.tofile(folder / "raw.u8"))[0])
+                samples[(name, "write")].append(timed(lambda folder=folder: images.tofile(folder / "raw.u8"))[0])
                 out.fill(1)
 
-                def read_raw() -> None:
+                def read_raw(folder: Path = folder) -> None:
                     with open(folder / "raw.u8", "rb") as file:
                         file.readinto(memoryview(out).cast("B"))
 
@@ -303,14 +302,14 @@ def row_zarr(source, work: Path, repeats: int) -> None:
                 shutil.rmtree(folder)
                 continue
 
-            def write() -> None:
+            def write(folder: Path = folder, name: str = name) -> None:
                 with storage.open_store(name, folder / "s", "w") as store:
                     store.write_batch(images, labels)
 
             samples[(name, "write")].append(timed(write)[0])
             with storage.open_store(name, folder / "s") as store:
                 out.fill(1)
-                samples[(name, "read")].append(timed(lambda: store.read_all(out=out))[0])
+                samples[(name, "read")].append(timed(lambda store=store: store.read_all(out=out))[0])
                 check(name, out, images)
                 seconds, got = timed(lambda: [store.read_one(i)[0] for i in ids])
                 samples[(name, "random")].append(seconds / len(ids))
@@ -340,7 +339,7 @@ def row_webp(source, work: Path, repeats: int) -> None:
         for _ in range(repeats):
             folder = fresh(work)
 
-            def write() -> None:
+            def write(folder: Path = folder, options: dict = options) -> None:
                 with storage.open_store("webp", folder / "s", "w", **options) as store:
                     store.write_batch(images, labels)
 
@@ -351,7 +350,7 @@ def row_webp(source, work: Path, repeats: int) -> None:
         encode = []
         for _ in range(repeats):
 
-            def encode_all() -> None:
+            def encode_all(options: dict = options) -> None:
                 for image in images[:500]:
                     Image.fromarray(image).save(
                         io.BytesIO(),

@@ -48,9 +48,7 @@ class WriteGroup:
     def is_due(self, max_images: int, max_bytes: int, max_seconds: float) -> bool:
         """Whether the group is full or old enough to be written now."""
         return (
-            len(self.images) >= max_images
-            or self.nbytes >= max_bytes
-            or time.monotonic() - self.started >= max_seconds
+            len(self.images) >= max_images or self.nbytes >= max_bytes or time.monotonic() - self.started >= max_seconds
         )
 
     def image(self, offset: int) -> tuple[np.ndarray, int]:

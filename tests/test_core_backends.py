@@ -128,7 +128,9 @@ def test_lmdb_batch_committed_in_several_transactions_stays_all_or_nothing(tmp_p
     commits = []
     real_commit_so_far = lmdb_store.LmdbStore._commit_so_far
     monkeypatch.setattr(
-        lmdb_store.LmdbStore, "_commit_so_far", lambda self, next_id: (commits.append(next_id), real_commit_so_far(self, next_id))
+        lmdb_store.LmdbStore,
+        "_commit_so_far",
+        lambda self, next_id: (commits.append(next_id), real_commit_so_far(self, next_id)),
     )
 
     def stop_late(done, total):

@@ -23,12 +23,12 @@ from storage.bench import (
     RunStarted,
     estimate_experiment,
     run_experiment,
+    streaming,
     verify_store,
 )
 from storage.bench import estimate as estimate_module
-from storage.bench import streaming
-from storage.cycled import CycledImages
 from storage.bench.experiment import steps
+from storage.cycled import CycledImages
 from storage.errors import DiskSpaceError, UnknownBackendError
 
 BACKENDS = ["png", "lmdb", "hdf5"]

@@ -29,10 +29,11 @@ def streams(count: int, image_bytes: float) -> bool:
 
 
 def cycled_source(
-    images: np.ndarray | Sequence[np.ndarray], labels: object, count: int
+    images: np.ndarray | Sequence[np.ndarray], labels: object, count: int, allow_stream: bool = True
 ) -> tuple[np.ndarray | CycledImages | list[np.ndarray], np.ndarray]:
     """The first ``count`` images of the source, cycling: materialised, or a view for big counts."""
-    if isinstance(images, np.ndarray) and streams(count, images[0].nbytes) and count > len(images):
+    big = streams(count, images[0].nbytes) if isinstance(images, np.ndarray) else False
+    if allow_stream and big and count > len(images):
         label_array = check_labels(labels, len(images))
         return CycledImages(images, count), label_array[np.arange(count) % len(images)]
     return datasets.take(images, labels, count)
@@ -54,8 +55,8 @@ def read_buffer_for(images: np.ndarray | CycledImages | list[np.ndarray]) -> np.
     return buffer
 
 
-def memory_needed(count: int, image_bytes: float, base_bytes: int) -> int:
+def memory_needed(count: int, image_bytes: float, base_bytes: int, allow_stream: bool = True) -> int:
     """Memory a run of ``count`` images needs: source copy and read buffer, or one slice of each."""
-    if streams(count, image_bytes):
+    if allow_stream and streams(count, image_bytes):
         return int(2 * READ_BUFFER_IMAGES * image_bytes + base_bytes)
     return int(2 * count * image_bytes + base_bytes)
