@@ -18,8 +18,9 @@ Every write appends to the dataset, and Lance makes each append a new version; t
 manifest records the version committed last and reads open exactly that version. A write
 that is cut off is undone by restoring the committed version (``Dataset.restore``), so
 batches stay all-or-nothing although Lance itself has already written the rows. Images
-are buffered up to the store's ``chunk_bytes`` (64 MiB) before each append, so a batch becomes few large
-fragments and ``write_one`` images a fragment at ``flush``/``close``, not one each.
+are buffered up to the store's ``chunk_bytes`` (64 MiB) before each append, so a batch
+becomes few large fragments, and ``write_one`` images go in write-behind groups (see
+:mod:`storage.write_behind`), a fragment per group, not one each.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import lance
 import numpy as np
 import pyarrow as pa
 
-from ..base import ImageStore, ProgressCallback, stack_if_uniform
+from ..base import ImageStore, stack_if_uniform
 from ..errors import CorruptDataError, StoreNotWritableError
 from . import BUILTIN_INFO
 from .parquet_store import SCHEMA, binary_column, image_table
@@ -49,6 +50,7 @@ class LanceStore(ImageStore):
 
     info = BUILTIN_INFO["lance"]
     chunk_images = 16384  # bounded by ImageStore.chunk_bytes too
+    write_behind_images = 4096  # write_one images become one append per group, not one each
     fork_safe = False  # Lance's runtime threads do not survive fork (the library warns so)
 
     @classmethod
@@ -139,15 +141,7 @@ class LanceStore(ImageStore):
 
     # -- writing -------------------------------------------------------------------------
 
-    def write_batch(self, images: object, labels: object, progress: ProgressCallback | None = None) -> np.ndarray:
-        """As :meth:`ImageStore.write_batch`; images from ``write_one`` are committed first, so
-        a cancelled batch restores exactly the version before it."""
-        if self._dirty and self.mode != "r" and not self._closed and self._pid == os.getpid():
-            self.flush()
-        return super().write_batch(images, labels, progress)
-
     def _write_chunk(self, images, labels: np.ndarray, first_id: int) -> None:
-        # Kept as arrays: an Arrow table per write_one image would cost more than the image.
         if len(labels) == 1 and isinstance(images, np.ndarray):
             images = images.copy()  # write_one: it waits in memory, and the caller may reuse its array
         self._pending.append((images, labels, first_id))
@@ -184,9 +178,6 @@ class LanceStore(ImageStore):
             self._latest_version = None
             self._dataset = self._committed_dataset()
 
-    def _commit_one(self, count: int) -> None:
-        """One image at a time: rows wait in the buffer until ``flush``/``close`` (or a read)."""
-
     def _rollback(self, count: int) -> None:
         """Forget buffered rows and make the committed version the newest again."""
         self._pending, self._pending_bytes = [], 0
@@ -204,20 +195,14 @@ class LanceStore(ImageStore):
 
     # -- reading -------------------------------------------------------------------------
 
-    def _readable(self, last_id: int) -> lance.LanceDataset:
-        """The committed dataset; rows still buffered by ``write_one`` are committed first."""
-        if self._dataset is None or last_id >= self._dataset.count_rows():
-            self._commit(self._count)
-        return self._dataset
-
     def _read_one(self, image_id: int) -> tuple[np.ndarray, int]:
-        images, labels = self._rows(self._readable(image_id).take([image_id], columns=COLUMNS))
+        images, labels = self._rows(self._dataset.take([image_id], columns=COLUMNS))
         return images[0], int(labels[0])
 
     def _read_many(self, ids: np.ndarray, out: np.ndarray | None):
         if not len(ids):
             return stack_if_uniform([], out, self.uniform_shape), np.empty(0, np.int64)
-        dataset = self._readable(int(ids.max()))
+        dataset = self._dataset
         consecutive = ids[-1] - ids[0] == len(ids) - 1 and bool(np.all(np.diff(ids) == 1))
         if consecutive:
             table = dataset.to_table(columns=COLUMNS, offset=int(ids[0]), limit=len(ids))

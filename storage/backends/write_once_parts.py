@@ -2,9 +2,9 @@
 
 LitData's ``BinaryWriter`` and Streaming's ``MDSWriter`` write a dataset once: chunk or
 shard files, then an ``index.json`` when the writer is finished. Neither can take more
-samples afterwards, nor forget the last few. So each committed ``write_batch`` (or group
-of ``write_one`` calls, finished at ``flush``/``close``) becomes a complete dataset of
-its own in ``parts/00000/``, ``parts/00001/``, ..., each readable by the library's own
+samples afterwards, nor forget the last few. So each committed ``write_batch`` (or
+write-behind group of up to 4,096 ``write_one`` images, see :mod:`storage.write_behind`)
+becomes a complete dataset of its own in ``parts/00000/``, ``parts/00001/``, ..., each readable by the library's own
 ``StreamingDataset`` on its own. ``backend_state["parts"]`` in the manifest lists each
 part's image count; a part folder the manifest does not list (a write that was cut off)
 is deleted when the store is reopened, so appending and all-or-nothing batches work as
@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ..base import ImageStore, ProgressCallback
+from ..base import ImageStore
 from ..errors import CorruptDataError, StoreNotWritableError
 
 PARTS_FOLDER = "parts"
@@ -36,6 +36,8 @@ PARTS_FOLDER = "parts"
 
 class WriteOncePartsStore(ImageStore):
     """An :class:`ImageStore` made of finished datasets of a write-once library."""
+
+    write_behind_images = 4096  # write_one images become a part per group, not one each
 
     def part_path(self, part: int) -> Path:
         return self.path / PARTS_FOLDER / f"{part:05d}"
@@ -90,13 +92,6 @@ class WriteOncePartsStore(ImageStore):
 
     # -- writing -------------------------------------------------------------------------
 
-    def write_batch(self, images: object, labels: object, progress: ProgressCallback | None = None) -> np.ndarray:
-        """As :meth:`ImageStore.write_batch`; images from ``write_one`` are committed first, so
-        every batch is a part of its own and a cancelled batch removes only its own part."""
-        if self._dirty and self.mode != "r" and not self._closed and self._pid == os.getpid():
-            self.flush()
-        return super().write_batch(images, labels, progress)
-
     def _write_chunk(self, images, labels: np.ndarray, first_id: int) -> None:
         if self._writer is None:
             folder = self.part_path(len(self._parts))
@@ -122,10 +117,6 @@ class WriteOncePartsStore(ImageStore):
         self._writer = None
         self._parts.append(self._writer_samples)
         self._part_firsts = np.cumsum([0, *self._parts])[:-1]
-
-    def _commit_one(self, count: int) -> None:
-        """One image at a time: samples go to the open writer; the part is finished at
-        ``flush``/``close`` (or when a read needs it)."""
 
     def _rollback(self, count: int) -> None:
         """Drop the part being written and any part folder the manifest does not list."""
@@ -155,7 +146,5 @@ class WriteOncePartsStore(ImageStore):
         return reader
 
     def _read_one(self, image_id: int) -> tuple[np.ndarray, int]:
-        if image_id >= sum(self._parts):  # still in the open writer (write_one)
-            self._commit(self._count)
         part = int(np.searchsorted(self._part_firsts, image_id, side="right")) - 1
         return self._read_sample(self._reader(part), image_id - int(self._part_firsts[part]))
