@@ -4,4 +4,7 @@ import sys
 
 from .cli import main
 
-sys.exit(main())
+# Guarded: Dask's LocalCluster starts its workers with ``spawn``, which imports this
+# module again (as ``__mp_main__``) in every worker process.
+if __name__ == "__main__":
+    sys.exit(main())

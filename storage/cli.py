@@ -182,6 +182,27 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--to", dest="backend", required=True, type=backend_name, metavar="BACKEND")
     convert.add_argument("dest", metavar="DEST")
     convert.add_argument("--limit", type=positive_int, default=None, help="write only the first N images")
+    convert.add_argument(
+        "--shards",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="write a sharded store of N shards, one Dask task per shard (rerun to resume a failed conversion)",
+    )
+    convert.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="with --shards: the Dask scheduler to use (tcp://host:8786); default: a LocalCluster on this machine. "
+        "Workers must see SOURCE and DEST at the same paths (a shared file system)",
+    )
+    convert.add_argument(
+        "--workers",
+        type=positive_int,
+        default=None,
+        metavar="K",
+        help="with --shards and no --scheduler: worker processes of the LocalCluster (default: one per core)",
+    )
 
     commands.add_parser("backends", help="list the registered backends")
     return parser
@@ -333,6 +354,14 @@ def cmd_convert(args: argparse.Namespace) -> int:
     source = args.source
     if source not in ("auto", "sample", "cifar10") and not Path(source).expanduser().exists():
         raise UsageError(f"the source folder {source} does not exist")
+    if args.shards is None and (args.scheduler or args.workers):
+        raise UsageError("--scheduler and --workers need --shards N (they run a sharded conversion on Dask)")
+    if args.shards is not None:
+        if args.scheduler and args.workers:
+            raise UsageError("--workers sizes a LocalCluster; with --scheduler the cluster has its own workers")
+        from .cli_distributed import convert_sharded
+
+        return convert_sharded(args)
     data = datasets.load_source(source)
     images, labels = data.images, data.labels
     if args.limit is not None and args.limit < len(labels):
