@@ -148,7 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--repeats", type=positive_int, default=3, help="recorded repeats of each measurement (3)")
     bench.add_argument(
-        "--ops", type=operation_list, default=list(OPERATIONS), help="comma list of: " + ",".join(OPERATIONS)
+        "--ops",
+        type=operation_list,
+        default=None,
+        help="comma list of: " + ",".join(OPERATIONS) + " (default: all; with --distributed: write_batch,read_all,read_random)",
     )
     bench.add_argument("--cold", action="store_true", help="also measure reads with the page cache evicted")
     bench.add_argument("--source", default="auto", help="sample, cifar10, auto (default) or a folder")
@@ -158,6 +161,23 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--keep", action="store_true", help="keep the stores under the work folder")
     bench.add_argument("--work-dir", default="data/runs", help="where runs write their stores (data/runs)")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
+    bench.add_argument(
+        "--distributed",
+        action="store_true",
+        help="convert to sharded stores on Dask and read them from every worker at once",
+    )
+    bench.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="with --distributed: the Dask scheduler (tcp://host:8786); default: a LocalCluster on this machine",
+    )
+    bench.add_argument(
+        "--workers", type=positive_int, default=None, metavar="K", help="with --distributed: LocalCluster workers"
+    )
+    bench.add_argument(
+        "--shards", type=positive_int, default=None, metavar="N", help="with --distributed: shards per store (default: K)"
+    )
 
     runs = commands.add_parser("runs", parents=[database], help="list recorded runs")
     runs.add_argument("--limit", type=positive_int, default=None, help="show only the newest runs")
@@ -231,13 +251,20 @@ def _loud(message: str) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import Experiment, ResultsDB, estimate_experiment, run_experiment
+    from .bench import OPERATIONS, Experiment, ResultsDB, estimate_experiment, run_experiment
     from .bench.environment import describe
     from .bench.events import MeasurementRecorded, Progress, RunStarted
     from .bench.report import measurements_table
 
     if args.source not in ("auto", "sample", "cifar10") and not Path(args.source).expanduser().exists():
         raise UsageError(f"the source folder {args.source} does not exist")
+    if args.distributed:
+        from .cli_distributed import bench_distributed
+
+        return bench_distributed(args)
+    if args.scheduler or args.workers or args.shards:
+        raise UsageError("--scheduler, --workers and --shards go with --distributed")
+    args.ops = args.ops or list(OPERATIONS)
     experiment = Experiment(
         backends=args.backends,
         counts=args.counts,

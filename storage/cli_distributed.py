@@ -62,3 +62,69 @@ def convert_sharded(args: argparse.Namespace) -> int:
         + (f" (PSNR {check.psnr:.1f} dB)" if check.psnr else "")
     )
     return 0
+
+
+def bench_distributed(args: argparse.Namespace) -> int:
+    """``bench --distributed [--scheduler ADDRESS] ...``: sharded conversion and reads on K workers at once."""
+    from .bench import ResultsDB
+    from .bench.distributed import DISTRIBUTED_OPERATIONS, DistributedBench, run_distributed_bench
+    from .bench.report import format_rate, format_seconds, measurements_table
+    from .cli import UsageError
+
+    if args.scheduler and args.workers:
+        raise UsageError("--workers sizes a LocalCluster; with --scheduler the cluster has its own workers")
+    if args.cold:
+        raise UsageError("--cold is not measured with --distributed: each worker's page cache is its own")
+    operations = args.ops or list(DISTRIBUTED_OPERATIONS)
+    unsupported = [op for op in operations if op not in DISTRIBUTED_OPERATIONS]
+    if unsupported:
+        raise UsageError(
+            f"--distributed measures {', '.join(DISTRIBUTED_OPERATIONS)}, not {', '.join(unsupported)}"
+        )
+    quiet_dask_logs()
+    bench = DistributedBench(
+        backends=args.backends,
+        counts=args.counts,
+        operations=operations,
+        repeats=args.repeats,
+        shards=args.shards,
+        source=args.source,
+        seed=args.seed,
+        work_dir=args.work_dir,
+        keep=args.keep,
+    )
+
+    def show(measurement) -> None:
+        rate = format_rate(measurement.images_per_second)
+        print(
+            f"{measurement.backend} {measurement.count:,} {measurement.operation}: {rate} images/s aggregate, "
+            f"median {format_seconds(measurement.seconds_median)}" + (f"  {measurement.error}" if measurement.error else ""),
+            file=sys.stderr,
+        )
+
+    with dask_client(args.scheduler, args.workers) as client, ResultsDB(args.db) as db:
+        _print_cluster(client)
+        run_id, status, measurements, error = run_distributed_bench(client, bench, db, show)
+    if measurements:
+        print(measurements_table(measurements))
+        print("\nper worker (median seconds of its share):")
+        for measurement in measurements:
+            for share in measurement.per_worker or []:
+                if "images" in share:
+                    print(
+                        f"  {measurement.backend} {measurement.count:,} {measurement.operation} {share['worker']}: "
+                        f"{share['images']:,} images of {len(share['shards'])} shard(s) in "
+                        f"{format_seconds(share['seconds_median'])}, {format_rate(share['images_per_second'])} images/s"
+                    )
+                else:
+                    print(
+                        f"  {measurement.backend} {measurement.count:,} {measurement.operation} {share['worker']}: "
+                        f"{share['shard_writes']} shard write(s), median {format_seconds(share['shard_seconds_median'])} each"
+                    )
+    print(f"\nrun {run_id}: {status}" + (f": {error}" if error else "") + f"; recorded in {args.db}")
+    if args.json:
+        from .cli import _write_output
+
+        with ResultsDB(args.db) as db:
+            _write_output(args.json, db.export_json([run_id]))
+    return 0 if status == "finished" else 1

@@ -53,6 +53,10 @@ class Measurement:
     warmup: bool = False
     peak_rss_bytes: int | None = None
     method: str = ""
+    # Distributed runs (``bench --distributed``) only: the cluster's share of the work.
+    workers: int | None = None
+    shards: int | None = None
+    per_worker: list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
