@@ -358,6 +358,15 @@ class _Tracker:
             )
 
 
+def _cluster_mapper(client: Client):
+    """Run a listing's per-file work (counting a CIFAR-10 batch's images) as tasks, not here."""
+
+    def mapper(function, items):
+        return client.gather(client.map(function, items, pure=False)) if items else []
+
+    return mapper
+
+
 def image_count(listing: SourceListing, limit: int | None = None, count: int | None = None) -> int:
     """Images to convert: the whole source, its first ``limit``, or ``count`` (cycling the source)."""
     if count is not None:
@@ -405,7 +414,7 @@ def convert(
     started = time.perf_counter()
     registry.store_class(backend)  # an unknown or unavailable backend fails before anything is written
     dest = Path(dest).expanduser().resolve()
-    listing = list_source(source)
+    listing = list_source(source, mapper=_cluster_mapper(client))
     total = image_count(listing, limit, count)
     options = dict(options or {})
     plan = start_or_resume(dest, make_plan(listing, backend, shards, total, options))

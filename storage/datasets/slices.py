@@ -14,7 +14,7 @@ can convert 100,000 images from the 5,085-image sample.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +36,7 @@ from .image_folder import _check_image_root, _read_image, is_image_name, walk_fi
 from .locations import data_dir, display_path
 
 SLICE_CHUNK_IMAGES = 4_096  # images per chunk yielded by read_slice for image folders
+Mapper = Callable[[Callable[[Path], int], list[Path]], list[int]]
 
 
 @dataclass(frozen=True)
@@ -65,18 +66,21 @@ class SourceListing:
         return self.kind in ("cifar10", "sample")
 
 
-def list_source(source: str | os.PathLike[str] = "auto") -> SourceListing:
+def list_source(source: str | os.PathLike[str] = "auto", mapper: Mapper | None = None) -> SourceListing:
     """List a source named as :func:`~storage.datasets.load_source` names it.
 
-    CIFAR-10 batch files are unpickled one at a time, only to count their images (memory
-    stays at one batch file); an image folder's files are listed, not decoded.
+    CIFAR-10 batch files are unpickled only to count their images, one at a time here
+    (memory stays at one batch file), or wherever ``mapper(function, items)`` runs them:
+    a cluster passes one that runs each file's count as a task, so the client does not read
+    the whole source just to list it. An image folder's files are listed, not decoded.
 
     Raises:
         DataNotFoundError: the source is missing or in neither layout.
         CorruptDataError: a CIFAR-10 file is damaged.
     """
+    mapper = mapper or _map_here
     if isinstance(source, str) and source in ("auto", "sample", "cifar10"):
-        return _list_keyword(source)
+        return _list_keyword(source, mapper)
     path = Path(source).expanduser()
     if not path.is_dir():
         raise DataNotFoundError(
@@ -85,15 +89,24 @@ def list_source(source: str | os.PathLike[str] = "auto") -> SourceListing:
     folder = batch_folder(path)
     if folder is not None:
         kind = "sample" if folder.resolve() == SAMPLE_CIFAR10_DIR.resolve() else "cifar10"
-        return _list_cifar(folder, kind)
+        return _list_cifar(folder, kind, mapper)
     return _list_image_folder(path)
 
 
-def _list_keyword(keyword: str) -> SourceListing:
+def _map_here(function: Callable[[Path], int], items: list[Path]) -> list[int]:
+    return [function(item) for item in items]
+
+
+def count_batch_images(path: Path) -> int:
+    """How many images one CIFAR-10 batch file holds (it is read and checked whole)."""
+    return len(_read_batch(path)[1])
+
+
+def _list_keyword(keyword: str, mapper: Mapper) -> SourceListing:
     full_dir = data_dir() / CIFAR10_DIRNAME
     has_full = batch_folder(full_dir) == full_dir
     if keyword == "sample" or (keyword == "auto" and not has_full):
-        listing = _list_cifar(SAMPLE_CIFAR10_DIR, "sample")
+        listing = _list_cifar(SAMPLE_CIFAR10_DIR, "sample", mapper)
         if keyword == "auto":
             _warn_sample(full_dir, listing.count, depth=3)
         return listing
@@ -102,15 +115,12 @@ def _list_keyword(keyword: str) -> SourceListing:
             f"the full CIFAR-10 is not at {display_path(full_dir)}; run `{DOWNLOAD_COMMAND}` to fetch it "
             "(170 MB), or use the source 'sample' for the bundled 5,085 images"
         )
-    return _list_cifar(full_dir, "cifar10")
+    return _list_cifar(full_dir, "cifar10", mapper)
 
 
-def _list_cifar(folder: Path, kind: str) -> SourceListing:
-    batches = []
-    for name in CIFAR10_BATCH_FILES:
-        if (folder / name).is_file():
-            _, labels = _read_batch(folder / name)
-            batches.append((name, len(labels)))
+def _list_cifar(folder: Path, kind: str, mapper: Mapper) -> SourceListing:
+    names = [name for name in CIFAR10_BATCH_FILES if (folder / name).is_file()]
+    batches = list(zip(names, mapper(count_batch_images, [folder / name for name in names])))
     count = sum(size for _, size in batches)
     what = "bundled CIFAR-10 sample" if kind == "sample" else f"CIFAR-10 at {display_path(folder)}"
     return SourceListing(
