@@ -110,7 +110,11 @@ def main() -> None:
         images, labels = write_cifar_folder(source, args.count)
         for workers in (1, 2):
             cluster = LocalCluster(
-                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=logging.ERROR
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=":0",
+                silence_logs=logging.ERROR,
             )
             clusters[workers] = (cluster, Client(cluster))
         configs = ["plain", "dask-1", "dask-2"]
@@ -122,7 +126,9 @@ def main() -> None:
             flush=True,
         )
         for backend in args.backends.split(","):
-            dask_conversion(clusters[2][1], source, backend, work / "warm-up", args.shards)  # workers import the backend
+            dask_conversion(
+                clusters[2][1], source, backend, work / "warm-up", args.shards
+            )  # workers import the backend
             shutil.rmtree(work / "warm-up")
             for repeat in range(args.repeats):
                 for config in configs[repeat % 3 :] + configs[: repeat % 3]:

@@ -151,7 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--ops",
         type=operation_list,
         default=None,
-        help="comma list of: " + ",".join(OPERATIONS) + " (default: all; with --distributed: write_batch,read_all,read_random)",
+        help="comma list of: "
+        + ",".join(OPERATIONS)
+        + " (default: all; with --distributed: write_batch,read_all,read_random)",
     )
     bench.add_argument("--cold", action="store_true", help="also measure reads with the page cache evicted")
     bench.add_argument("--source", default="auto", help="sample, cifar10, auto (default) or a folder")
@@ -176,7 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=positive_int, default=None, metavar="K", help="with --distributed: LocalCluster workers"
     )
     bench.add_argument(
-        "--shards", type=positive_int, default=None, metavar="N", help="with --distributed: shards per store (default: K)"
+        "--shards",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="with --distributed: shards per store (default: K)",
     )
 
     runs = commands.add_parser("runs", parents=[database], help="list recorded runs")

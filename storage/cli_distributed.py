@@ -23,7 +23,9 @@ def quiet_dask_logs() -> None:
 
 def _print_cluster(client) -> None:
     workers = require_workers(client)
-    where = "a LocalCluster on this machine" if client.cluster is not None else f"the cluster at {client.scheduler.address}"
+    where = (
+        "a LocalCluster on this machine" if client.cluster is not None else f"the cluster at {client.scheduler.address}"
+    )
     print(f"Dask: {where}, {len(workers)} worker(s); dashboard: {client.dashboard_link}", file=sys.stderr)
 
 
@@ -42,7 +44,9 @@ def convert_sharded(args: argparse.Namespace) -> int:
                     refresh=True,
                 )
 
-            result = convert(args.source, args.backend, args.dest, args.shards, client, limit=args.limit, progress=progress)
+            result = convert(
+                args.source, args.backend, args.dest, args.shards, client, limit=args.limit, progress=progress
+            )
     with ShardedStore(result.dest) as store:
         usage = store.disk_usage()
         check = verify_against_source(store, args.source)
@@ -78,9 +82,7 @@ def bench_distributed(args: argparse.Namespace) -> int:
     operations = args.ops or list(DISTRIBUTED_OPERATIONS)
     unsupported = [op for op in operations if op not in DISTRIBUTED_OPERATIONS]
     if unsupported:
-        raise UsageError(
-            f"--distributed measures {', '.join(DISTRIBUTED_OPERATIONS)}, not {', '.join(unsupported)}"
-        )
+        raise UsageError(f"--distributed measures {', '.join(DISTRIBUTED_OPERATIONS)}, not {', '.join(unsupported)}")
     quiet_dask_logs()
     bench = DistributedBench(
         backends=args.backends,
@@ -98,7 +100,8 @@ def bench_distributed(args: argparse.Namespace) -> int:
         rate = format_rate(measurement.images_per_second)
         print(
             f"{measurement.backend} {measurement.count:,} {measurement.operation}: {rate} images/s aggregate, "
-            f"median {format_seconds(measurement.seconds_median)}" + (f"  {measurement.error}" if measurement.error else ""),
+            f"median {format_seconds(measurement.seconds_median)}"
+            + (f"  {measurement.error}" if measurement.error else ""),
             file=sys.stderr,
         )
 

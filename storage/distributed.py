@@ -40,7 +40,7 @@ from dask.distributed import Client, LocalCluster, wait
 from . import registry
 from .base import write_file_atomically
 from .datasets.slices import SourceListing, list_source, read_slice
-from .errors import ConversionFailedError, StorageError
+from .errors import BadShardError, ConversionFailedError, StorageError
 from .parallel import worker_count
 from .sharded import (
     CONVERSION_PLAN,
@@ -59,6 +59,10 @@ from .sharded import (
 log = logging.getLogger(__name__)
 
 PLAN_KIND = "image-storage-lab/sharded-conversion"
+SHARED_PATHS_HINT = (
+    "Every worker must see SOURCE and DEST at the same paths as this client (a shared file system: "
+    "NFS, Lustre, CephFS...); a worker that writes to its own disk leaves shards the client cannot see"
+)
 POLL_SECONDS = 0.5  # how often the client reports progress while tasks run
 
 
@@ -212,9 +216,7 @@ def _source_fingerprint(listing: SourceListing) -> str:
     return hashlib.sha256(json.dumps([listing.kind, list(entries)]).encode()).hexdigest()
 
 
-def make_plan(
-    listing: SourceListing, backend: str, shards: int, count: int, options: dict[str, Any]
-) -> dict[str, Any]:
+def make_plan(listing: SourceListing, backend: str, shards: int, count: int, options: dict[str, Any]) -> dict[str, Any]:
     """The conversion's plan: what is converted into which shard, under a new conversion id."""
     return {
         "kind": PLAN_KIND,
@@ -465,20 +467,28 @@ def _finish(
     dest: Path, plan: dict[str, Any], listing: SourceListing, outcomes: dict[int, Any], tracker: _Tracker
 ) -> ConversionResult:
     seconds = time.perf_counter() - tracker.started
-    failed = {shard_name(i): f"{type(o).__name__}: {o}" for i, o in sorted(outcomes.items()) if isinstance(o, BaseException)}
+    failed = {
+        shard_name(i): f"{type(o).__name__}: {o}" for i, o in sorted(outcomes.items()) if isinstance(o, BaseException)
+    }
     if failed:
         kept = len(outcomes) - len(failed)
         details = "; ".join(f"{name}: {error}" for name, error in failed.items())
+        unseen = any(isinstance(o, FileNotFoundError) for o in outcomes.values())
         raise ConversionFailedError(
             f"{len(failed)} of {len(outcomes)} shard(s) of {dest} failed ({details}). No manifest was written, "
             f"so the store does not open; the {kept} finished shard(s) are kept: run the same conversion again "
-            f"to convert only the {len(failed)} missing or incomplete shard(s)",
+            f"to convert only the {len(failed)} missing or incomplete shard(s)"
+            + (f". {SHARED_PATHS_HINT}" if unseen else ""),
             failed,
         )
     stamps = [outcomes[index]["stamp"] for index in sorted(outcomes)]
     write_sharded_manifest(dest, plan["conversion_id"], plan["backend"], plan["options"], stamps, listing.description)
-    with ShardedStore(dest):  # the finished store must open cleanly: every shard checked against the manifest
-        pass
+    try:
+        with ShardedStore(dest):  # the finished store must open cleanly: every shard checked against the manifest
+            pass
+    except BadShardError as error:
+        (dest / SHARDED_MANIFEST).unlink(missing_ok=True)
+        raise BadShardError(f"{error}. {SHARED_PATHS_HINT}", error.problems) from None
     converted = [i for i, o in sorted(outcomes.items()) if not o["reused"]]
     return ConversionResult(
         dest=dest,

@@ -177,9 +177,8 @@ def shard_problem(
         return f"holds a {store_manifest['backend']!r} store, not {backend!r}"
     expected = stop - start
     if store_manifest.get("state") != "complete" or int(store_manifest["count"]) != expected:
-        return (
-            f"is incomplete: {int(store_manifest['count']):,} of {expected:,} images committed"
-            + (" and a write was interrupted" if store_manifest.get("state") != "complete" else "")
+        return f"is incomplete: {int(store_manifest['count']):,} of {expected:,} images committed" + (
+            " and a write was interrupted" if store_manifest.get("state") != "complete" else ""
         )
     stamp = read_stamp(folder)
     if stamp is None:
@@ -192,7 +191,7 @@ def shard_problem(
 
 
 def _files_problem(folder: Path, files: dict[str, list], rehash: bool) -> str | None:
-    for relative, (size, digest) in files.items():
+    for relative, (size, _digest) in files.items():
         path = folder / relative
         try:
             actual = path.stat().st_size
@@ -271,7 +270,7 @@ def read_sharded_manifest(path: Path) -> dict[str, Any]:
                 f"{path} is a sharded conversion that did not finish (it has no {SHARDED_MANIFEST}); "
                 "run the same convert command again: it converts only the missing or incomplete shards"
             )
-        hint = f"; it is a plain store: open it with open_store()" if (path / MANIFEST_NAME).is_file() else ""
+        hint = "; it is a plain store: open it with open_store()" if (path / MANIFEST_NAME).is_file() else ""
         raise StoreNotFoundError(f"{path} is not a sharded store (it has no {SHARDED_MANIFEST}){hint}")
     try:
         manifest = json.loads(manifest_path.read_text())
@@ -281,9 +280,7 @@ def read_sharded_manifest(path: Path) -> dict[str, Any]:
             int(shard["first_id"]), int(shard["count"]), str(shard["name"])
         str(manifest["backend"]), str(manifest["conversion_id"])
     except (ValueError, KeyError, TypeError, AttributeError) as error:
-        raise CorruptDataError(
-            f"{manifest_path} is damaged ({error}); convert the store again"
-        ) from None
+        raise CorruptDataError(f"{manifest_path} is damaged ({error}); convert the store again") from None
     return manifest
 
 
@@ -330,7 +327,9 @@ class ShardedStore:
         problems: dict[str, str] = {}
         for shard, entry in zip(self.shards, self.manifest["shards"], strict=True):
             if shard.start != expected_start:
-                raise CorruptDataError(f"{self.path / SHARDED_MANIFEST} is damaged: {shard.name} does not start at id {expected_start}")
+                raise CorruptDataError(
+                    f"{self.path / SHARDED_MANIFEST} is damaged: {shard.name} does not start at id {expected_start}"
+                )
             expected_start = shard.stop
             problem = shard_problem(
                 shard.path, self.backend, self.conversion_id, shard.start, shard.stop, entry.get("checksum"), rehash
@@ -356,6 +355,18 @@ class ShardedStore:
             store = registry.open_store(self.backend, self.shards[index].path, "r")
             self._stores[index] = store
         return store
+
+    def shards_for(self, part: int, parts: int) -> tuple[ShardInfo, ...]:
+        """The whole shards of part ``part`` of ``parts``: shard ``i`` goes to part ``i % parts``.
+
+        A data loader with ``world_size`` ranks of ``num_workers`` workers each uses
+        ``part = rank * num_workers + worker_id`` and ``parts = world_size * num_workers``, so
+        every shard is read by exactly one worker of one rank. A part gets no shard when
+        ``parts`` exceeds the shard count; callers should refuse that (or convert into more shards).
+        """
+        if not 0 <= part < parts:
+            raise ValueError(f"part {part} is not in 0..{parts - 1}")
+        return self.shards[part::parts]
 
     def shard_of(self, image_id: int) -> ShardInfo:
         """The shard holding global id ``image_id``."""
@@ -480,13 +491,17 @@ class ShardedStore:
         self.__init__(state["path"])  # type: ignore[misc]
 
     def __repr__(self) -> str:
-        return f"<ShardedStore {str(self.path)!r} backend={self.backend!r} shards={len(self.shards)} images={self._count}>"
+        return (
+            f"<ShardedStore {str(self.path)!r} backend={self.backend!r} shards={len(self.shards)} images={self._count}>"
+        )
 
 
 def _id_array(ids: Iterable[int] | np.ndarray) -> np.ndarray:
     id_array = np.asarray(ids if not isinstance(ids, range) else np.arange(ids.start, ids.stop, ids.step))
     if id_array.ndim != 1 or (id_array.size and id_array.dtype.kind not in "iu"):
-        raise ImageIndexError(f"ids must be a flat sequence of integers, got {id_array.dtype} of shape {id_array.shape}")
+        raise ImageIndexError(
+            f"ids must be a flat sequence of integers, got {id_array.dtype} of shape {id_array.shape}"
+        )
     return id_array.astype(np.int64, copy=False)
 
 
@@ -566,7 +581,9 @@ class ShardedWriter:
             shutil.rmtree(self._store.path)
             self._store = None
         self._finish_current()
-        write_sharded_manifest(self.path, self.conversion_id, self.backend, self.options, self._stamps, "written by ShardedWriter")
+        write_sharded_manifest(
+            self.path, self.conversion_id, self.backend, self.options, self._stamps, "written by ShardedWriter"
+        )
 
     def __enter__(self) -> ShardedWriter:
         return self

@@ -283,3 +283,16 @@ def test_import_storage_and_open_sharded_do_not_import_dask():
     )
     output = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
     assert json.loads(output.stdout) == [False, False]
+
+
+def test_whole_shards_are_shared_out_so_each_is_read_once(small_store):
+    with open_sharded(small_store) as store:
+        parts = [store.shards_for(part, 3) for part in range(3)]
+        assert [[shard.name for shard in shards] for shards in parts] == [
+            ["shard-00000", "shard-00003"], ["shard-00001"], ["shard-00002"],
+        ]  # fmt: skip
+        ids = sorted(i for shards in parts for shard in shards for i in shard.ids)
+        assert ids == list(range(len(store)))
+        assert store.shards_for(4, 6) == ()
+        with pytest.raises(ValueError):
+            store.shards_for(3, 3)
