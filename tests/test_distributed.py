@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import pickle
@@ -273,6 +275,10 @@ def test_bench_distributed_reads_from_both_workers_and_records_the_cluster(tmp_p
     assert len(read_all.per_worker) == 2 and sum(share["images"] for share in read_all.per_worker) == 3000
     assert read_all.images_per_second > 0 and all(share["images_per_second"] > 0 for share in read_all.per_worker)
     assert "images/s aggregate" in result.stderr and "per worker" in result.stdout
+    with ResultsDB(db) as results:
+        rows = list(csv.DictReader(io.StringIO(results.export_csv([run.id]))))
+    exported = {row["operation"]: json.loads(row["per_worker"]) for row in rows}
+    assert exported["read_all"] == read_all.per_worker
 
 
 def test_import_storage_and_open_sharded_do_not_import_dask():
