@@ -167,7 +167,7 @@ def dask_client(scheduler: str | None = None, workers: int | None = None) -> Ite
 
 def describe_cluster(client: Client) -> dict[str, Any]:
     """The cluster a run used, for the environment record: scheduler, workers, versions."""
-    info = client.scheduler_info(n_workers=-1) if _takes_n_workers(client) else client.scheduler_info()
+    info = scheduler_info(client)
     workers = [
         {
             "address": address,
@@ -190,10 +190,12 @@ def describe_cluster(client: Client) -> dict[str, Any]:
     }
 
 
-def _takes_n_workers(client: Client) -> bool:
-    import inspect
-
-    return "n_workers" in inspect.signature(client.scheduler_info).parameters
+def scheduler_info(client: Client) -> dict[str, Any]:
+    """The scheduler's description with every worker (recent Dask lists only 5 unless asked)."""
+    try:
+        return client.scheduler_info(n_workers=-1)
+    except TypeError:  # older Dask: no n_workers argument, every worker listed
+        return client.scheduler_info()
 
 
 def require_workers(client: Client, timeout: float = 60) -> list[str]:
@@ -205,7 +207,7 @@ def require_workers(client: Client, timeout: float = 60) -> list[str]:
             f"the Dask cluster at {client.scheduler.address} has no workers after {timeout:.0f} s; "
             "start some with `dask worker SCHEDULER_ADDRESS`"
         ) from None
-    return sorted(client.scheduler_info().get("workers", {}))
+    return sorted(scheduler_info(client).get("workers", {}))
 
 
 # -- the plan ------------------------------------------------------------------------

@@ -234,6 +234,20 @@ def test_writing_from_this_process_fills_shard_after_shard(cifar, tmp_path):
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
 
 
+def test_the_command_line_connects_to_an_existing_scheduler(workers, cifar, tmp_path):
+    images, labels = cifar
+    address = workers.scheduler.address
+    command = [sys.executable, "-m", "storage", "convert", str(SAMPLE), "--to", "hdf5", str(tmp_path / "s"),
+               "--shards", "4", "--scheduler", address]  # fmt: skip
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr
+    assert f"the cluster at {address}, 2 worker(s)" in result.stderr
+    assert_reads_back(tmp_path / "s", images, labels)
+    again = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
+    assert again.returncode == 0, again.stderr
+    assert "wrote 0 images in 0 shard(s)" in again.stdout and "4 shard(s) were already complete" in again.stdout
+
+
 def test_the_command_line_converts_with_shards_on_a_local_cluster(tmp_path):
     dest = tmp_path / "cli"
     result = subprocess.run(
