@@ -88,6 +88,22 @@ def operation_list(text: str) -> list[str]:
     return operations
 
 
+def worker_list(text: str) -> list[int]:
+    counts = []
+    for item in _comma_list(text):
+        try:
+            value = int(item)
+        except ValueError:
+            value = -1
+        if value < 0:
+            raise argparse.ArgumentTypeError(
+                f"worker count {item!r} is not a whole number of 0 or more "
+                "(0 reads in the main process; N starts N DataLoader worker processes)"
+            )
+        counts.append(value)
+    return counts
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -95,6 +111,16 @@ def positive_int(text: str) -> int:
         value = 0
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
+
+
+def batch_size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"batch size {text!r} is not a positive whole number of images")
     return value
 
 
@@ -120,7 +146,14 @@ def _raise(message: str) -> NoReturn:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .bench.experiment import DEFAULT_BACKENDS, DEFAULT_COUNTS, OPERATIONS
+    from .bench.experiment import (
+        DEFAULT_BACKENDS,
+        DEFAULT_BATCH_SIZE,
+        DEFAULT_COUNTS,
+        DEFAULT_OPERATIONS,
+        DEFAULT_WORKERS,
+        OPERATIONS,
+    )
     from .bench.results import DEFAULT_DB_PATH
 
     parser = _Parser(
@@ -153,7 +186,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="comma list of: "
         + ",".join(OPERATIONS)
-        + " (default: all; with --distributed: write_batch,read_all,read_random)",
+        + " (default: all but loader, which needs PyTorch; with --distributed: write_batch,read_all,read_random)",
+    )
+    bench.add_argument(
+        "--workers",
+        type=worker_list,
+        default=list(DEFAULT_WORKERS),
+        help="DataLoader worker counts for --ops loader (default " + ",".join(map(str, DEFAULT_WORKERS)) + ")",
+    )
+    bench.add_argument(
+        "--batch-size",
+        type=batch_size,
+        default=DEFAULT_BATCH_SIZE,
+        help=f"images per DataLoader batch for --ops loader (default {DEFAULT_BATCH_SIZE})",
     )
     bench.add_argument("--cold", action="store_true", help="also measure reads with the page cache evicted")
     bench.add_argument("--source", default="auto", help="sample, cifar10, auto (default) or a folder")
@@ -175,7 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --distributed: the Dask scheduler (tcp://host:8786); default: a LocalCluster on this machine",
     )
     bench.add_argument(
-        "--workers", type=positive_int, default=None, metavar="K", help="with --distributed: LocalCluster workers"
+        "--dask-workers",
+        type=positive_int,
+        default=None,
+        metavar="K",
+        help="with --distributed and no --scheduler: worker processes of the LocalCluster (default: one per core)",
     )
     bench.add_argument(
         "--shards",
@@ -257,10 +306,11 @@ def _loud(message: str) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import OPERATIONS, Experiment, ResultsDB, estimate_experiment, run_experiment
+    from .bench import Experiment, ResultsDB, estimate_experiment, run_experiment
+    from .bench.experiment import DEFAULT_OPERATIONS
     from .bench.environment import describe
     from .bench.events import MeasurementRecorded, Progress, RunStarted
-    from .bench.report import measurements_table
+    from .bench.report import loader_table, measurements_table
 
     if args.source not in ("auto", "sample", "cifar10") and not Path(args.source).expanduser().exists():
         raise UsageError(f"the source folder {args.source} does not exist")
@@ -268,9 +318,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from .cli_distributed import bench_distributed
 
         return bench_distributed(args)
-    if args.scheduler or args.workers or args.shards:
-        raise UsageError("--scheduler, --workers and --shards go with --distributed")
-    args.ops = args.ops or list(OPERATIONS)
+    if args.scheduler or args.dask_workers or args.shards:
+        raise UsageError("--scheduler, --dask-workers and --shards go with --distributed")
+    args.ops = args.ops or list(DEFAULT_OPERATIONS)
     experiment = Experiment(
         backends=args.backends,
         counts=args.counts,
@@ -281,6 +331,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         seed=args.seed,
         keep=args.keep,
         work_dir=args.work_dir,
+        workers=args.workers,
+        batch_size=args.batch_size,
     )
     with ResultsDB(args.db) as db:
         estimate = estimate_experiment(experiment, db)
@@ -311,8 +363,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
             summary = run_experiment(experiment, db, on_event)
         finally:
             bar.close()
-        if summary.measurements:
-            print(measurements_table(summary.measurements))
+        storage_measurements = [m for m in summary.measurements if m.operation != "loader"]
+        loader_measurements = [m for m in summary.measurements if m.operation == "loader"]
+        if storage_measurements:
+            print(measurements_table(storage_measurements))
+        if loader_measurements:
+            print(("\n" if storage_measurements else "") + loader_table(loader_measurements))
         print(
             f"\nrun {summary.run_id}: {summary.status} in {summary.wall_seconds:.1f} s, "
             f"peak memory {summary.peak_rss_bytes / 1e6:,.0f} MB; source: {summary.source_description}"

@@ -75,8 +75,8 @@ def bench_distributed(args: argparse.Namespace) -> int:
     from .bench.report import format_rate, format_seconds, measurements_table
     from .cli import UsageError
 
-    if args.scheduler and args.workers:
-        raise UsageError("--workers sizes a LocalCluster; with --scheduler the cluster has its own workers")
+    if args.scheduler and args.dask_workers:
+        raise UsageError("--dask-workers sizes a LocalCluster; with --scheduler the cluster has its own workers")
     if args.cold:
         raise UsageError("--cold is not measured with --distributed: each worker's page cache is its own")
     operations = args.ops or list(DISTRIBUTED_OPERATIONS)
@@ -105,7 +105,7 @@ def bench_distributed(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
 
-    with dask_client(args.scheduler, args.workers) as client, ResultsDB(args.db) as db:
+    with dask_client(args.scheduler, args.dask_workers) as client, ResultsDB(args.db) as db:
         _print_cluster(client)
         run_id, status, measurements, error = run_distributed_bench(client, bench, db, show)
     if measurements:

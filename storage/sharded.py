@@ -49,6 +49,7 @@ from .errors import (
     StoreNotFoundError,
 )
 
+SHARDED_BACKEND = "sharded"  # what storage.torch's datasets take as backend for a sharded store
 SHARDED_MANIFEST = "sharded.json"
 SHARD_STAMP = "shard.json"
 CONVERSION_PLAN = "conversion.json"
@@ -360,9 +361,11 @@ class ShardedStore:
         """The whole shards of part ``part`` of ``parts``: shard ``i`` goes to part ``i % parts``.
 
         A data loader with ``world_size`` ranks of ``num_workers`` workers each uses
-        ``part = rank * num_workers + worker_id`` and ``parts = world_size * num_workers``, so
-        every shard is read by exactly one worker of one rank. A part gets no shard when
-        ``parts`` exceeds the shard count; callers should refuse that (or convert into more shards).
+        ``part = rank + world_size * worker_id`` and ``parts = world_size * num_workers``:
+        every shard is read by exactly one worker of one rank, and a rank's shards
+        (``shards_for(rank, world_size)``) do not depend on its worker count. A part gets no
+        shard when ``parts`` exceeds the shard count; callers should refuse that (or
+        convert into more shards).
         """
         if not 0 <= part < parts:
             raise ValueError(f"part {part} is not in 0..{parts - 1}")

@@ -270,7 +270,7 @@ def test_the_command_line_converts_with_shards_on_a_local_cluster(tmp_path):
 def test_bench_distributed_reads_from_both_workers_and_records_the_cluster(tmp_path):
     db = tmp_path / "results.sqlite"
     result = subprocess.run(
-        [sys.executable, "-m", "storage", "bench", "--distributed", "--workers", "2", "--backends", "lmdb",
+        [sys.executable, "-m", "storage", "bench", "--distributed", "--dask-workers", "2", "--backends", "lmdb",
          "--counts", "3000", "--repeats", "1", "--source", "sample", "--db", str(db), "--work-dir", str(tmp_path / "runs")],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=180,
     )  # fmt: skip
@@ -285,7 +285,7 @@ def test_bench_distributed_reads_from_both_workers_and_records_the_cluster(tmp_p
     assert cluster["worker_count"] == 2 and cluster["kind"] == "LocalCluster" and cluster["dask"]
     assert set(measurements) == {"write_batch", "read_all", "read_random"}
     read_all = measurements["read_all"]
-    assert read_all.verified and read_all.images == 3000 and read_all.workers == 2
+    assert read_all.verified and read_all.images == 3000 and read_all.cluster_workers == 2
     assert len(read_all.per_worker) == 2 and sum(share["images"] for share in read_all.per_worker) == 3000
     assert read_all.images_per_second > 0 and all(share["images_per_second"] > 0 for share in read_all.per_worker)
     assert "images/s aggregate" in result.stderr and "per worker" in result.stdout

@@ -233,7 +233,7 @@ def _measurement(run_id: str, backend: str, count: int, operation: str, images: 
 
 
 def _finish(measurement: Measurement, path: Path, workers: int, shards: int) -> Measurement:
-    measurement.workers = workers
+    measurement.cluster_workers = workers
     measurement.shards = shards
     if path.exists():
         with ShardedStore(path) as store:
