@@ -150,7 +150,6 @@ def build_parser() -> argparse.ArgumentParser:
         DEFAULT_BACKENDS,
         DEFAULT_BATCH_SIZE,
         DEFAULT_COUNTS,
-        DEFAULT_OPERATIONS,
         DEFAULT_WORKERS,
         OPERATIONS,
     )
@@ -307,9 +306,9 @@ def _loud(message: str) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import Experiment, ResultsDB, estimate_experiment, run_experiment
-    from .bench.experiment import DEFAULT_OPERATIONS
     from .bench.environment import describe
     from .bench.events import MeasurementRecorded, Progress, RunStarted
+    from .bench.experiment import DEFAULT_OPERATIONS
     from .bench.report import loader_table, measurements_table
 
     if args.source not in ("auto", "sample", "cifar10") and not Path(args.source).expanduser().exists():
