@@ -57,6 +57,7 @@ SHARDED_KIND = "image-storage-lab/sharded-store"
 SHARDED_FORMAT_VERSION = 1
 _HASH_BLOCK = 8 * 2**20
 _UNKNOWN = object()
+MAX_OPEN_SHARDS = 64
 
 
 def shard_name(index: int) -> str:
@@ -348,13 +349,21 @@ class ShardedStore:
     # -- shards ------------------------------------------------------------------------
 
     def open_shard(self, index: int) -> ImageStore:
-        """The shard ``index`` as an ordinary read-only store (opened once, then reused)."""
+        """The shard ``index`` as an ordinary read-only store.
+
+        Opened on first use and kept open; at most :data:`MAX_OPEN_SHARDS` stay open at
+        once (the least recently used is closed), so a store of thousands of shards does
+        not hold thousands of file handles and maps.
+        """
         if self._closed:
             raise ValueError(f"the sharded store at {self.path} is closed; open it again with open_sharded()")
-        store = self._stores.get(index)
+        store = self._stores.pop(index, None)
         if store is None:
             store = registry.open_store(self.backend, self.shards[index].path, "r")
-            self._stores[index] = store
+            if len(self._stores) >= MAX_OPEN_SHARDS:
+                oldest = next(iter(self._stores))
+                self._stores.pop(oldest).close()
+        self._stores[index] = store  # most recently used last
         return store
 
     def shards_for(self, part: int, parts: int) -> tuple[ShardInfo, ...]:
@@ -388,9 +397,13 @@ class ShardedStore:
     @property
     def uniform_shape(self) -> tuple[int, ...] | None:
         """The one image shape of every shard, or None if shards differ or hold mixed sizes."""
-        if self._uniform_shape is _UNKNOWN:
-            shapes = {self.open_shard(shard.index).uniform_shape for shard in self.shards}
-            self._uniform_shape = shapes.pop() if len(shapes) == 1 else None
+        if self._uniform_shape is _UNKNOWN:  # from each shard's store.json, without opening thousands of stores
+            shapes = {
+                tuple(read_manifest(shard.path).get("backend_state", {}).get("uniform_shape") or ())
+                for shard in self.shards
+            }
+            shape = shapes.pop() if len(shapes) == 1 else ()
+            self._uniform_shape = shape or None
         return self._uniform_shape
 
     def _check_id(self, image_id: object) -> int:
@@ -439,7 +452,9 @@ class ShardedStore:
         contiguous = positions[-1] - positions[0] == len(positions) - 1
         if isinstance(images, np.ndarray) and contiguous:
             low, high = int(positions[0]), int(positions[-1]) + 1
-            _, labels[low:high] = store.read_batch(local, out=images[low:high])
+            part, labels[low:high] = store.read_batch(local, out=images[low:high])
+            if not (isinstance(part, np.ndarray) and np.shares_memory(part, images[low:high])):
+                images[low:high] = part
             return
         part, part_labels = store.read_batch(local)
         labels[positions] = part_labels

@@ -23,6 +23,7 @@ from dask.distributed import Client, LocalCluster  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import storage  # noqa: E402
+from storage import sharded  # noqa: E402
 from storage.datasets import load_cifar10, load_image_folder  # noqa: E402
 from storage.distributed import convert  # noqa: E402
 from storage.errors import BadShardError, ConversionFailedError, IncompleteStoreError  # noqa: E402
@@ -214,14 +215,17 @@ def test_a_sharded_store_travels_to_other_processes(small_store):
         copy.close()
 
 
-def test_writing_from_this_process_fills_shard_after_shard(cifar, tmp_path):
+def test_writing_from_this_process_fills_shard_after_shard(cifar, tmp_path, monkeypatch):
     images, labels = cifar
     with open_sharded(tmp_path / "s", "w", backend="hdf5", shard_images=2000) as writer:
         writer.write_batch(images[:1500], labels[:1500])
         writer.write_batch(images[1500:], labels[1500:])
+    monkeypatch.setattr(sharded, "MAX_OPEN_SHARDS", 2)
     assert_reads_back(tmp_path / "s", images, labels)
     with open_sharded(tmp_path / "s") as store:
         assert [shard.count for shard in store.shards] == [2000, 2000, 1085]
+        store.read_batch([0, 2500, 5000, 10])
+        assert len(store._stores) == 2, "only the two most recently used shards stay open"
     with pytest.raises(ValueError):
         with open_sharded(tmp_path / "broken", "w", backend="hdf5", shard_images=100) as writer:
             writer.write_batch(images[:250], labels[:250])
@@ -267,10 +271,10 @@ def test_the_command_line_converts_with_shards_on_a_local_cluster(tmp_path):
     assert usage.returncode == 2 and "--shards" in usage.stderr
 
 
-def test_bench_distributed_reads_from_both_workers_and_records_the_cluster(tmp_path):
+def test_bench_distributed_reads_from_both_workers_and_records_the_cluster(workers, tmp_path):
     db = tmp_path / "results.sqlite"
     result = subprocess.run(
-        [sys.executable, "-m", "storage", "bench", "--distributed", "--dask-workers", "2", "--backends", "lmdb",
+        [sys.executable, "-m", "storage", "bench", "--distributed", "--scheduler", workers.scheduler.address, "--backends", "lmdb",
          "--counts", "3000", "--repeats", "1", "--source", "sample", "--db", str(db), "--work-dir", str(tmp_path / "runs")],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=180,
     )  # fmt: skip
@@ -282,7 +286,8 @@ def test_bench_distributed_reads_from_both_workers_and_records_the_cluster(tmp_p
         measurements = {m.operation: m for m in results.measurements(run.id)}
     assert run.status == "finished" and run.parameters["distributed"] is True
     cluster = run.environment["cluster"]
-    assert cluster["worker_count"] == 2 and cluster["kind"] == "LocalCluster" and cluster["dask"]
+    assert cluster["worker_count"] == 2 and cluster["kind"] == "external" and cluster["dask"]
+    assert cluster["scheduler"] == workers.scheduler.address
     assert set(measurements) == {"write_batch", "read_all", "read_random"}
     read_all = measurements["read_all"]
     assert read_all.verified and read_all.images == 3000 and read_all.cluster_workers == 2
