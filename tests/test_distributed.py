@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,14 @@ def client():
 
     A task whose worker dies is retried once (allowed-failures 1), so a task that kills
     its worker every time fails after two workers died instead of four.
+
+    Workers are started (and restarted after a kill) with ``spawn``, which runs this
+    process's ``__main__`` file again in each worker. Streamlit's AppTest, in the page
+    tests, leaves ``__main__`` pointing at the last page it ran, so for this module
+    ``__main__`` is a bare module that spawn has nothing to re-run from.
     """
+    real_main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
     with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
         cluster = LocalCluster(
             n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=50
@@ -48,6 +56,7 @@ def client():
     yield dask_client
     dask_client.close()
     cluster.close()
+    sys.modules["__main__"] = real_main
 
 
 @pytest.fixture
