@@ -26,3 +26,16 @@ def broken_backend(tmp_path, monkeypatch):
     yield info
     storage.unregister_backend("broken-format")
     sys.modules.pop("broken_format_store", None)
+
+
+@pytest.fixture(autouse=True)
+def restore_main_module():
+    """Put back the ``__main__`` module after each test.
+
+    Streamlit's AppTest runs a page as ``__main__`` and leaves it there; a process started
+    with ``spawn`` afterwards (a DataLoader's worker) would run that page again on start.
+    """
+    main = sys.modules.get("__main__")
+    yield
+    if main is not None:
+        sys.modules["__main__"] = main

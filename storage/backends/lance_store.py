@@ -49,6 +49,7 @@ class LanceStore(ImageStore):
 
     info = BUILTIN_INFO["lance"]
     chunk_images = 16384  # bounded by ImageStore.chunk_bytes too
+    fork_safe = False  # Lance's runtime threads do not survive fork (the library warns so)
 
     @classmethod
     def torch_dataset(
@@ -160,10 +161,14 @@ class LanceStore(ImageStore):
         else:
             images = [image for chunk, _, _ in self._pending for image in chunk]
             labels, first_id = np.concatenate([labels for _, labels, _ in self._pending]), self._pending[0][2]
-        table = image_table(images, labels)[0].append_column("id", pa.array(np.arange(first_id, first_id + len(labels))))
+        table = image_table(images, labels)[0].append_column(
+            "id", pa.array(np.arange(first_id, first_id + len(labels)))
+        )
         exists = self.backend_state.get("version") is not None or self._latest_version is not None
         try:
-            written = lance.write_dataset(table, self.dataset_uri, schema=LANCE_SCHEMA, mode="append" if exists else "create")
+            written = lance.write_dataset(
+                table, self.dataset_uri, schema=LANCE_SCHEMA, mode="append" if exists else "create"
+            )
         except OSError as error:
             raise StoreNotWritableError(f"cannot write to {self.path}: {error}") from None
         self._latest_version = written.version
