@@ -4,11 +4,6 @@ import sys
 
 from .cli import main
 
-<<<<<<< HEAD
-# Guarded: Dask's LocalCluster starts its workers with ``spawn``, which imports this
-# module again (as ``__mp_main__``) in every worker process.
+# Not when a spawned worker process (a DataLoader's, or a Dask LocalCluster's) imports this module again.
 if __name__ == "__main__":
-=======
-if __name__ == "__main__":  # not when a spawned worker process (a DataLoader's) imports this module again
->>>>>>> main
     sys.exit(main())
