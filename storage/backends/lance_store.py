@@ -148,6 +148,8 @@ class LanceStore(ImageStore):
 
     def _write_chunk(self, images, labels: np.ndarray, first_id: int) -> None:
         # Kept as arrays: an Arrow table per write_one image would cost more than the image.
+        if len(labels) == 1 and isinstance(images, np.ndarray):
+            images = images.copy()  # write_one: it waits in memory, and the caller may reuse its array
         self._pending.append((images, labels, first_id))
         self._pending_bytes += sum(image.nbytes for image in images) if isinstance(images, list) else images.nbytes
         if self._pending_bytes >= self.chunk_bytes:
