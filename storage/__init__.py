@@ -13,10 +13,14 @@ backend is used, so ``import storage`` stays fast and one missing library disabl
 backend, not all of them.
 """
 
+from typing import Any
+
 from .base import BackendInfo, DiskUsage, ImageStore, measure_disk_usage
 from .errors import (
     BackendUnavailableError,
     BadImageFileError,
+    BadShardError,
+    ConversionFailedError,
     CorruptDataError,
     DataNotFoundError,
     DiskSpaceError,
@@ -44,8 +48,20 @@ from .registry import backend_info, backends, open_store, register_backend, stor
 # package's modules stay importable as ``storage.backends.<module>``.
 
 
-def __getattr__(name: str) -> type[ImageStore]:
-    """Give ``storage.LmdbStore`` and the other store classes, importing their module on first use."""
+_SHARDED_NAMES = ("open_sharded", "ShardedStore", "ShardedWriter", "ShardInfo")
+
+
+def __getattr__(name: str) -> Any:
+    """Give ``storage.LmdbStore`` and the other store classes, importing their module on first use.
+
+    ``storage.open_sharded`` and the sharded-store classes come from :mod:`storage.sharded`,
+    imported on first use too; :mod:`storage.distributed` (which needs Dask) is imported
+    only by whoever imports it.
+    """
+    if name in _SHARDED_NAMES:
+        from . import sharded
+
+        return getattr(sharded, name)
     from .registry import class_named
 
     found = class_named(name) if name.endswith("Store") else None
@@ -58,6 +74,8 @@ __all__ = [
     "BackendInfo",
     "BackendUnavailableError",
     "BadImageFileError",
+    "BadShardError",
+    "ConversionFailedError",
     "CorruptDataError",
     "DataNotFoundError",
     "DiskSpaceError",
@@ -73,6 +91,9 @@ __all__ = [
     "LmdbStore",
     "NpyStore",
     "ParquetStore",
+    "ShardInfo",
+    "ShardedStore",
+    "ShardedWriter",
     "PngFilesStore",
     "DownloadError",
     "EmptyBatchError",
@@ -95,6 +116,7 @@ __all__ = [
     "backend_info",
     "backends",
     "measure_disk_usage",
+    "open_sharded",
     "open_store",
     "register_backend",
     "store_class",

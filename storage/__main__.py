@@ -4,5 +4,6 @@ import sys
 
 from .cli import main
 
-if __name__ == "__main__":  # not when a spawned worker process (a DataLoader's) imports this module again
+# Not when a spawned worker process (a DataLoader's, or a Dask LocalCluster's) imports this module again.
+if __name__ == "__main__":
     sys.exit(main())

@@ -150,7 +150,6 @@ def build_parser() -> argparse.ArgumentParser:
         DEFAULT_BACKENDS,
         DEFAULT_BATCH_SIZE,
         DEFAULT_COUNTS,
-        DEFAULT_OPERATIONS,
         DEFAULT_WORKERS,
         OPERATIONS,
     )
@@ -183,8 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--ops",
         type=operation_list,
-        default=list(DEFAULT_OPERATIONS),
-        help="comma list of: " + ",".join(OPERATIONS) + " (default: all but loader, which needs PyTorch)",
+        default=None,
+        help="comma list of: "
+        + ",".join(OPERATIONS)
+        + " (default: all but loader, which needs PyTorch; with --distributed: write_batch,read_all,read_random)",
     )
     bench.add_argument(
         "--workers",
@@ -206,6 +207,31 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--keep", action="store_true", help="keep the stores under the work folder")
     bench.add_argument("--work-dir", default="data/runs", help="where runs write their stores (data/runs)")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
+    bench.add_argument(
+        "--distributed",
+        action="store_true",
+        help="convert to sharded stores on Dask and read them from every worker at once",
+    )
+    bench.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="with --distributed: the Dask scheduler (tcp://host:8786); default: a LocalCluster on this machine",
+    )
+    bench.add_argument(
+        "--dask-workers",
+        type=positive_int,
+        default=None,
+        metavar="K",
+        help="with --distributed and no --scheduler: worker processes of the LocalCluster (default: one per core)",
+    )
+    bench.add_argument(
+        "--shards",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="with --distributed: shards per store (default: K)",
+    )
 
     runs = commands.add_parser("runs", parents=[database], help="list recorded runs")
     runs.add_argument("--limit", type=positive_int, default=None, help="show only the newest runs")
@@ -230,6 +256,27 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--to", dest="backend", required=True, type=backend_name, metavar="BACKEND")
     convert.add_argument("dest", metavar="DEST")
     convert.add_argument("--limit", type=positive_int, default=None, help="write only the first N images")
+    convert.add_argument(
+        "--shards",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="write a sharded store of N shards, one Dask task per shard (rerun to resume a failed conversion)",
+    )
+    convert.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="with --shards: the Dask scheduler to use (tcp://host:8786); default: a LocalCluster on this machine. "
+        "Workers must see SOURCE and DEST at the same paths (a shared file system)",
+    )
+    convert.add_argument(
+        "--workers",
+        type=positive_int,
+        default=None,
+        metavar="K",
+        help="with --shards and no --scheduler: worker processes of the LocalCluster (default: one per core)",
+    )
 
     commands.add_parser("backends", help="list the registered backends")
     return parser
@@ -261,10 +308,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import Experiment, ResultsDB, estimate_experiment, run_experiment
     from .bench.environment import describe
     from .bench.events import MeasurementRecorded, Progress, RunStarted
+    from .bench.experiment import DEFAULT_OPERATIONS
     from .bench.report import loader_table, measurements_table
 
     if args.source not in ("auto", "sample", "cifar10") and not Path(args.source).expanduser().exists():
         raise UsageError(f"the source folder {args.source} does not exist")
+    if args.distributed:
+        from .cli_distributed import bench_distributed
+
+        return bench_distributed(args)
+    if args.scheduler or args.dask_workers or args.shards:
+        raise UsageError("--scheduler, --dask-workers and --shards go with --distributed")
+    args.ops = args.ops or list(DEFAULT_OPERATIONS)
     experiment = Experiment(
         backends=args.backends,
         counts=args.counts,
@@ -387,6 +442,14 @@ def cmd_convert(args: argparse.Namespace) -> int:
     source = args.source
     if source not in ("auto", "sample", "cifar10") and not Path(source).expanduser().exists():
         raise UsageError(f"the source folder {source} does not exist")
+    if args.shards is None and (args.scheduler or args.workers):
+        raise UsageError("--scheduler and --workers need --shards N (they run a sharded conversion on Dask)")
+    if args.shards is not None:
+        if args.scheduler and args.workers:
+            raise UsageError("--workers sizes a LocalCluster; with --scheduler the cluster has its own workers")
+        from .cli_distributed import convert_sharded
+
+        return convert_sharded(args)
     data = datasets.load_source(source)
     images, labels = data.images, data.labels
     if args.limit is not None and args.limit < len(labels):

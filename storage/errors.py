@@ -91,3 +91,25 @@ class DataNotFoundError(StorageError, FileNotFoundError):
 
 class DiskSpaceError(StorageError, OSError):
     """Not enough free disk space for what was asked."""
+
+
+class BadShardError(CorruptDataError):
+    """Shards of a sharded store that are missing, incomplete, truncated or from another conversion.
+
+    ``problems`` maps each bad shard's name (``"shard-00002"``) to what is wrong with it.
+    """
+
+    def __init__(self, message: str, problems: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = dict(problems or {})
+
+
+class ConversionFailedError(StorageError, RuntimeError):
+    """A sharded conversion in which some shards failed; the finished ones are kept for a rerun.
+
+    ``failed`` maps each failed shard's name to the error its task ended with.
+    """
+
+    def __init__(self, message: str, failed: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.failed = dict(failed or {})

@@ -19,6 +19,9 @@
 * :class:`StoreIterableDataset` streams ids in order (what tar shards such as WebDataset's
   do best), split into contiguous blocks across DataLoader workers and distributed ranks
   so that every id is read exactly once per epoch, with a seeded shuffle buffer.
+* Both take a sharded store (:mod:`storage.sharded`) as backend ``"sharded"``; the
+  iterable one then hands whole shards to ranks and workers, so each shard is read by
+  one worker of one rank.
 * :class:`MemoryDataset` is the same batched path over images already in memory: the
   ceiling a DataLoader reaches on this machine when storage costs nothing.
 
@@ -43,6 +46,7 @@ from torch.utils.data import default_collate as torch_default_collate
 from . import registry
 from .base import ImageStore
 from .errors import StorageError
+from .sharded import SHARDED_BACKEND, ShardedStore, ShardInfo
 
 DEFAULT_TIMEOUT = 120.0  # seconds a worker may take for one batch before the loader gives up
 DEFAULT_READ_SIZE = 256  # ids per read_batch call when streaming in order
@@ -144,18 +148,27 @@ class _LazyStore:
 
     def _init_store(self, backend: str, path: str | os.PathLike[str]) -> tuple[int, tuple[int, ...] | None]:
         """Open the store once here to check it (a missing store fails now, not in a worker)."""
-        self.fork_safe = registry.store_class(backend).fork_safe  # unknown backend: the error lists the known ones
+        if backend != SHARDED_BACKEND:  # a sharded store's backend is in its manifest, read below
+            self.fork_safe = registry.store_class(backend).fork_safe  # unknown backend: the error lists the known ones
         self.backend, self.path = backend, Path(path)
-        self._store: ImageStore | None = None
+        self._store: ImageStore | ShardedStore | None = None
         self._store_pid: int | None = None
-        with registry.open_store(backend, self.path, "r") as store:
+        with self._open_store() as store:
+            self.shards: tuple[ShardInfo, ...] | None = store.shards if isinstance(store, ShardedStore) else None
+            if isinstance(store, ShardedStore):
+                self.fork_safe = registry.store_class(store.backend).fork_safe
             return len(store), store.uniform_shape
 
+    def _open_store(self) -> ImageStore | ShardedStore:
+        if self.backend == SHARDED_BACKEND:
+            return ShardedStore(self.path)
+        return registry.open_store(self.backend, self.path, "r")
+
     @property
-    def store(self) -> ImageStore:
+    def store(self) -> ImageStore | ShardedStore:
         """This process's open store (a forked worker opens its own on first use)."""
         if self._store is None or self._store_pid != os.getpid():
-            self._store = registry.open_store(self.backend, self.path, "r")
+            self._store = self._open_store()
             self._store_pid = os.getpid()
         return self._store
 
@@ -188,9 +201,10 @@ class StoreDataset(_LazyStore, Dataset):
     """A map-style PyTorch dataset over a store: ``dataset[i]`` is ``(image, label)``.
 
     Args:
-        backend: a registered backend name.
+        backend: a registered backend name, or ``"sharded"`` for a sharded store (global ids).
         path: the store's folder (opened read-only; checked here, so a missing store fails
-            at once with :class:`~storage.errors.StoreNotFoundError`).
+            at once with :class:`~storage.errors.StoreNotFoundError`, and a sharded store with
+            a bad shard with :class:`~storage.errors.BadShardError` naming it).
         transform: called with each image as a uint8 (H,W,C) tensor; what it returns is
             the sample's image. With a transform, batches are collated one sample at a time.
 
@@ -349,6 +363,11 @@ class StoreIterableDataset(_LazyStore, IterableDataset):
     read in a seeded random order and samples leave through a seeded buffer of that size
     (WebDataset's way of shuffling a stream).
 
+    A sharded store (backend ``"sharded"``) is split by whole shards instead: rank ``r`` of
+    ``world_size`` takes shards ``r``, ``r + world_size``, ..., and its worker ``w`` of
+    ``num_workers`` every ``num_workers``-th of those, so each shard is read, in order, by
+    one worker of one rank. It needs at least ``world_size x num_workers`` shards.
+
     Args:
         backend, path, transform: as for :class:`StoreDataset`.
         shuffle_buffer: samples held for shuffling (0: id order).
@@ -382,6 +401,11 @@ class StoreIterableDataset(_LazyStore, IterableDataset):
         self.transform, self.shuffle_buffer, self.seed = transform, shuffle_buffer, int(seed)
         self.read_size, self.return_ids, self.epoch = read_size, return_ids, 0
         self._count, _ = self._init_store(backend, path)
+        if self.shards is not None and len(self.shards) < self.world_size:
+            raise LoaderSettingsError(
+                f"{len(self.shards)} shard(s) cannot feed {self.world_size} ranks: each rank reads whole shards; "
+                "convert the store into more shards, or use fewer ranks"
+            )
 
     def set_epoch(self, epoch: int) -> None:
         """Reshuffle for ``epoch`` (call before each epoch, as with DistributedSampler)."""
@@ -389,28 +413,44 @@ class StoreIterableDataset(_LazyStore, IterableDataset):
 
     def __len__(self) -> int:
         """Samples this rank yields in one epoch (over all its workers)."""
+        if self.shards is not None:
+            return sum(shard.count for shard in self.shards[self.rank :: self.world_size])
         return len(block(self._count, self.rank, self.world_size))
 
-    def ids_for(self, worker: int, num_workers: int) -> range:
-        """The ids worker ``worker`` of ``num_workers`` reads for this rank."""
-        return block(self._count, self.rank * num_workers + worker, self.world_size * num_workers)
+    def ranges_for(self, worker: int, num_workers: int) -> list[range]:
+        """The id ranges worker ``worker`` of ``num_workers`` reads for this rank: one block, or its whole shards."""
+        if self.shards is None:
+            return [block(self._count, self.rank * num_workers + worker, self.world_size * num_workers)]
+        parts = self.world_size * num_workers
+        if len(self.shards) < parts:
+            raise LoaderSettingsError(
+                f"{len(self.shards)} shard(s) cannot feed {num_workers} DataLoader worker(s) on each of "
+                f"{self.world_size} rank(s): each worker reads whole shards, so {parts} are needed; "
+                "convert the store into more shards, or use fewer workers"
+            )
+        return [shard.ids for shard in self.shards[self.rank + self.world_size * worker :: parts]]
+
+    def ids_for(self, worker: int, num_workers: int) -> range | list[int]:
+        """The ids worker ``worker`` of ``num_workers`` reads for this rank (a list for sharded stores)."""
+        ranges = self.ranges_for(worker, num_workers)
+        return ranges[0] if self.shards is None else [i for ids in ranges for i in ids]
 
     def __iter__(self) -> Iterator[tuple]:
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        ids = self.ids_for(worker, num_workers)
+        ranges = self.ranges_for(worker, num_workers)
         rng = random.Random(f"{self.seed}/{self.epoch}/{self.rank * num_workers + worker}")
-        samples = self._read_runs(ids, rng)
+        samples = self._read_runs(ranges, rng)
         if self.shuffle_buffer > 0:
             samples = _buffer_shuffle(samples, self.shuffle_buffer, rng)
         return samples
 
-    def _read_runs(self, ids: range, rng: random.Random) -> Iterator[tuple]:
-        starts = list(range(ids.start, ids.stop, self.read_size))
+    def _read_runs(self, ranges: list[range], rng: random.Random) -> Iterator[tuple]:
+        runs = [(start, min(start + self.read_size, ids.stop)) for ids in ranges for start in ids[:: self.read_size]]
         if self.shuffle_buffer > 0:
-            rng.shuffle(starts)
-        for start in starts:
-            run = np.arange(start, min(start + self.read_size, ids.stop))
+            rng.shuffle(runs)
+        for start, stop in runs:
+            run = np.arange(start, stop)
             images, labels = self.store.read_batch(run)
             for image_id, image, label in zip(run.tolist(), images, labels.tolist()):
                 sample = self._apply(self.transform, _as_tensor(np.asarray(image)), image_id)

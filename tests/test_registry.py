@@ -17,7 +17,7 @@ from storage import cli, registry
 from storage.backends import BUILTIN_BACKENDS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-HEAVY_LIBRARIES = ("zarr", "pyarrow", "webdataset", "hdf5plugin", "torch", "h5py", "lmdb", "PIL", "dask")
+HEAVY_LIBRARIES = ("zarr", "pyarrow", "webdataset", "hdf5plugin", "torch", "h5py", "lmdb", "PIL", "dask", "distributed")
 
 
 def fresh_interpreter(code: str) -> str:

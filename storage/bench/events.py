@@ -69,6 +69,10 @@ class Measurement:
     batch_p99_seconds: float | None = None
     ceiling_images_per_second: float | None = None
     fraction_of_ceiling: float | None = None
+    # Distributed runs (``bench --distributed``) only: the Dask cluster's share of the work.
+    cluster_workers: int | None = None
+    shards: int | None = None
+    per_worker: list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

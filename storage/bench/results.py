@@ -478,6 +478,8 @@ class ResultsDB:
         for row in self._export_rows(run_ids):
             environment, run = row.pop("environment"), row.pop("run")
             row["samples"] = json.dumps(row["samples"])
+            if row.get("per_worker") is not None:
+                row["per_worker"] = json.dumps(row["per_worker"])
             row.update(
                 run_started_at=run["started_at"],
                 run_status=run["status"],

@@ -17,7 +17,8 @@ data than the user thinks.
 
 Each source is a module: :mod:`.cifar10` (loading, through a restricted unpickler),
 :mod:`.cifar10_download` (the md5-checked download and its safe extraction),
-:mod:`.image_folder`, :mod:`.sources` (detection by content) and :mod:`.take`; this
+:mod:`.image_folder`, :mod:`.sources` (detection by content), :mod:`.slices` (a source
+listed without loading it, read one range at a time) and :mod:`.take`; this
 package re-exports their public names.
 
 The data folder is ``data/`` next to the ``storage`` package; set the environment
@@ -41,6 +42,7 @@ from .cifar10 import (
 from .cifar10_download import download_cifar10
 from .image_folder import SkippedFilesWarning, load_image_folder
 from .locations import DATA_DIR, DATA_DIR_ENV, PROJECT_ROOT, data_dir
+from .slices import SourceListing, list_source, read_slice
 from .sources import DataSource, describe_available_sources, load_source
 from .take import take
 
@@ -60,11 +62,14 @@ __all__ = [
     "DataSource",
     "SampleDataWarning",
     "SkippedFilesWarning",
+    "SourceListing",
     "data_dir",
     "describe_available_sources",
     "download_cifar10",
+    "list_source",
     "load_cifar10",
     "load_image_folder",
     "load_source",
+    "read_slice",
     "take",
 ]
