@@ -216,13 +216,40 @@ def _tooltips(multi_run: bool) -> list[alt.Tooltip]:
     return tips
 
 
+def count_ticks(counts: Iterable[int]) -> list[int]:
+    """The x axis's ticks: every power of ten from 1 up to the largest count, and that count itself.
+
+    Vega's own ticks on a log axis land on 1, 3, 20, 100, 300 and skip the end; these
+    are the counts people pick (1, 10, 100, 1,000, ...).
+    """
+    values = [int(count) for count in counts]
+    if not values:
+        return []
+    largest = max(values)
+    ticks = [10**power for power in range(len(str(largest))) if 10**power <= largest]
+    if largest not in ticks:
+        ticks.append(largest)
+    return ticks
+
+
+def count_domain(counts: Iterable[int]) -> list[int]:
+    """The x axis's range: from 1 (or the smallest count) to the largest count."""
+    values = [int(count) for count in counts]
+    return [min(1, min(values)), max(values)] if values else [1, 10]
+
+
 def _line_chart(frame: pd.DataFrame, column: str, title: str, y_title: str) -> alt.FacetChart | None:
     rows = _timed_rows(frame, column)
     if rows.empty:
         return None
     multi_run = rows["run"].nunique() > 1
     panels = _panels(rows)
-    x = alt.X("count:Q", title="Number of images", scale=alt.Scale(type="log"), axis=alt.Axis(format="~s"))
+    x = alt.X(
+        "count:Q",
+        title="Number of images",
+        scale=alt.Scale(type="log", domain=count_domain(rows["count"]), nice=False),
+        axis=alt.Axis(values=count_ticks(rows["count"]), format=",~d", labelOverlap=False),
+    )
     y = alt.Y(f"{column}:Q", title=y_title, scale=alt.Scale(type="log"), axis=alt.Axis(format="~g"))
     encodings = {"x": x, "y": y, "color": _color(rows), "tooltip": _tooltips(multi_run)}
     detail = ["backend:N"]
@@ -270,7 +297,10 @@ def disk_frame(frame: pd.DataFrame) -> pd.DataFrame:
     rows = frame[frame["allocated_bytes"].notna() & (frame["operation"] != "write_one")]
     if rows.empty:
         return pd.DataFrame(
-            columns=["run", "run_label", "backend", "format", "count", "measure", "bytes", "bytes_per_image", "files"]
+            columns=[
+                "run", "run_label", "backend", "format", "count", "measure", "bytes", "bytes_per_image", "files",
+                "megabytes",
+            ]
         )
     largest = rows["count"].max()
     rows = rows[rows["count"] == largest].drop_duplicates(["run", "backend", "count"])
@@ -281,6 +311,7 @@ def disk_frame(frame: pd.DataFrame) -> pd.DataFrame:
         value_name="bytes",
     )
     long["measure"] = long["measure"].map({"apparent_bytes": "apparent", "allocated_bytes": "allocated"})
+    long["megabytes"] = long["bytes"] / 1e6
     return long
 
 
@@ -303,7 +334,7 @@ def disk_chart(frame: pd.DataFrame) -> alt.Chart | alt.FacetChart | None:
                 axis=alt.Axis(labelAngle=0, labelLimit=160),
             ),
             xOffset=alt.XOffset("measure:N", sort=["apparent", "allocated"]),
-            y=alt.Y("bytes:Q", title="Disk use (bytes)", axis=alt.Axis(format="~s")),
+            y=alt.Y("megabytes:Q", title="Disk use (MB)", axis=alt.Axis(format=",~g")),
             color=alt.Color(
                 "measure:N",
                 title="Size",
