@@ -334,7 +334,7 @@ def disk_chart(frame: pd.DataFrame) -> alt.Chart | alt.FacetChart | None:
                 axis=alt.Axis(labelAngle=0, labelLimit=160),
             ),
             xOffset=alt.XOffset("measure:N", sort=["apparent", "allocated"]),
-            y=alt.Y("megabytes:Q", title="Disk use (MB)", axis=alt.Axis(format=",~g")),
+            y=alt.Y("megabytes:Q", title="Disk use (MB)", axis=alt.Axis(format=",.3~r")),
             color=alt.Color(
                 "measure:N",
                 title="Size",
@@ -362,9 +362,34 @@ def disk_chart(frame: pd.DataFrame) -> alt.Chart | alt.FacetChart | None:
     return chart.properties(title=title, autosize=alt.AutoSizeParams(type="pad"))
 
 
-def chart_spec(chart: alt.TopLevelMixin) -> dict:
-    """The chart's Vega-Lite spec with its data inline (what the PNG/SVG export renders)."""
-    return chart.to_dict()
+def chart_spec(chart: alt.TopLevelMixin, validate: bool = True) -> dict:
+    """The chart's Vega-Lite spec with its data inline (what the PNG/SVG export renders).
+
+    ``validate=False`` skips the schema check (half the time), for a live page redrawing
+    charts whose code the tests have checked.
+    """
+    return chart.to_dict(validate=validate)
+
+
+def waiting_chart() -> alt.Chart:
+    """An empty time chart with its axes, shown until the first measurement is recorded.
+
+    It also makes the browser load its chart library while the run starts, so the first
+    real chart is drawn as soon as it arrives.
+    """
+    data = pd.DataFrame({"count": [1, 1_000], "seconds": [1e-4, 1.0], "text": ["", ""]})
+    axes = alt.Chart(data).mark_point(opacity=0).encode(
+        x=alt.X("count:Q", title="Number of images", scale=alt.Scale(type="log"), axis=alt.Axis(format=",~d")),
+        y=alt.Y("seconds:Q", title="Elapsed time (s, median)", scale=alt.Scale(type="log")),
+    )
+    note = (
+        alt.Chart(pd.DataFrame({"x": [31.6], "y": [0.01], "label": ["waiting for the first measurement…"]}))
+        .mark_text(fontSize=14, color="#808495")
+        .encode(x="x:Q", y="y:Q", text="label:N")
+    )
+    return alt.layer(axes, note).properties(
+        width=PANEL_WIDTH, height=PANEL_HEIGHT, title="Elapsed time against number of images"
+    )
 
 
 def _spec(chart_or_spec: alt.TopLevelMixin | dict) -> dict:
@@ -408,14 +433,18 @@ def table_frame(frame: pd.DataFrame) -> pd.DataFrame:
             "Operation": rows["operation_label"],
             "Cache": rows["cache"],
             "Median": rows["seconds"].map(lambda v: number(v, format_seconds)),
-            "Min": rows["seconds_min"].map(lambda v: number(v, format_seconds)),
-            "Max": rows["seconds_max"].map(lambda v: number(v, format_seconds)),
+            "Min – max": [
+                f"{number(low, format_seconds)} – {number(high, format_seconds)}"
+                for low, high in zip(rows["seconds_min"], rows["seconds_max"])
+            ],
             "IQR": rows["seconds_iqr"].map(lambda v: number(v, format_seconds)),
             "Repeats": rows["repeats"],
             "Images/s": rows["images_per_second"].map(lambda v: number(v, format_rate)),
             "MB/s": rows["mb_per_second"].map(lambda v: number(v, format_rate)),
-            "Apparent MB": rows["apparent_bytes"].map(_bytes),
-            "Allocated MB": rows["allocated_bytes"].map(_bytes),
+            "MB apparent / allocated": [
+                f"{_bytes(apparent)} / {_bytes(allocated)}"
+                for apparent, allocated in zip(rows["apparent_bytes"], rows["allocated_bytes"])
+            ],
             "Files": rows["files"].map(lambda v: number(v, lambda x: f"{x:,.0f}")),
             "Bytes/image": rows["bytes_per_image"].map(lambda v: number(v, lambda x: f"{x:,.0f}")),
             "Verified": [

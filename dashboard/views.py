@@ -121,7 +121,7 @@ def render_table(frame: pd.DataFrame, key: str) -> None:
     if table.empty:
         return
     # Narrow number columns, so that the whole table fits the page instead of scrolling off its right edge.
-    wide = {"Run", "Format", "Operation", "Verified"}
+    wide = {"Run", "Format", "Operation", "Min – max", "MB apparent / allocated", "Verified"}
     config = {name: st.column_config.Column(width="small") for name in table.columns if name not in wide}
     st.dataframe(table, hide_index=True, key=key, width="stretch", column_config=config)
     failed = frame[frame["error"].notna()]
@@ -205,8 +205,18 @@ def _cached_specs(key: Hashable, _measurements: Sequence[Measurement]) -> dict[s
     for name, build in CHARTS:
         chart = build(frame)
         if chart is not None:
-            specs[name] = charts.chart_spec(chart)
+            specs[name] = charts.chart_spec(chart, validate=False)
     return specs
+
+
+@st.cache_data(show_spinner=False)
+def waiting_spec() -> dict:
+    return charts.chart_spec(charts.waiting_chart())
+
+
+def render_waiting_chart(key: str) -> None:
+    """The empty chart shown until a running run's first measurement."""
+    st.vega_lite_chart(waiting_spec(), key=key, width="content")
 
 
 def run_chart_specs(run_id: str, measurements: Sequence[Measurement]) -> dict[str, dict]:

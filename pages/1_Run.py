@@ -202,6 +202,7 @@ def show(current: runner.RunView) -> None:
         db.note_first_chart(current.run_id)
     if not specs and current.running:
         st.caption("The charts appear here as soon as the first measurement is recorded.")
+        views.render_waiting_chart("run-waiting")
     views.render_charts(specs, "run", names=("time",))
     views.render_previews(views.stored_previews(db, current.run_id, current.preview_count))
     views.render_charts(specs, "run", names=("rate", "disk"))
