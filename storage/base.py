@@ -490,6 +490,21 @@ class ImageStore(ABC):
 
         return StoreDataset(cls.info.name, path, transform=transform)
 
+    @classmethod
+    def torch_loader(
+        cls, path: str | os.PathLike[str], batch_size: int, num_workers: int = 0, *, seed: int | None = None, **options: Any
+    ) -> Any:
+        """One shuffled epoch of the store at ``path``, read the way this format's users read it.
+
+        Yields ``(images, labels)`` batches (or ``(images, labels, ids)`` when the loader,
+        not a sampler in the main process, decides the order); ``options`` go to the
+        DataLoader (``timeout``, ...). Default: :func:`storage.torch.make_loader` over
+        :meth:`torch_dataset`, a shuffled DataLoader whose sampler records the order.
+        """
+        from .torch import make_loader
+
+        return make_loader(cls.torch_dataset(path), batch_size, num_workers, seed=seed, **options)
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {str(self.path)!r} mode={self.mode!r} images={self._count}>"
 

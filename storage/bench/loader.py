@@ -58,7 +58,7 @@ def measure_ceiling(run: _Run, cell: _Cell, workers: int) -> Measurement:
         _fail(measurement, MIXED_SIZES)
         return measurement
     dataset = MemoryDataset(cell.images, cell.labels)
-    _measure(run, cell, measurement, lambda: dataset, lambda: None)
+    _measure(run, cell, measurement, lambda index: _loader(run, dataset, workers, index), lambda: None)
     fill_rates(measurement)
     if measurement.error is None and measurement.images_per_second:
         run.ceilings[(cell.count, workers)] = measurement.images_per_second
@@ -81,7 +81,12 @@ def measure_loader(run: _Run, cell: _Cell, cache: str, workers: int) -> Measurem
         if cache == "cold":
             _evict_store(measurement, cell.store_path)
 
-    _measure(run, cell, measurement, lambda: store_class.torch_dataset(cell.store_path), evict)
+    def store_loader(index: int) -> Any:
+        return store_class.torch_loader(
+            cell.store_path, run.experiment.batch_size, workers, seed=_seed(run, index), timeout=LOADER_TIMEOUT
+        )
+
+    _measure(run, cell, measurement, store_loader, evict)
     fill_rates(measurement)
     ceiling = run.ceilings.get((cell.count, workers))
     if ceiling and measurement.images_per_second:
@@ -98,9 +103,11 @@ def _new_measurement(run: _Run, cell: _Cell, cache: str, workers: int) -> Measur
 
 
 def _measure(
-    run: _Run, cell: _Cell, measurement: Measurement, make_dataset: Callable[[], Any], before_epoch: Callable[[], None]
+    run: _Run, cell: _Cell, measurement: Measurement, make_loader: Callable[[int], Any], before_epoch: Callable[[], None]
 ) -> None:
-    """Time every repeat (after an unrecorded warm-up for small counts) and verify each epoch."""
+    """Time every repeat (after an unrecorded warm-up for small counts) and verify each epoch.
+
+    ``make_loader(repeat)`` gives the epoch's loader, made before the timer starts."""
     warmup, runs = _runs_of(cell.count, run.experiment.repeats)
     labels = np.empty(cell.count, dtype=np.int64)
     first_batches: list[float] = []
@@ -116,13 +123,12 @@ def _measure(
                 f"{cell.backend} · {cell.count:,} images · loader, {measurement.workers} workers "
                 f"({measurement.cache}) · {label}",
             )
-            dataset = make_dataset()
+            loader = make_loader(index)
             before_epoch()
-            loader = _loader(run, dataset, measurement.workers, index)
             try:
-                seconds, first, batch_waits = _time_epoch(run, loader, cell.read_buffer, labels, (index, runs))
+                seconds, first, batch_waits, ids = _time_epoch(run, loader, cell.read_buffer, labels, (index, runs))
             finally:
-                close = getattr(dataset, "close", None)
+                close = getattr(getattr(loader, "dataset", None), "close", None)
                 if close is not None:
                     close()
             if index >= warmup:
@@ -130,7 +136,8 @@ def _measure(
                 first_batches.append(first)
                 waits.extend(batch_waits)
             if measurement.error is None:
-                ids = np.asarray(loader.sampler.last_order, dtype=np.int64)
+                if ids is None:  # the sampler decided the order in the main process
+                    ids = np.asarray(loader.sampler.last_order, dtype=np.int64)
                 result = compare(cell.read_buffer, labels, cell.images, cell.labels, ids, cell.lossless)
                 _apply_verification(measurement, result, what)
     except RunCancelled:
@@ -145,6 +152,11 @@ def _measure(
         )
 
 
+def _seed(run: _Run, index: int) -> int:
+    """The shuffle's seed for repeat ``index``: epochs differ, runs repeat exactly."""
+    return run.experiment.seed * 1_000 + index
+
+
 def _loader(run: _Run, dataset: Any, workers: int, index: int):
     with warnings.catch_warnings():
         # More workers than cores is a setting people try on purpose here: measured, not warned about.
@@ -153,15 +165,16 @@ def _loader(run: _Run, dataset: Any, workers: int, index: int):
             dataset,
             run.experiment.batch_size,
             workers,
-            seed=run.experiment.seed * 1_000 + index,
+            seed=_seed(run, index),
             timeout=LOADER_TIMEOUT,
         )
 
 
 def _time_epoch(
     run: _Run, loader, received: np.ndarray, labels: np.ndarray, position: tuple[int, int]
-) -> tuple[float, float, list[float]]:
-    """Seconds for the epoch, seconds to the first batch, and the wait for each later batch.
+) -> tuple[float, float, list[float], np.ndarray | None]:
+    """Seconds for the epoch, seconds to the first batch, the wait for each later batch, and
+    the ids in the order they came when the batches carry them (else None).
 
     Copying a batch out and reporting progress happen with the timer paused, so the
     waits are what a training step that takes no time would wait for each batch.
@@ -171,12 +184,16 @@ def _time_epoch(
     filled = 0
     first: float | None = None
     waits: list[float] = []
+    arrived_ids: list[np.ndarray] = []
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="This DataLoader will create")
         started = run.start_timer()
         last = started
-        for images, batch_labels in loader:
+        for batch in loader:
             arrived = time.perf_counter()
+            images, batch_labels = batch[0], batch[1]
+            if len(batch) == 3:
+                arrived_ids.append(np.asarray(batch[2], dtype=np.int64))
             if first is None:
                 first = arrived - started
             else:
@@ -194,7 +211,13 @@ def _time_epoch(
         seconds = run.stop_timer(started)
     if filled != total:
         raise RuntimeError(f"the loader delivered {filled:,} of the {total:,} images in one epoch")
-    return seconds, first or seconds, waits
+    if not arrived_ids:
+        return seconds, first or seconds, waits, None
+    ids = np.concatenate(arrived_ids)
+    seen = np.bincount(ids, minlength=total) if ids.min() >= 0 else np.zeros(0)
+    if len(seen) != total or np.any(seen != 1):
+        raise RuntimeError("the loader's epoch did not hold every image exactly once (ids repeated or missing)")
+    return seconds, first or seconds, waits, ids
 
 
 __all__ = ["CEILING_BACKEND", "LOADER_TIMEOUT", "measure_ceiling", "measure_loader"]
