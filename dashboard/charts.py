@@ -7,6 +7,8 @@ reshapes and draws them:
   format, a panel per operation (writes first, then reads), the min–max spread as a rule;
 * :func:`rate_chart`: images per second against the number of images, the same way;
 * :func:`disk_chart`: apparent and allocated bytes per format at the largest count;
+* :func:`loader_chart`: the training loader's images per second against the DataLoader's
+  worker count, one line per format, the in-memory ceiling as a dashed reference line;
 * :func:`table_frame`: the same numbers as a readable table.
 
 Colours follow the registry's order of formats, so a format keeps its colour in every
@@ -23,7 +25,7 @@ import pandas as pd
 
 from storage import registry
 from storage.bench import CACHES, OPERATIONS, Measurement
-from storage.bench.experiment import WRITE_OPERATIONS
+from storage.bench.experiment import CEILING_BACKEND, LOADER, WRITE_OPERATIONS
 from storage.bench.report import format_megabytes, format_rate, format_seconds
 
 from .state import OPERATION_LABELS
@@ -44,7 +46,15 @@ NUMERIC_COLUMNS = [
     "allocated_bytes",
     "files",
     "bytes_per_image",
+    "workers",
+    "batch_size",
+    "first_batch_seconds",
+    "batch_p50_seconds",
+    "batch_p99_seconds",
+    "ceiling_images_per_second",
+    "fraction_of_ceiling",
 ]
+CEILING_LABEL = "In memory (no storage)"
 COLUMNS = [
     "run",
     "run_label",
@@ -68,6 +78,8 @@ COLUMNS = [
 
 def format_label(backend: str) -> str:
     """A backend's label (``"PNG files + CSV"``); its name if it is not registered here."""
+    if backend == CEILING_BACKEND:
+        return CEILING_LABEL
     try:
         return registry.backend_info(backend).label
     except Exception:
@@ -132,6 +144,13 @@ def measurements_frame(measurements: Sequence[Measurement], run_labels: dict[str
                 "allocated_bytes": m.allocated_bytes,
                 "files": m.files,
                 "bytes_per_image": m.bytes_per_image,
+                "workers": m.workers,
+                "batch_size": m.batch_size,
+                "first_batch_seconds": m.first_batch_seconds,
+                "batch_p50_seconds": m.batch_p50_seconds,
+                "batch_p99_seconds": m.batch_p99_seconds,
+                "ceiling_images_per_second": m.ceiling_images_per_second,
+                "fraction_of_ceiling": m.fraction_of_ceiling,
                 "verified": bool(m.verified),
                 "psnr": m.psnr,
                 "error": m.error,
@@ -193,7 +212,8 @@ def _panels(frame: pd.DataFrame) -> list[str]:
 
 
 def _timed_rows(frame: pd.DataFrame, column: str) -> pd.DataFrame:
-    rows = frame[frame[column].notna() & (frame[column] > 0)]
+    """Rows with a positive ``column``; the loader (per worker count) has a chart of its own."""
+    rows = frame[frame[column].notna() & (frame[column] > 0) & (frame["operation"] != LOADER)]
     return rows.sort_values(["run", "backend", "panel_order", "count"])
 
 
@@ -294,7 +314,7 @@ def rate_chart(frame: pd.DataFrame) -> alt.FacetChart | None:
 
 def disk_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """Apparent and allocated bytes per (run, format) at the largest count measured (long form)."""
-    rows = frame[frame["allocated_bytes"].notna() & (frame["operation"] != "write_one")]
+    rows = frame[frame["allocated_bytes"].notna() & ~frame["operation"].isin(["write_one", LOADER])]
     if rows.empty:
         return pd.DataFrame(
             columns=[
@@ -360,6 +380,80 @@ def disk_chart(frame: pd.DataFrame) -> alt.Chart | alt.FacetChart | None:
         chart = chart.facet(column=alt.Column("run_label:N", title=None))
     # "pad": the plot keeps its size and the title and legend add to it (Streamlit would squeeze it).
     return chart.properties(title=title, autosize=alt.AutoSizeParams(type="pad"))
+
+
+def _loader_panel(count: int, cache: str, with_cache: bool) -> str:
+    return f"{count:,} images" + (f" ({cache} cache)" if with_cache else "")
+
+
+def loader_chart(frame: pd.DataFrame) -> alt.FacetChart | None:
+    """Training-loader images/s against DataLoader workers per format, the in-memory ceiling dashed.
+
+    One panel per image count (and cache state, when both were measured); None if the
+    loader was not measured.
+    """
+    rows = frame[(frame["operation"] == LOADER) & frame["images_per_second"].notna() & frame["workers"].notna()]
+    if rows.empty:
+        return None
+    with_cache = rows["cache"].nunique() > 1
+    formats = rows[rows["backend"] != CEILING_BACKEND].copy()
+    formats["panel"] = [_loader_panel(c, k, with_cache) for c, k in zip(formats["count"], formats["cache"])]
+    measured = rows[rows["backend"] == CEILING_BACKEND]
+    # The ceiling (measured warm) is the reference line in every panel of its image count.
+    panel_counts = dict(zip(formats["panel"], formats["count"])) or {
+        _loader_panel(c, "warm", with_cache): c for c in measured["count"]
+    }
+    ceiling = pd.concat(
+        [measured[measured["count"] == count].assign(panel=panel) for panel, count in panel_counts.items()]
+    )
+    panels = list(panel_counts)
+    data = pd.concat([formats.assign(layer="format"), ceiling.assign(layer="ceiling")], ignore_index=True)
+    data = data.sort_values(["run", "backend", "count", "workers"])
+    multi_run = data["run"].nunique() > 1
+    worker_counts = sorted({int(w) for w in data["workers"]})
+    x = alt.X("workers:Q", title="DataLoader workers", axis=alt.Axis(values=worker_counts, format="d"))
+    y = alt.Y(
+        "images_per_second:Q",
+        title="Images per second (median epoch)",
+        scale=alt.Scale(type="log"),
+        axis=alt.Axis(format="~s"),
+    )
+    tips = [
+        alt.Tooltip("format:N", title="format"),
+        alt.Tooltip("workers:Q", title="workers"),
+        alt.Tooltip("batch_size:Q", title="batch size"),
+        alt.Tooltip("count:Q", title="images", format=","),
+        alt.Tooltip("cache:N", title="cache"),
+        alt.Tooltip("images_per_second:Q", title="images/s", format=",.0f"),
+        alt.Tooltip("fraction_of_ceiling:Q", title="share of ceiling", format=".0%"),
+        alt.Tooltip("first_batch_seconds:Q", title="first batch (s)", format=".3~g"),
+        alt.Tooltip("batch_p50_seconds:Q", title="batch p50 (s)", format=".3~g"),
+        alt.Tooltip("batch_p99_seconds:Q", title="batch p99 (s)", format=".3~g"),
+    ]
+    if multi_run:
+        tips.insert(0, alt.Tooltip("run_label:N", title="run"))
+    detail = ["backend:N"] + (["run_label:N"] if multi_run else [])
+    base = alt.Chart().encode(x=x, y=y, tooltip=tips, detail=detail)
+    lines = base.transform_filter(alt.datum.layer == "format").mark_line(point=True, strokeWidth=2)
+    lines = lines.encode(color=_color(formats) if not formats.empty else alt.value("#4c78a8"))
+    reference = base.transform_filter(alt.datum.layer == "ceiling").mark_line(
+        point=alt.OverlayMarkDef(color="#444444"), strokeDash=[6, 4], color="#444444", strokeWidth=2
+    )
+    layered = alt.layer(reference, lines).properties(width=PANEL_WIDTH, height=PANEL_HEIGHT)
+    panel_order = sorted(panels, key=lambda panel: (panel_counts[panel], "cold" in panel))
+    title = alt.TitleParams(
+        "Training loader: images per second against DataLoader workers",
+        subtitle="dashed grey: the ceiling, the same DataLoader over the images held in memory (no storage)",
+    )
+    return (
+        layered.facet(
+            facet=alt.Facet("panel:N", sort=panel_order, title=None, header=alt.Header(labelFontWeight="bold")),
+            columns=min(PANEL_COLUMNS, len(panel_order)),
+            data=data,
+        )
+        .properties(title=title)
+        .resolve_scale(y="independent")
+    )
 
 
 def chart_spec(chart: alt.TopLevelMixin, validate: bool = True) -> dict:
@@ -447,6 +541,8 @@ def table_frame(frame: pd.DataFrame) -> pd.DataFrame:
             ],
             "Files": rows["files"].map(lambda v: number(v, lambda x: f"{x:,.0f}")),
             "Bytes/image": rows["bytes_per_image"].map(lambda v: number(v, lambda x: f"{x:,.0f}")),
+            "Workers": rows["workers"].map(lambda v: number(v, lambda x: f"{x:.0f}")),
+            "Share of ceiling": rows["fraction_of_ceiling"].map(lambda v: number(v, lambda x: f"{x:.0%}")),
             "Verified": [
                 f"✗ {error}" if isinstance(error, str) and error else ("✓" if verified else "–")
                 for verified, error in zip(rows["verified"], rows["error"])

@@ -96,7 +96,7 @@ def launch(experiment: Experiment, db: ResultsDB, estimated_seconds: float | Non
     with _launched_lock:
         _launched[run_id] = started
     threading.Thread(target=_drain_stderr, args=(started,), name="benchmark-stderr", daemon=True).start()
-    threading.Thread(target=_reap, args=(run_id, started, db), name="benchmark-reaper", daemon=True).start()
+    threading.Thread(target=_reap, args=(run_id, started, db.path), name="benchmark-reaper", daemon=True).start()
     assert process.stdin is not None
     process.stdin.write(b"go\n")  # the run is reserved: the child may start
     process.stdin.close()
@@ -113,25 +113,31 @@ def _drain_stderr(started: _Launch) -> None:
         log.debug("benchmark process: %s", line)
 
 
-def _reap(run_id: str, started: _Launch, db: ResultsDB) -> None:
+def _reap(run_id: str, started: _Launch, db_path: Path) -> None:
     """Wait for the child (so it leaves no zombie); if it died without ending its run, say why."""
     code = started.process.wait()
     with _launched_lock:
         _launched.pop(run_id, None)
     try:
-        record = db.get_run(run_id)
-        if record is not None and record.status == "running":
-            time.sleep(0.2)  # let the stderr reader catch the last lines
-            tail = " | ".join(line for line in started.stderr_tail if line.strip())[-600:]
-            how = f"was killed (signal {-code})" if code < 0 else f"ended unexpectedly (exit code {code})"
-            stopped = db.stop_requested(run_id)
-            db.finish_run(
-                run_id,
-                "cancelled" if stopped else "failed",
-                f"the benchmark process {how}" + (f": {tail}" if tail and not stopped else ""),
-            )
+        with ResultsDB(db_path, mark_stale=False) as db:
+            _record_unexpected_end(db, run_id, started, code)
     except Exception:
         log.exception("could not record how run %s ended", run_id)
+
+
+def _record_unexpected_end(db: ResultsDB, run_id: str, started: _Launch, code: int) -> None:
+    record = db.get_run(run_id)
+    if record is None or record.status != "running":
+        return  # the run ended itself, as it should
+    time.sleep(0.2)  # let the stderr reader catch the last lines
+    tail = " | ".join(line for line in started.stderr_tail if line.strip())[-600:]
+    how = f"was killed (signal {-code})" if code < 0 else f"ended unexpectedly (exit code {code})"
+    stopped = db.stop_requested(run_id)
+    db.finish_run(
+        run_id,
+        "cancelled" if stopped else "failed",
+        f"the benchmark process {how}" + (f": {tail}" if tail and not stopped else ""),
+    )
 
 
 def request_stop(db: ResultsDB, run_id: str) -> bool:

@@ -10,6 +10,8 @@ Run page::
     ?formats=png,lmdb&max_count=1000&counts=5000&ops=write_batch,read_all&caches=warm,cold
      &repeats=1&source=auto&keep=1&run=<run id>
 
+and, with the training loader among the operations, ``&workers=0,2&batch_size=256``.
+
 ``cold=1`` is accepted as a shorthand for ``caches=warm,cold``. Results page:
 ``?runs=<id>,<id>``. Explore page: ``?backend=lmdb&path=data/runs/<id>/lmdb/1000/store&id=7&page=2``.
 """
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlencode, urlsplit
 
 from storage.bench import CACHES, OPERATIONS, Experiment
+from storage.bench.experiment import DEFAULT_BATCH_SIZE, DEFAULT_WORKERS, LOADER  # noqa: F401 (pages use LOADER)
 
 COUNT_STEPS = (1, 10, 100, 1_000, 10_000, 100_000)
 DEFAULT_FORMATS = ("png", "lmdb", "hdf5")  # the three formats of the original article
@@ -39,7 +42,10 @@ OPERATION_LABELS = {
     "read_all": "read all",
     "read_random": "read random ids",
     "read_one": "read one (latency)",
+    "loader": "training loader",
 }
+WORKER_CHOICES = (0, 1, 2, 4, 8)  # DataLoader worker counts offered for the training loader
+MAX_BATCH_SIZE = 65_536
 
 
 def split_list(value: str | Sequence[str] | None) -> list[str]:
@@ -112,6 +118,8 @@ class RunControls:
     source: str = "auto"
     keep: bool = False
     run_id: str | None = None
+    workers: list[int] = field(default_factory=lambda: list(DEFAULT_WORKERS))
+    batch_size: int = DEFAULT_BATCH_SIZE
 
     @property
     def source_kind(self) -> str:
@@ -193,9 +201,29 @@ def parse_run_params(
     if source:
         controls.source = source.strip()
     controls.keep = _last(params.get("keep")) in ("1", "true", "yes")
+    _parse_loader_params(params, controls, notes)
     run_id = _last(params.get("run"))
     controls.run_id = run_id.strip() if run_id and run_id.strip() else None
     return controls, notes
+
+
+def _parse_loader_params(params: Mapping[str, str | Sequence[str]], controls: RunControls, notes: list[str]) -> None:
+    """``workers=0,2`` and ``batch_size=256``: the training loader's settings."""
+    if "workers" in params:
+        wanted, bad = [], []
+        for part in split_list(params["workers"]):
+            (wanted if part.isdigit() and int(part) in WORKER_CHOICES else bad).append(part)
+        if bad:
+            notes.append(
+                f"worker count(s) {', '.join(bad)} were ignored; choose from {', '.join(map(str, WORKER_CHOICES))}"
+            )
+        controls.workers = sorted({int(part) for part in wanted}) or list(DEFAULT_WORKERS)
+    batch_text = _last(params.get("batch_size"))
+    if batch_text:
+        try:
+            controls.batch_size = min(MAX_BATCH_SIZE, parse_count(batch_text))
+        except ValueError as error:
+            notes.append(f"batch_size: {error}")
 
 
 def run_params(controls: RunControls) -> dict[str, str]:
@@ -216,6 +244,9 @@ def run_params(controls: RunControls) -> dict[str, str]:
         params["counts"] = controls.other_counts  # keep what was typed; the page shows the error
     elif extra:
         params["counts"] = ",".join(str(count) for count in extra)
+    if LOADER in controls.operations:
+        params["workers"] = ",".join(str(count) for count in controls.workers)
+        params["batch_size"] = str(controls.batch_size)
     if controls.keep:
         params["keep"] = "1"
     if controls.run_id:
@@ -234,6 +265,8 @@ RUN_WIDGETS = {
     "source_kind": "run_source_kind",
     "folder": "run_folder",
     "keep": "run_keep",
+    "workers": "run_workers",
+    "batch_size": "run_batch_size",
 }
 
 
@@ -249,6 +282,8 @@ def run_widget_values(controls: RunControls) -> dict[str, object]:
         RUN_WIDGETS["source_kind"]: controls.source_kind,
         RUN_WIDGETS["folder"]: controls.folder,
         RUN_WIDGETS["keep"]: controls.keep,
+        RUN_WIDGETS["workers"]: list(controls.workers),
+        RUN_WIDGETS["batch_size"]: controls.batch_size,
     }
 
 
@@ -266,6 +301,8 @@ def controls_from_widgets(values: Mapping[str, object], run_id: str | None = Non
         source=folder if kind == FOLDER else str(kind),
         keep=bool(values.get(RUN_WIDGETS["keep"])),
         run_id=run_id,
+        workers=sorted(int(count) for count in values.get(RUN_WIDGETS["workers"]) or []),
+        batch_size=int(values.get(RUN_WIDGETS["batch_size"]) or DEFAULT_BATCH_SIZE),
     )
 
 
@@ -284,6 +321,8 @@ def to_experiment(controls: RunControls, work_dir: str) -> Experiment:
         source=controls.source,
         keep=controls.keep,
         work_dir=str(work_dir),
+        workers=list(controls.workers),
+        batch_size=int(controls.batch_size),
     )
 
 

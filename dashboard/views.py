@@ -27,6 +27,7 @@ CHARTS = (
     ("time", charts.time_chart),
     ("rate", charts.rate_chart),
     ("disk", charts.disk_chart),
+    ("loader", charts.loader_chart),
 )
 
 
@@ -101,8 +102,10 @@ def chart_specs(
     return specs
 
 
-def render_charts(specs: Mapping[str, dict], key_prefix: str, names: Sequence[str] = ("time", "rate", "disk")) -> None:
-    """The charts named (by default all: elapsed time, images per second, disk use), in that order."""
+def render_charts(
+    specs: Mapping[str, dict], key_prefix: str, names: Sequence[str] = ("time", "rate", "disk", "loader")
+) -> None:
+    """The charts named (by default all: elapsed time, images per second, disk use, training loader)."""
     for name, _ in CHARTS:
         if name in specs and name in names:
             st.vega_lite_chart(specs[name], key=f"{key_prefix}-{name}", width="content")

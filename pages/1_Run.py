@@ -94,6 +94,19 @@ row[2].number_input("Repeats", min_value=1, max_value=state.MAX_REPEATS, step=1,
 row[3].selectbox("Data source", list(SOURCE_LABELS), key=W["source_kind"], format_func=SOURCE_LABELS.get)
 if st.session_state[W["source_kind"]] == state.FOLDER:
     row[3].text_input("Image folder", key=W["folder"], placeholder="root folder with one subfolder per class")
+loader_chosen = state.LOADER in st.session_state[W["operations"]]
+loader_row = st.columns([3, 2, 3.3])
+loader_row[0].multiselect(
+    "DataLoader workers",
+    list(state.WORKER_CHOICES),
+    key=W["workers"],
+    disabled=not loader_chosen,
+    help="For the training loader: one shuffled epoch through a PyTorch DataLoader with each of these "
+    "worker-process counts (0 reads in the page's own process), beside the same loader over the images in memory.",
+)
+loader_row[1].number_input(
+    "Batch size", min_value=1, max_value=state.MAX_BATCH_SIZE, step=32, key=W["batch_size"], disabled=not loader_chosen
+)
 st.checkbox("Keep the stores afterwards (to open them on the Explore page)", key=W["keep"])
 
 # -- the run shown: the one just started, else the link's, else this session's last --------
@@ -205,7 +218,7 @@ def show(current: runner.RunView) -> None:
         views.render_waiting_chart("run-waiting")
     views.render_charts(specs, "run", names=("time",))
     views.render_previews(views.stored_previews(db, current.run_id, current.preview_count))
-    views.render_charts(specs, "run", names=("rate", "disk"))
+    views.render_charts(specs, "run", names=("rate", "loader", "disk"))
     views.render_table(charts.measurements_frame(current.measurements), key="run-table")
     if not current.running and current.measurements:
         views.share_button(

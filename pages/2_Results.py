@@ -14,7 +14,7 @@ from storage.bench import RunRecord
 from storage.errors import StorageError
 
 RUNS = "results_runs"
-CHART_NAMES = {"time": "elapsed-time", "rate": "images-per-second", "disk": "disk-use"}
+CHART_NAMES = {"time": "elapsed-time", "rate": "images-per-second", "disk": "disk-use", "loader": "training-loader"}
 
 views.setup_page("Results")
 st.title("Results")

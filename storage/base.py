@@ -478,6 +478,33 @@ class ImageStore(ABC):
         """Apparent bytes, allocated bytes and file count of the whole store folder."""
         return measure_disk_usage(self.path)
 
+    @classmethod
+    def torch_dataset(cls, path: str | os.PathLike[str], transform: Callable | None = None) -> Any:
+        """The PyTorch dataset a training loop should read this format's store at ``path`` with.
+
+        The engine's ``loader`` operation asks for it here, so a format whose library ships
+        its own dataset class can return that instead. Default:
+        :class:`storage.torch.StoreDataset` (importing torch only now).
+        """
+        from .torch import StoreDataset
+
+        return StoreDataset(cls.info.name, path, transform=transform)
+
+    @classmethod
+    def torch_loader(
+        cls, path: str | os.PathLike[str], batch_size: int, num_workers: int = 0, *, seed: int | None = None, **options: Any
+    ) -> Any:
+        """One shuffled epoch of the store at ``path``, read the way this format's users read it.
+
+        Yields ``(images, labels)`` batches (or ``(images, labels, ids)`` when the loader,
+        not a sampler in the main process, decides the order); ``options`` go to the
+        DataLoader (``timeout``, ...). Default: :func:`storage.torch.make_loader` over
+        :meth:`torch_dataset`, a shuffled DataLoader whose sampler records the order.
+        """
+        from .torch import make_loader
+
+        return make_loader(cls.torch_dataset(path), batch_size, num_workers, seed=seed, **options)
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {str(self.path)!r} mode={self.mode!r} images={self._count}>"
 

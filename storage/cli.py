@@ -88,6 +88,22 @@ def operation_list(text: str) -> list[str]:
     return operations
 
 
+def worker_list(text: str) -> list[int]:
+    counts = []
+    for item in _comma_list(text):
+        try:
+            value = int(item)
+        except ValueError:
+            value = -1
+        if value < 0:
+            raise argparse.ArgumentTypeError(
+                f"worker count {item!r} is not a whole number of 0 or more "
+                "(0 reads in the main process; N starts N DataLoader worker processes)"
+            )
+        counts.append(value)
+    return counts
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -95,6 +111,16 @@ def positive_int(text: str) -> int:
         value = 0
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
+
+
+def batch_size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"batch size {text!r} is not a positive whole number of images")
     return value
 
 
@@ -120,7 +146,14 @@ def _raise(message: str) -> NoReturn:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .bench.experiment import DEFAULT_BACKENDS, DEFAULT_COUNTS, OPERATIONS
+    from .bench.experiment import (
+        DEFAULT_BACKENDS,
+        DEFAULT_BATCH_SIZE,
+        DEFAULT_COUNTS,
+        DEFAULT_OPERATIONS,
+        DEFAULT_WORKERS,
+        OPERATIONS,
+    )
     from .bench.results import DEFAULT_DB_PATH
 
     parser = _Parser(
@@ -148,7 +181,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--repeats", type=positive_int, default=3, help="recorded repeats of each measurement (3)")
     bench.add_argument(
-        "--ops", type=operation_list, default=list(OPERATIONS), help="comma list of: " + ",".join(OPERATIONS)
+        "--ops",
+        type=operation_list,
+        default=list(DEFAULT_OPERATIONS),
+        help="comma list of: " + ",".join(OPERATIONS) + " (default: all but loader, which needs PyTorch)",
+    )
+    bench.add_argument(
+        "--workers",
+        type=worker_list,
+        default=list(DEFAULT_WORKERS),
+        help="DataLoader worker counts for --ops loader (default " + ",".join(map(str, DEFAULT_WORKERS)) + ")",
+    )
+    bench.add_argument(
+        "--batch-size",
+        type=batch_size,
+        default=DEFAULT_BATCH_SIZE,
+        help=f"images per DataLoader batch for --ops loader (default {DEFAULT_BATCH_SIZE})",
     )
     bench.add_argument("--cold", action="store_true", help="also measure reads with the page cache evicted")
     bench.add_argument("--source", default="auto", help="sample, cifar10, auto (default) or a folder")
@@ -213,7 +261,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import Experiment, ResultsDB, estimate_experiment, run_experiment
     from .bench.environment import describe
     from .bench.events import MeasurementRecorded, Progress, RunStarted
-    from .bench.report import measurements_table
+    from .bench.report import loader_table, measurements_table
 
     if args.source not in ("auto", "sample", "cifar10") and not Path(args.source).expanduser().exists():
         raise UsageError(f"the source folder {args.source} does not exist")
@@ -227,6 +275,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         seed=args.seed,
         keep=args.keep,
         work_dir=args.work_dir,
+        workers=args.workers,
+        batch_size=args.batch_size,
     )
     with ResultsDB(args.db) as db:
         estimate = estimate_experiment(experiment, db)
@@ -257,8 +307,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
             summary = run_experiment(experiment, db, on_event)
         finally:
             bar.close()
-        if summary.measurements:
-            print(measurements_table(summary.measurements))
+        storage_measurements = [m for m in summary.measurements if m.operation != "loader"]
+        loader_measurements = [m for m in summary.measurements if m.operation == "loader"]
+        if storage_measurements:
+            print(measurements_table(storage_measurements))
+        if loader_measurements:
+            print(("\n" if storage_measurements else "") + loader_table(loader_measurements))
         print(
             f"\nrun {summary.run_id}: {summary.status} in {summary.wall_seconds:.1f} s, "
             f"peak memory {summary.peak_rss_bytes / 1e6:,.0f} MB; source: {summary.source_description}"

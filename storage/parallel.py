@@ -4,7 +4,9 @@ Threads do not help here: Pillow holds the GIL for most of a small image's encod
 decode, so threads ran slower than a plain loop on the development machine. Worker
 processes do scale. They are started with ``fork`` (not ``spawn``/``forkserver``, which
 would re-import the caller's ``__main__`` and break scripts and Streamlit pages), once per
-process, and reused; a child process that inherits the pool makes its own.
+process, and reused; a child process that inherits the pool makes its own. A daemonic
+process (a PyTorch DataLoader worker) may not start children: it works in a loop, and the
+parallelism comes from its sibling workers.
 """
 
 from __future__ import annotations
@@ -28,9 +30,9 @@ def worker_count() -> int:
 
 
 def process_pool() -> ProcessPoolExecutor | None:
-    """The shared pool, or None on a single core (where a loop in-process is fastest)."""
+    """The shared pool, or None on a single core (where a loop in-process is fastest) or in a daemon."""
     global _pool, _pool_pid
-    if worker_count() < 2:
+    if worker_count() < 2 or multiprocessing.current_process().daemon:
         return None
     if _pool is None or _pool_pid != os.getpid() or getattr(_pool, "_broken", False):
         _pool = ProcessPoolExecutor(worker_count(), mp_context=multiprocessing.get_context("fork"))

@@ -752,6 +752,7 @@ class LazyImages(Sequence):
 def test_large_batch_streams_in_bounded_memory(backend, info, tmp_path, monkeypatch):
     """With chunks of 1,000 images, writing 12,000 must never hold most of them at once."""
     monkeypatch.setattr(storage.store_class(backend), "chunk_images", 1000)
+    monkeypatch.setattr(storage.store_class(backend), "chunk_bytes", 1000 * 16 * 16 * 3)
     images = LazyImages(12_000, (16, 16, 3))
     total_bytes = len(images) * 16 * 16 * 3
     tracemalloc.start()

@@ -182,6 +182,36 @@ BUILTIN_BACKENDS: tuple[BuiltinBackend, ...] = (
         "ParquetStore",
         ("pyarrow",),
     ),
+    BuiltinBackend(
+        BackendInfo(
+            name="litdata",
+            label="LitData (optimize)",
+            description="LitData's chunked binary files (64 MB chunks), read with its StreamingDataset: a peer format.",
+        ),
+        "litdata_store",
+        "LitDataStore",
+        ("litdata",),
+    ),
+    BuiltinBackend(
+        BackendInfo(
+            name="mds",
+            label="MosaicML Streaming (MDS)",
+            description="MosaicML Streaming's MDS shards (64 MiB), read with its StreamingDataset: a peer format.",
+        ),
+        "mds_store",
+        "MdsStore",
+        ("mosaicml-streaming",),
+    ),
+    BuiltinBackend(
+        BackendInfo(
+            name="lance",
+            label="Lance (pylance)",
+            description="A Lance columnar dataset, one row per image: random reads with take, scans for bulk reads.",
+        ),
+        "lance_store",
+        "LanceStore",
+        ("pylance",),
+    ),
 )
 
 BUILTIN_INFO: dict[str, BackendInfo] = {backend.info.name: backend.info for backend in BUILTIN_BACKENDS}

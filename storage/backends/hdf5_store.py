@@ -8,9 +8,15 @@ flattened into a variable-length uint8 row, with its shape in a ``shapes`` datas
 Compression (``gzip``, ``lzf``) is an option, recorded as attributes in the file.
 
 HDF5 handles do not survive ``fork``: a child process reopens the file on first use.
+
+Random reads of a read-only, uncompressed uniform store skip h5py's per-selection cost
+(about 30 µs an image): HDF5's chunk index gives each chunk's byte offset in the file,
+and an uncompressed chunk holds the pixels as they are, so an image is one ``pread``.
 """
 
 from __future__ import annotations
+
+import os
 
 import h5py
 import numpy as np
@@ -82,6 +88,9 @@ class Hdf5Store(ImageStore):
         self._layout = str(self._file.attrs.get("layout", "pending"))
 
     def _close(self) -> None:
+        raw = self._read_cache.pop("raw_fd", None)
+        if raw is not None:
+            os.close(raw)
         self._file.close()
 
     def _cached(self, name: str):
@@ -246,9 +255,57 @@ class Hdf5Store(ImageStore):
             start, stop = int(ids[0]), int(ids[-1]) + 1
             images.read_direct(out, np.s_[start:stop])
             return out, labels_dataset[start:stop]
+        offsets = self._chunk_offsets()
+        if offsets is not None and len(ids) and out.flags.c_contiguous:
+            self._pread_images(ids, offsets, out)
+            return out, self._labels_for(ids)
         for index, image_id in enumerate(ids.tolist()):
             images.read_direct(out, np.s_[image_id], np.s_[index])
         return out, self._labels_for(ids)
+
+    def _chunk_offsets(self) -> np.ndarray | None:
+        """Byte offset in the file of each chunk of images, when images can be read directly.
+
+        Only for read-only stores whose images dataset is chunked, unfiltered (no
+        compression) and fully allocated; None otherwise (h5py reads them then).
+        """
+        if "chunk_offsets" not in self._read_cache:
+            self._read_cache["chunk_offsets"] = None
+            images = self._cached("images")
+            if self.mode == "r" and images.chunks and images.id.get_create_plist().get_nfilters() == 0:
+                self._read_cache["chunk_offsets"] = self._chunk_table(images)
+        return self._read_cache["chunk_offsets"]
+
+    @staticmethod
+    def _chunk_table(images: h5py.Dataset) -> np.ndarray | None:
+        rows = images.chunks[0]
+        chunk_bytes = rows * int(np.prod(images.shape[1:]))
+        expected = -(-images.shape[0] // rows)
+        dataset = images.id
+        if dataset.get_num_chunks() != expected:
+            return None
+        offsets = np.full(expected, -1, dtype=np.int64)
+        for index in range(expected):
+            info = dataset.get_chunk_info(index)
+            if info.size != chunk_bytes or info.filter_mask != 0:
+                return None
+            offsets[info.chunk_offset[0] // rows] = info.byte_offset
+        return offsets if (offsets >= 0).all() else None
+
+    def _pread_images(self, ids: np.ndarray, offsets: np.ndarray, out: np.ndarray) -> None:
+        """One positional read per image, straight into ``out``."""
+        if "raw_fd" not in self._read_cache:
+            self._read_cache["raw_fd"] = os.open(self.path / FILE_NAME, os.O_RDONLY)
+        raw = self._read_cache["raw_fd"]
+        rows = self._cached("images").chunks[0]
+        image_bytes = out[0].nbytes
+        positions = (offsets[ids // rows] + (ids % rows) * image_bytes).tolist()
+        flat = out.reshape(len(ids), image_bytes)
+        for index, position in enumerate(positions):
+            if os.preadv(raw, [flat[index]], position) != image_bytes:
+                raise CorruptDataError(
+                    f"{self.path / FILE_NAME} is shorter than its chunk index says; write the store again with mode 'w'"
+                )
 
     def _labels_for(self, ids: np.ndarray) -> np.ndarray:
         """Labels of arbitrary ids (h5py point selections must be increasing and unique)."""

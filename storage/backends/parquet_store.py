@@ -72,6 +72,29 @@ def binary_column(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.nd
     return offsets, data
 
 
+def image_table(images, labels: np.ndarray, payload: pa.Array | None = None) -> tuple[pa.Table, np.ndarray]:
+    """Rows of :data:`SCHEMA` for a chunk of images, and their (height, width, channels).
+
+    ``payload`` replaces the raw pixels (encoded images, say); without it a uniform array
+    becomes the binary column without a copy per image.
+    """
+    if isinstance(images, np.ndarray):
+        shape = images.shape[1:]
+        shapes = np.empty((len(images), 3), dtype=np.int32)
+        shapes[:] = (shape[0], shape[1], shape[2] if len(shape) == 3 else 0)
+    else:
+        shapes = np.array([(*image.shape[:2], image.shape[2] if image.ndim == 3 else 0) for image in images], np.int32)
+    if payload is None and isinstance(images, np.ndarray):
+        image_bytes = int(np.prod(images.shape[1:]))
+        offsets = pa.py_buffer(np.arange(len(images) + 1, dtype=np.int32) * image_bytes)
+        data = pa.py_buffer(np.ascontiguousarray(images).reshape(-1))
+        payload = pa.Array.from_buffers(pa.binary(), len(images), [None, offsets, data])
+    elif payload is None:
+        payload = pa.array([np.ascontiguousarray(image).tobytes() for image in images], type=pa.binary())
+    columns = [payload, *(pa.array(shapes[:, axis]) for axis in range(3)), pa.array(labels, type=pa.int64())]
+    return pa.Table.from_arrays(columns, schema=SCHEMA), shapes
+
+
 class ParquetStore(ImageStore):
     """Parquet part files, one row (image bytes, shape, label) per image."""
 
@@ -163,25 +186,8 @@ class ParquetStore(ImageStore):
 
     def _rows(self, images, labels: np.ndarray) -> tuple[pa.Table, np.ndarray]:
         """An Arrow table of a chunk's rows, and its (height, width, channels) rows."""
-        if isinstance(images, np.ndarray):
-            shape = images.shape[1:]
-            shapes = np.empty((len(images), 3), dtype=np.int32)
-            shapes[:] = (shape[0], shape[1], shape[2] if len(shape) == 3 else 0)
-        else:
-            shapes = np.array(
-                [(*image.shape[:2], image.shape[2] if image.ndim == 3 else 0) for image in images], np.int32
-            )
-        if self.options["encoding"] == "png":
-            payload = pa.array(self._encode_pngs(images), type=pa.binary())
-        elif isinstance(images, np.ndarray):
-            image_bytes = int(np.prod(images.shape[1:]))
-            offsets = pa.py_buffer(np.arange(len(images) + 1, dtype=np.int32) * image_bytes)
-            data = pa.py_buffer(np.ascontiguousarray(images).reshape(-1))
-            payload = pa.Array.from_buffers(pa.binary(), len(images), [None, offsets, data])
-        else:
-            payload = pa.array([np.ascontiguousarray(image).tobytes() for image in images], type=pa.binary())
-        columns = [payload, *(pa.array(shapes[:, axis]) for axis in range(3)), pa.array(labels, type=pa.int64())]
-        return pa.Table.from_arrays(columns, schema=SCHEMA), shapes
+        payload = pa.array(self._encode_pngs(images), type=pa.binary()) if self.options["encoding"] == "png" else None
+        return image_table(images, labels, payload)
 
     def _encode_pngs(self, images) -> list[bytes]:
         """PNG bytes of each image, in worker processes for big chunks."""

@@ -22,6 +22,9 @@ up to 1,000):
   each, as a training loop would.
 * ``read_one``: min(N, 100) seeded single reads, each timed on its own; a sample is their
   median latency.
+* ``loader``: one shuffled epoch through a PyTorch DataLoader per worker count, beside the
+  same DataLoader over the images in memory (see :mod:`storage.bench.loader`, which is
+  imported, with torch, only when a run measures it).
 
 Cold cache: before every repeat the store is closed, synced and evicted file by file
 (``posix_fadvise(DONTNEED)``), residency is checked with ``mincore`` (``evicted`` records
@@ -63,7 +66,9 @@ from .events import (
     fill_rates,
 )
 from .experiment import (
+    CEILING_BACKEND,
     LATENCY_READS,
+    LOADER,
     READ_OPERATIONS,
     WARMUP_MAX_COUNT,
     Experiment,
@@ -89,6 +94,8 @@ METHODS = {
     "of it expected to take ~0.5 s each (4,096 to 65,536 ids)",
     "read_random": "min(N, 1,000) shuffled seeded ids, one read_one each",
     "read_one": "median latency of min(N, 100) single read_one calls",
+    "loader": "one shuffled epoch of DataLoader(dataset, batch_size, shuffle=True, num_workers=w) per sample, "
+    "worker start-up included; batches copied out and verified outside the timer",
 }
 
 
@@ -126,6 +133,7 @@ class _Run:
     weights: list[float]
     plan: list[tuple[str, int, str, str]]
     measurements: list[Measurement] = field(default_factory=list)
+    ceilings: dict[tuple[int, int], float] = field(default_factory=dict)  # (count, workers) -> images/s in memory
     step: int = 0
     done_weight: float = 0.0
     last_progress: float = 0.0
@@ -406,6 +414,14 @@ def _preview(run: _Run, cell: _Cell, path: Path) -> None:
 # -- reads ---------------------------------------------------------------------------
 
 
+def _evict_store(measurement: Measurement, path: Path) -> None:
+    """Evict every file of the store from the page cache; record whether it worked."""
+    residency = pagecache.evict(path)
+    measurement.resident_bytes = max(measurement.resident_bytes or 0, residency.resident_bytes)
+    evicted = residency.resident_bytes == 0
+    measurement.evicted = evicted if measurement.evicted in (None, True) else False
+
+
 class _Reader:
     """Opens the store to read; for the cold cache, evicts it before every repeat."""
 
@@ -418,12 +434,7 @@ class _Reader:
         if self.cache == "cold" or self.store is None:
             self.close()
             if self.cache == "cold":
-                residency = pagecache.evict(self.cell.store_path)
-                evicted = residency.resident_bytes == 0
-                resident = residency.resident_bytes
-                previous = self.measurement.resident_bytes or 0
-                self.measurement.resident_bytes = max(previous, resident)
-                self.measurement.evicted = evicted if self.measurement.evicted in (None, True) else False
+                _evict_store(self.measurement, self.cell.store_path)
             self.store = registry.open_store(self.cell.backend, self.cell.store_path, "r")
         return self.store
 
@@ -554,7 +565,8 @@ def _run_cell(run: _Run, cell: _Cell) -> None:
         if "write_one" in experiment.operations:
             run.record(_measure_write_one(run, cell))
         reads = [op for op in experiment.operations if op in READ_OPERATIONS]
-        if reads and cell.store_path is None and cell.write_failed is None:
+        loader = LOADER in experiment.operations
+        if (reads or loader) and cell.store_path is None and cell.write_failed is None:
             try:
                 _write_store_for_reads(run, cell)
                 _preview(run, cell, cell.store_path)
@@ -565,9 +577,34 @@ def _run_cell(run: _Run, cell: _Cell) -> None:
         for cache in experiment.caches:
             for operation in reads:
                 run.record(_measure_read(run, cell, operation, cache))
+            if loader:
+                from .loader import measure_loader
+
+                for workers in experiment.workers:
+                    run.record(measure_loader(run, cell, cache, workers))
     finally:
         if not experiment.keep:
             _remove(cell.folder)
+
+
+def _measure_ceilings(run: _Run, images, labels: np.ndarray, read_buffer: np.ndarray | None) -> None:
+    """The loader over the images in memory, at every worker count: the reference for this count."""
+    from .loader import measure_ceiling
+
+    count = len(labels)
+    cell = _Cell(
+        backend=CEILING_BACKEND,
+        count=count,
+        images=images,
+        labels=labels,
+        pixel_bytes=int(images.nbytes if isinstance(images, np.ndarray) else sum(i.nbytes for i in images)),
+        folder=run.run_dir / CEILING_BACKEND / str(count),
+        options={},
+        lossless=True,
+        read_buffer=read_buffer,
+    )
+    for workers in run.experiment.workers:
+        run.record(measure_ceiling(run, cell, workers))
 
 
 def _source_summary(experiment: Experiment, source: Any) -> dict[str, Any]:
@@ -688,6 +725,8 @@ def run_experiment(
             if isinstance(images, np.ndarray):
                 read_buffer = np.empty_like(images)
                 read_buffer.fill(0)  # touch every page now, not inside a timer
+            if LOADER in experiment.operations:
+                _measure_ceilings(run, images, labels, read_buffer)
             for backend in experiment.backends:
                 cell = _Cell(
                     backend=backend,

@@ -17,7 +17,9 @@ import psutil
 from .. import registry
 from .environment import existing_parent
 from .experiment import (
+    CEILING_BACKEND,
     LATENCY_READS,
+    LOADER,
     WARMUP_MAX_COUNT,
     WRITE_OPERATIONS,
     Experiment,
@@ -79,7 +81,16 @@ _COSTS = {
         "read_one": 4.6e-4,
     },
 }
-_DEFAULT_COSTS = {"write_batch": 3e-4, "write_one": 1e-3, "read_all": 2e-4, "read_random": 2e-4, "read_one": 2e-4}
+_DEFAULT_COSTS = {
+    "write_batch": 3e-4,
+    "write_one": 1e-3,
+    "read_all": 2e-4,
+    "read_random": 2e-4,
+    "read_one": 2e-4,
+    "loader": 2e-4,
+}
+_LOADER_OVERHEAD = 1e-5  # seconds per image a DataLoader adds (batches between processes), CIFAR-sized
+_LOADER_START = 0.5  # seconds per epoch: worker start-up, the dataset opening its store
 _COLD_FACTOR = 3.0
 _STEP_OVERHEAD = 0.02  # opening stores, verification, bookkeeping per measurement
 _EVICT_PER_FILE = 3e-5
@@ -118,6 +129,10 @@ class Estimate:
 
 def per_image_cost(backend: str, operation: str, cache: str = "warm") -> float:
     """Built-in seconds per image of an operation."""
+    if operation == LOADER:  # batched reads: about a bulk read, plus the loader's own cost
+        if backend == CEILING_BACKEND:
+            return _LOADER_OVERHEAD
+        return per_image_cost(backend, "read_all", cache) * 2 + _LOADER_OVERHEAD
     cost = _COSTS.get(backend, _DEFAULT_COSTS).get(operation, _DEFAULT_COSTS[operation])
     return cost * (_COLD_FACTOR if cache == "cold" else 1.0)
 
@@ -171,6 +186,8 @@ def estimate_experiment(experiment: Experiment, db=None, raw_image_bytes: float 
             images = min(count, LATENCY_READS)
         runs = experiment.repeats + (1 if count <= WARMUP_MAX_COUNT else 0)
         seconds = cost * images * runs + _STEP_OVERHEAD
+        if operation == LOADER:
+            seconds += _LOADER_START * runs
         if operation in WRITE_OPERATIONS:  # reading the store back to verify it
             seconds += per_image_cost(backend, "read_all") * verified_after_write(experiment, operation, count)
         if cache == "cold":
@@ -192,6 +209,8 @@ def estimate_experiment(experiment: Experiment, db=None, raw_image_bytes: float 
     disk_fits = disk_bytes <= free
     # The images of the largest count and the buffer reads fill, plus the interpreter and libraries.
     memory = int(2 * max(experiment.counts) * raw_image_bytes + _BASE_MEMORY)
+    if LOADER in experiment.operations:  # torch, and the batches in flight between processes
+        memory += _BASE_MEMORY
     available = psutil.virtual_memory().available
     memory_fits = memory <= available
     seconds = sum(step_seconds)

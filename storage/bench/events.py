@@ -20,6 +20,13 @@ class Measurement:
     images one sample handled, so ``seconds_per_image = seconds_median / images``.
     ``mb_per_second`` counts raw pixel bytes (10^6 bytes per MB). Disk figures are those
     of the store the operation wrote or read.
+
+    The ``loader`` operation (one shuffled epoch through a PyTorch DataLoader) also fills
+    ``workers`` and ``batch_size``; ``first_batch_seconds`` (median over the repeats) is
+    the wait for the first batch, worker start-up included; ``batch_p50_seconds`` and
+    ``batch_p99_seconds`` are percentiles of the waits for every later batch, over all
+    repeats; ``ceiling_images_per_second`` is the same DataLoader's rate over the images
+    in memory in the same run and ``fraction_of_ceiling`` this figure's share of it.
     """
 
     run_id: str
@@ -53,6 +60,13 @@ class Measurement:
     warmup: bool = False
     peak_rss_bytes: int | None = None
     method: str = ""
+    workers: int | None = None
+    batch_size: int | None = None
+    first_batch_seconds: float | None = None
+    batch_p50_seconds: float | None = None
+    batch_p99_seconds: float | None = None
+    ceiling_images_per_second: float | None = None
+    fraction_of_ceiling: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import zlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -11,12 +12,18 @@ import numpy as np
 from .. import registry
 from ..errors import StorageError
 
-OPERATIONS = ("write_batch", "write_one", "read_all", "read_random", "read_one")
+STORAGE_OPERATIONS = ("write_batch", "write_one", "read_all", "read_random", "read_one")
+LOADER = "loader"  # one shuffled epoch through a PyTorch DataLoader (imports torch when it runs)
+OPERATIONS = (*STORAGE_OPERATIONS, LOADER)
+DEFAULT_OPERATIONS = STORAGE_OPERATIONS  # the loader is asked for by name: it needs torch and takes longer
 WRITE_OPERATIONS = ("write_batch", "write_one")
 READ_OPERATIONS = ("read_all", "read_random", "read_one")
 CACHES = ("warm", "cold")
 DEFAULT_BACKENDS = ["png", "lmdb", "hdf5"]
 DEFAULT_COUNTS = [1, 10, 100, 1_000, 10_000, 100_000]
+DEFAULT_WORKERS = [0, 2]
+DEFAULT_BATCH_SIZE = 256
+CEILING_BACKEND = "in-memory"  # the loader's "no storage" ceiling: the same DataLoader over images in memory
 
 RANDOM_READS = 1_000  # read_random reads min(N, 1,000) shuffled ids
 LATENCY_READS = 100  # read_one times min(N, 100) single reads, each on its own
@@ -45,11 +52,13 @@ class Experiment:
         work_dir: where each run makes its own folder.
         preview_ids: how many ids are read back from each store for previews.
         backend_options: options per backend name, passed to ``open_store``.
+        workers: DataLoader worker counts the ``loader`` operation is measured with.
+        batch_size: images per DataLoader batch for the ``loader`` operation.
     """
 
     backends: list[str] = field(default_factory=lambda: list(DEFAULT_BACKENDS))
     counts: list[int] = field(default_factory=lambda: list(DEFAULT_COUNTS))
-    operations: list[str] = field(default_factory=lambda: list(OPERATIONS))
+    operations: list[str] = field(default_factory=lambda: list(DEFAULT_OPERATIONS))
     caches: list[str] = field(default_factory=lambda: ["warm"])
     repeats: int = 3
     source: str = "auto"
@@ -58,6 +67,8 @@ class Experiment:
     work_dir: str = "data/runs"
     preview_ids: int = 4
     backend_options: dict[str, dict] = field(default_factory=dict)
+    workers: list[int] = field(default_factory=lambda: list(DEFAULT_WORKERS))
+    batch_size: int = DEFAULT_BATCH_SIZE
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,6 +83,19 @@ def _positive_int(value: object, what: str) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value <= 0:
         raise InvalidExperimentError(f"{what} {value!r} is not a positive integer")
     return int(value)
+
+
+def _worker_counts(workers: object) -> list[int]:
+    values = list(workers) if isinstance(workers, (list, tuple)) else []
+    if not values:
+        raise InvalidExperimentError("choose at least one DataLoader worker count (0 reads in the main process)")
+    for value in values:
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise InvalidExperimentError(
+                f"worker count {value!r} is not a whole number of 0 or more; "
+                "give 0 (read in the main process) or the number of DataLoader worker processes"
+            )
+    return sorted({int(value) for value in values})
 
 
 def validate(experiment: Experiment) -> Experiment:
@@ -97,6 +121,10 @@ def validate(experiment: Experiment) -> Experiment:
     for cache in caches:
         if cache not in CACHES:
             raise InvalidExperimentError(f"unknown cache state {cache!r}; cache states are: {', '.join(CACHES)}")
+    if LOADER in experiment.operations and importlib.util.find_spec("torch") is None:
+        raise InvalidExperimentError(
+            "the loader operation needs PyTorch, which is not installed: python3 -m pip install -r requirements.txt"
+        )
     repeats = _positive_int(experiment.repeats, "repeats")
     if isinstance(experiment.seed, bool) or not isinstance(experiment.seed, (int, np.integer)) or experiment.seed < 0:
         raise InvalidExperimentError(f"seed {experiment.seed!r} is not a non-negative integer")
@@ -109,6 +137,10 @@ def validate(experiment: Experiment) -> Experiment:
     unknown = sorted(set(experiment.backend_options) - set(experiment.backends))
     if unknown:
         raise InvalidExperimentError(f"backend_options name backends that are not in the run: {', '.join(unknown)}")
+    workers, batch_size = list(experiment.workers), experiment.batch_size
+    if LOADER in experiment.operations:  # unused otherwise, so not held against the run
+        workers = _worker_counts(experiment.workers)
+        batch_size = _positive_int(experiment.batch_size, "batch size")
     return Experiment(
         backends=list(dict.fromkeys(experiment.backends)),
         counts=counts,
@@ -121,6 +153,8 @@ def validate(experiment: Experiment) -> Experiment:
         work_dir=str(experiment.work_dir),
         preview_ids=experiment.preview_ids,
         backend_options={name: dict(options) for name, options in experiment.backend_options.items()},
+        workers=workers,
+        batch_size=batch_size,
     )
 
 
@@ -129,10 +163,15 @@ def steps(experiment: Experiment) -> list[tuple[str, int, str, str]]:
 
     Each is (backend, count, operation, cache). Counts are the outer loop, so that all
     backends are measured on the same images close together in time; writes are
-    measured once, as "warm".
+    measured once, as "warm". The ``loader`` operation is one step per worker count,
+    and each count starts with the in-memory ceiling (:data:`CEILING_BACKEND`) at every
+    worker count, so that each format's figure can be set beside it.
     """
     plan = []
+    loader = LOADER in experiment.operations
     for count in experiment.counts:
+        if loader:
+            plan.extend((CEILING_BACKEND, count, LOADER, "warm") for _ in experiment.workers)
         for backend in experiment.backends:
             for operation in experiment.operations:
                 if operation in WRITE_OPERATIONS:
@@ -141,6 +180,8 @@ def steps(experiment: Experiment) -> list[tuple[str, int, str, str]]:
                 for operation in experiment.operations:
                     if operation in READ_OPERATIONS:
                         plan.append((backend, count, operation, cache))
+                if loader:
+                    plan.extend((backend, count, LOADER, cache) for _ in experiment.workers)
     return plan
 
 

@@ -120,7 +120,7 @@ def text_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def _looks_numeric(cell: str) -> bool:
     text = str(cell).replace(",", "").replace(".", "").replace(" ", "")
-    for unit in ("µs", "ms", "s", "–"):
+    for unit in ("µs", "ms", "s", "–", "%"):
         text = text.replace(unit, "")
     return text == "-" or text.isdigit()
 
@@ -135,6 +135,56 @@ def measurements_table(measurements: Iterable[Measurement], markdown: bool = Fal
     """Every measurement on one line: median and spread, rates, disk use and the check."""
     rows = measurement_rows(measurements)
     return markdown_table(HEADERS, rows) if markdown else text_table(HEADERS, rows)
+
+
+LOADER_HEADERS = (
+    "backend",
+    "images",
+    "workers",
+    "batch",
+    "cache",
+    "images/s",
+    "x ceiling",
+    "epoch",
+    "min–max",
+    "first batch",
+    "batch p50",
+    "batch p99",
+    "check",
+)
+
+
+def format_fraction(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+def loader_rows(measurements: Iterable[Measurement]) -> list[list[str]]:
+    rows = []
+    for m in measurements:
+        rows.append(
+            [
+                m.backend,
+                f"{m.count:,}",
+                "-" if m.workers is None else str(m.workers),
+                "-" if m.batch_size is None else str(m.batch_size),
+                _cache_cell(m),
+                format_rate(m.images_per_second),
+                format_fraction(m.fraction_of_ceiling),
+                format_seconds(m.seconds_median),
+                spread(m),
+                format_seconds(m.first_batch_seconds),
+                format_seconds(m.batch_p50_seconds),
+                format_seconds(m.batch_p99_seconds),
+                status_of(m),
+            ]
+        )
+    return rows
+
+
+def loader_table(measurements: Iterable[Measurement], markdown: bool = False) -> str:
+    """The loader operation: images/s per format and worker count, and its share of the in-memory ceiling."""
+    rows = loader_rows(measurements)
+    return markdown_table(LOADER_HEADERS, rows) if markdown else text_table(LOADER_HEADERS, rows)
 
 
 def runs_table(runs: Iterable) -> str:

@@ -37,7 +37,7 @@ from .events import Measurement, PreviewReady
 
 DEFAULT_DB_PATH = "data/results.sqlite"
 EXPORT_FORMAT = "image-storage-lab/measurements"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 2: the loader operation's columns; 3: live runs (recorded_at, run_progress, previews)
 STATUSES = ("running", "finished", "cancelled", "failed", "interrupted")
 
 _SCHEMA = """
@@ -78,7 +78,14 @@ CREATE TABLE IF NOT EXISTS measurements (
     psnr REAL,
     evicted INTEGER,
     error TEXT,
-    details TEXT NOT NULL
+    details TEXT NOT NULL,
+    workers INTEGER,
+    batch_size INTEGER,
+    first_batch_seconds REAL,
+    batch_p50_seconds REAL,
+    batch_p99_seconds REAL,
+    ceiling_images_per_second REAL,
+    fraction_of_ceiling REAL
 );
 CREATE INDEX IF NOT EXISTS measurements_by_run ON measurements(run_id);
 CREATE TABLE IF NOT EXISTS samples (
@@ -114,12 +121,22 @@ CREATE TABLE IF NOT EXISTS previews (
 );
 """
 PREVIEW_MAX_SIDE = 128  # previews of larger images are stored shrunk to this (they only show what was read)
+# The loader operation's columns (schema version 2), added to older files when they are opened.
+_LOADER_COLUMNS = {
+    "workers": "INTEGER",
+    "batch_size": "INTEGER",
+    "first_batch_seconds": "REAL",
+    "batch_p50_seconds": "REAL",
+    "batch_p99_seconds": "REAL",
+    "ceiling_images_per_second": "REAL",
+    "fraction_of_ceiling": "REAL",
+}
 # Measurement fields with a column of their own; the rest go to ``details`` (JSON).
 _COLUMNS = (
     "run_id backend count operation cache repeats seconds_median seconds_min seconds_max seconds_iqr "
     "seconds_per_image images_per_second mb_per_second apparent_bytes allocated_bytes files bytes_per_image "
     "verified psnr evicted error"
-).split()
+).split() + list(_LOADER_COLUMNS)
 _RUN_COLUMNS = {"id", "started_at", "status", "parameters", "environment", "source"}
 
 
@@ -254,10 +271,22 @@ class ResultsDB:
         connection.execute("PRAGMA synchronous = NORMAL")
         connection.execute("PRAGMA foreign_keys = ON")
         connection.executescript(_SCHEMA)
-        measurement_columns = {row[1] for row in connection.execute("PRAGMA table_info(measurements)")}
-        if "recorded_at" not in measurement_columns:  # databases written before schema 2
-            connection.execute("ALTER TABLE measurements ADD COLUMN recorded_at REAL")
+        self._migrate()
         connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _migrate(self) -> None:
+        """Bring a file written by an older version up to date: add the loader's columns and recorded_at.
+
+        Older rows keep NULL there (they measured no loader); nothing else changes, so the
+        older version can still read the file.
+        """
+        connection = self._connection
+        present = {row[1] for row in connection.execute("PRAGMA table_info(measurements)")}
+        for name, sql_type in _LOADER_COLUMNS.items():
+            if name not in present:
+                connection.execute(f"ALTER TABLE measurements ADD COLUMN {name} {sql_type}")
+        if "recorded_at" not in present:  # schema 3: when each measurement was stored
+            connection.execute("ALTER TABLE measurements ADD COLUMN recorded_at REAL")
 
     # -- lifecycle -------------------------------------------------------------------
 

@@ -1,0 +1,297 @@
+"""PyTorch datasets over every registered store, through real DataLoaders with worker processes.
+
+Every sample a loader delivers is checked against the source images in the order the
+shuffled sampler gave (bit for bit for lossless formats, the engine's PSNR floors for
+lossy ones). ``fork`` runs over every backend; ``spawn`` workers import torch afresh (a few
+seconds each), so they run over a representative few, and one test pickles every
+backend's dataset the way ``spawn`` sends it.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+import storage
+from storage.bench.verify import PSNR_IMAGE_FLOOR, PSNR_MEAN_FLOOR, compare, psnr
+from storage.datasets import SAMPLE_CIFAR10_DIR, load_cifar10
+from storage.torch import (
+    LoaderSettingsError,
+    MemoryDataset,
+    RecordingRandomSampler,
+    SampleBatch,
+    StoreDataset,
+    StoreIterableDataset,
+    TransformError,
+    collate,
+    make_loader,
+)
+
+BACKENDS = storage.backends()
+COUNT = 300
+BATCH = 64
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SPAWN_BACKENDS = ["lmdb", "hdf5", "webdataset", "webp-lossy"]
+
+
+@pytest.fixture(scope="module")
+def cifar() -> tuple[np.ndarray, np.ndarray]:
+    images, labels, _ = load_cifar10(SAMPLE_CIFAR10_DIR)
+    return images[:COUNT], labels[:COUNT]
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory, cifar) -> dict[str, Path]:
+    """One store of the same 300 real CIFAR-10 images per backend, written once for this module."""
+    images, labels = cifar
+    folder = tmp_path_factory.mktemp("stores")
+    paths = {}
+    for backend in BACKENDS:
+        with storage.open_store(backend, folder / backend, "w") as store:
+            store.write_batch(images, labels)
+        paths[backend] = folder / backend
+    return paths
+
+
+def check_epoch(backend: str, loader: DataLoader, cifar) -> None:
+    """The epoch delivered every image once, in the sampler's shuffled order, matching the source."""
+    images, labels = cifar
+    batches = list(loader)
+    got_images = torch.cat([batch[0] for batch in batches]).numpy()
+    got_labels = torch.cat([batch[1] for batch in batches]).numpy()
+    order = np.asarray(loader.sampler.last_order)
+    assert sorted(order.tolist()) == list(range(COUNT))
+    assert not np.array_equal(order, np.arange(COUNT)), "the epoch was not shuffled"
+    assert all(batch[0].dtype == torch.uint8 and batch[0].shape[1:] == (32, 32, 3) for batch in batches)
+    assert len(batches) == -(-COUNT // BATCH) and got_labels.dtype == np.int64
+    result = compare(got_images, got_labels, images, labels, order, storage.backend_info(backend).lossless)
+    assert result.verified, result.error
+    if not storage.backend_info(backend).lossless:
+        assert result.psnr >= PSNR_MEAN_FLOOR
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_every_backend_through_a_forked_dataloader(backend, workers, stores, cifar):
+    dataset = StoreDataset(backend, stores[backend])
+    context = "fork" if workers else None
+    loader = make_loader(dataset, BATCH, workers, seed=workers + 1, multiprocessing_context=context)
+    check_epoch(backend, loader, cifar)
+
+
+@pytest.mark.parametrize("backend", SPAWN_BACKENDS)
+def test_spawned_workers_read_the_same_images(backend, stores, cifar):
+    dataset = StoreDataset(backend, stores[backend])
+    loader = make_loader(dataset, BATCH, 2, seed=5, multiprocessing_context="spawn")
+    check_epoch(backend, loader, cifar)
+
+
+def test_persistent_spawned_workers_keep_their_store_across_epochs(stores, cifar):
+    dataset = StoreDataset("lmdb", stores["lmdb"])
+    loader = make_loader(dataset, BATCH, 2, seed=9, multiprocessing_context="spawn", persistent_workers=True)
+    check_epoch("lmdb", loader, cifar)
+    first_order = list(loader.sampler.last_order)
+    check_epoch("lmdb", loader, cifar)  # the same worker processes, a new order
+    assert loader.sampler.last_order != first_order
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_dataset_pickles_without_an_open_store(backend, stores, cifar):
+    images, labels = cifar
+    dataset = StoreDataset(backend, stores[backend])
+    image, label = dataset[7]  # opens the store in this process
+    assert dataset.store is dataset.store  # opened once, then reused
+    clone = pickle.loads(pickle.dumps(dataset))
+    assert clone._store is None and len(clone) == COUNT
+    clone_image, clone_label = clone[-1]
+    assert clone_label == labels[-1] and label == labels[7]
+    for expected, got in ((images[7], image), (images[-1], clone_image)):
+        assert isinstance(got, torch.Tensor) and got.dtype == torch.uint8 and got.shape == (32, 32, 3)
+        if storage.backend_info(backend).lossless:
+            assert np.array_equal(got.numpy(), expected)
+        else:
+            assert psnr(expected, got.numpy()) >= PSNR_IMAGE_FLOOR
+    dataset.close()
+    clone.close()
+
+
+def test_default_collate_and_per_sample_reads_give_the_same_batches(stores, cifar):
+    """Without the fast collate, torch's default_collate stacks the samples of a SampleBatch."""
+    images, labels = cifar
+    dataset = StoreDataset("npy", stores["npy"])
+    sampler = RecordingRandomSampler(dataset, generator=torch.Generator().manual_seed(3))
+    loader = DataLoader(dataset, batch_size=BATCH, sampler=sampler)  # torch's default collate
+    batches = list(loader)
+    order = np.asarray(sampler.last_order)
+    assert np.array_equal(torch.cat([b[0] for b in batches]).numpy(), images[order])
+    assert np.array_equal(torch.cat([b[1] for b in batches]).numpy(), labels[order])
+    fast = dataset.__getitems__([5, 1, 9])
+    assert isinstance(fast, SampleBatch) and len(fast) == 3
+    stacked, fast_labels = collate(fast)
+    assert stacked.data_ptr() == fast.images.data_ptr()  # handed over, not copied
+    assert np.array_equal(stacked.numpy(), images[[5, 1, 9]]) and fast_labels.tolist() == labels[[5, 1, 9]].tolist()
+
+
+def test_a_transform_is_applied_to_every_sample(stores, cifar):
+    images, labels = cifar
+    dataset = StoreDataset("hdf5", stores["hdf5"], transform=lambda image: image.permute(2, 0, 1).float() / 255)
+    image, label = dataset[3]
+    assert image.shape == (3, 32, 32) and image.dtype == torch.float32
+    assert torch.allclose(image, torch.from_numpy(images[3]).permute(2, 0, 1).float() / 255)
+    loader = make_loader(dataset, BATCH, 0, seed=1)
+    batch, batch_labels = next(iter(loader))
+    order = loader.sampler.last_order[:BATCH]
+    assert batch.shape == (BATCH, 3, 32, 32)
+    assert torch.allclose(batch, torch.from_numpy(images[order]).permute(0, 3, 1, 2).float() / 255)
+    assert batch_labels.tolist() == labels[order].tolist()
+
+
+def test_the_in_memory_ceiling_delivers_the_images(cifar):
+    images, labels = cifar
+    dataset = MemoryDataset(images, labels)
+    loader = make_loader(dataset, BATCH, 2, seed=4, multiprocessing_context="fork")
+    batches = list(loader)
+    order = np.asarray(loader.sampler.last_order)
+    assert np.array_equal(torch.cat([b[0] for b in batches]).numpy(), images[order])
+    assert np.array_equal(torch.cat([b[1] for b in batches]).numpy(), labels[order])
+
+
+# -- the iterable dataset ----------------------------------------------------------------------
+
+
+def epoch_ids(path: Path, rank: int, world_size: int, workers: int, **options) -> list[tuple[int, int]]:
+    """(id, position) pairs one rank's DataLoader yields, each image checked against the source."""
+    dataset = StoreIterableDataset("webdataset", path, rank=rank, world_size=world_size, return_ids=True, **options)
+    loader = DataLoader(
+        dataset, batch_size=32, num_workers=workers, multiprocessing_context="fork" if workers else None
+    )
+    ids, images, labels = [], [], []
+    for batch_images, batch_labels, batch_ids in loader:
+        ids.extend(batch_ids.tolist())
+        images.append(batch_images.numpy())
+        labels.append(batch_labels.numpy())
+    assert len(ids) == len(dataset)
+    return ids, np.concatenate(images), np.concatenate(labels)
+
+
+def test_two_workers_on_each_of_two_ranks_read_every_id_exactly_once(stores, cifar):
+    images, labels = cifar
+    seen = []
+    for rank in (0, 1):
+        ids, got_images, got_labels = epoch_ids(stores["webdataset"], rank, 2, 2, shuffle_buffer=40, seed=11)
+        assert compare(got_images, got_labels, images, labels, ids, lossless=True).verified
+        assert ids != sorted(ids), "the shuffle buffer left the stream in id order"
+        seen.extend(ids)
+    assert len(seen) == COUNT and sorted(seen) == list(range(COUNT))
+
+
+def test_the_stream_is_in_order_without_a_buffer_and_repeatable_with_one(stores):
+    ids, _, _ = epoch_ids(stores["webdataset"], 0, 1, 0)
+    assert ids == list(range(COUNT))
+    first, _, _ = epoch_ids(stores["webdataset"], 1, 3, 0, shuffle_buffer=25, seed=2)
+    again, _, _ = epoch_ids(stores["webdataset"], 1, 3, 0, shuffle_buffer=25, seed=2)
+    assert first == again and sorted(first) == list(range(COUNT // 3, 2 * COUNT // 3))
+    dataset = StoreIterableDataset("webdataset", stores["webdataset"], shuffle_buffer=25, seed=2, return_ids=True)
+    order = [sample[2] for sample in dataset]
+    dataset.set_epoch(1)
+    assert [sample[2] for sample in dataset] != order and sorted(order) == list(range(COUNT))
+
+
+def test_rank_and_world_size_come_from_torch_distributed_when_it_is_initialised(stores, tmp_path):
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        dataset = StoreIterableDataset("lmdb", stores["lmdb"])
+        assert (dataset.rank, dataset.world_size) == (0, 1) and len(dataset) == COUNT
+        explicit = StoreIterableDataset("lmdb", stores["lmdb"], rank=2, world_size=3)
+        assert (explicit.rank, explicit.world_size, len(explicit)) == (2, 3, COUNT - 2 * COUNT // 3)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+# -- bad input -----------------------------------------------------------------------------------
+
+
+def test_bad_settings_are_refused_with_the_reason(stores, tmp_path):
+    dataset = StoreDataset("lmdb", stores["lmdb"])
+    with pytest.raises(LoaderSettingsError, match="batch size 0 is not a positive whole number"):
+        make_loader(dataset, 0)
+    with pytest.raises(LoaderSettingsError, match="worker count -1 is not a whole number of 0 or more"):
+        make_loader(dataset, 32, -1)
+    with pytest.raises(storage.StoreNotFoundError, match="no image store at"):
+        StoreDataset("lmdb", tmp_path / "nothing here")
+    with pytest.raises(storage.UnknownBackendError, match="registered backends are"):
+        StoreDataset("tiff", stores["lmdb"])
+    with pytest.raises(LoaderSettingsError, match="rank 2 of world_size 2"):
+        StoreIterableDataset("lmdb", stores["lmdb"], rank=2, world_size=2)
+    with pytest.raises(TypeError, match="not callable"):
+        StoreDataset("lmdb", stores["lmdb"], transform="resize")
+
+
+def broken_transform(image: torch.Tensor) -> torch.Tensor:
+    if image[0, 0, 0] >= 0:
+        raise ValueError("cannot resize to -1 pixels")
+    return image
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_transform_that_raises_names_itself_and_the_image(stores, workers):
+    dataset = StoreDataset("lmdb", stores["lmdb"], transform=broken_transform)
+    loader = make_loader(dataset, BATCH, workers, seed=0, multiprocessing_context="fork" if workers else None)
+    with pytest.raises(TransformError) as caught:
+        next(iter(loader))
+    message = str(caught.value)
+    assert "the transform broken_transform raised ValueError: cannot resize to -1 pixels on image" in message
+    assert str(stores["lmdb"]) in message
+
+
+def dying_transform(image: torch.Tensor) -> torch.Tensor:
+    if torch.utils.data.get_worker_info() is not None:
+        os._exit(3)  # a worker killed midway (out of memory, a crash in a library)
+    return image
+
+
+def stuck_transform(image: torch.Tensor) -> torch.Tensor:
+    if torch.utils.data.get_worker_info() is not None:
+        time.sleep(60)
+    return image
+
+
+def test_a_worker_that_dies_is_an_error_not_a_hang(stores):
+    dataset = StoreDataset("lmdb", stores["lmdb"], transform=dying_transform)
+    loader = make_loader(dataset, BATCH, 2, seed=0, multiprocessing_context="fork", timeout=20)
+    started = time.perf_counter()
+    with pytest.raises(RuntimeError, match="exited unexpectedly|killed"):
+        list(loader)
+    assert time.perf_counter() - started < 20
+
+
+def test_a_stuck_worker_times_out(stores):
+    dataset = StoreDataset("lmdb", stores["lmdb"], transform=stuck_transform)
+    loader = make_loader(dataset, BATCH, 1, seed=0, multiprocessing_context="fork", timeout=1.5)
+    started = time.perf_counter()
+    with pytest.raises(RuntimeError, match="timed out after 1.5 seconds"):
+        list(loader)
+    assert time.perf_counter() - started < 15
+
+
+def test_importing_the_library_does_not_import_torch(tmp_path):
+    code = (
+        "import sys, storage, storage.bench, storage.cli, storage.bench.engine\n"
+        "from storage.bench import Experiment, run_experiment\n"
+        "run_experiment(Experiment(backends=['lmdb'], counts=[20], repeats=1, source='sample', "
+        f"work_dir={str(tmp_path / 'runs')!r}))\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "import storage.torch\n"
+        "assert 'torch' in sys.modules\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
