@@ -44,7 +44,6 @@ log = logging.getLogger(__name__)
 
 STOP_SIGNAL = signal.SIGUSR1
 STOP_GRACE_SECONDS = 15.0
-EARLY_FRACTION = 0.05  # below this share of the run, the time left comes from the estimate alone
 
 
 @dataclass
@@ -235,12 +234,19 @@ def _plan(db: ResultsDB, record: RunRecord) -> tuple[list[tuple[str, int, str, s
 
 
 def _remaining(fraction: float, elapsed: float, estimated: float | None) -> float | None:
+    """Seconds left: the estimate at first, the speed measured so far more and more as the run goes.
+
+    The two are weighted by the share done: early on the time taken so far is mostly
+    starting up (loading images, describing the machine) and says little about the rest.
+    """
     if estimated is None:
         return None
-    by_estimate = max(0.0, (1.0 - fraction) * estimated)
-    if fraction < EARLY_FRACTION or elapsed <= 0:
+    fraction = min(1.0, max(0.0, fraction))
+    by_estimate = (1.0 - fraction) * estimated
+    if fraction <= 0 or elapsed <= 0:
         return by_estimate
-    return max(0.0, elapsed * (1.0 - fraction) / fraction)
+    by_speed = elapsed * (1.0 - fraction) / fraction
+    return max(0.0, (1.0 - fraction) * by_estimate + fraction * by_speed)
 
 
 def read_run(db: ResultsDB, run_id: str) -> RunView | None:

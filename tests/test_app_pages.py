@@ -387,6 +387,60 @@ def test_results_page_overlays_exports_shares_and_deletes(isolated):
     assert any("Pick one or more runs" in i.value for i in at.info)
 
 
+def test_a_run_started_from_the_command_line_appears_on_results_as_running(isolated):
+    at = page(RESULTS)
+    assert any("No runs yet" in i.value for i in at.info)
+    command = [
+        sys.executable, "-m", "storage", "bench", "--backends", "png", "--counts", "10,30000",
+        "--ops", "write_batch", "--repeats", "3", "--source", "sample", "--no-progress",
+        "--db", str(db_file()), "--work-dir", str(isolated / "runs"),
+    ]  # fmt: skip
+    cli = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # the page's timer reruns it; here the test does
+            at.run()
+            assert_clean(at)
+            if any("is running" in i.value for i in at.info):
+                break
+            assert time.monotonic() < deadline and cli.poll() is None, "the command-line run never showed as running"
+            time.sleep(0.25)
+        with ResultsDB(db_file()) as db:
+            (record,) = db.list_runs()
+        assert record.status == "running"
+        assert any(record.id in i.value and "command line" in i.value for i in at.info)
+        assert "running" in at.multiselect(key="results_runs").format_func(record.id)
+        live = page(RUN, run=record.id)  # its live view on the Run page
+        assert_clean(live)
+        assert "is measuring" in texts(live) and "started from the command line" in texts(live)
+        assert button(live, "Stop").disabled  # a command-line run is stopped where it runs
+    finally:
+        cli.terminate()
+        cli.wait(30)
+
+
+def test_results_offer_share(isolated):
+    run_id = record_run(isolated / "results.sqlite", isolated / "runs", ["png", "hdf5"], [1, 10])
+    at = page(RESULTS, runs=run_id)
+    assert_clean(at)
+    share_buttons = [b for b in at.get("download_button") if b.proto.label == "Share"]
+    assert share_buttons and share_buttons[0].proto.help.startswith("One PNG")
+    # (AppTest has no address; the hint for localhost links is tested with dashboard.state.link_hint.)
+
+
+def test_explore_lists_each_store_once(isolated, monkeypatch):
+    # The run folder inside the data folder, as by default: both are searched, each store is listed once.
+    data = isolated / "data"
+    monkeypatch.setenv("IMAGE_STORAGE_LAB_RUNS", str(data / "runs"))
+    record_run(isolated / "results.sqlite", data / "runs", ["hdf5", "png"], [5], keep=True)
+    monkeypatch.setenv("IMAGE_STORAGE_LAB_DATA", str(data))
+    at = page(EXPLORE)
+    assert_clean(at)
+    stores = [option for option in at.selectbox(key="explore_found").options if "images" in option]
+    assert len(stores) == 2, stores
+    assert len(set(stores)) == 2
+
+
 def test_results_link_to_unknown_runs_is_explained(isolated):
     known = record_run(isolated / "results.sqlite", isolated / "runs", ["hdf5"], [1])
     at = page(RESULTS, runs=f"nosuch-run,{known}")
