@@ -465,24 +465,19 @@ def chart_spec(chart: alt.TopLevelMixin, validate: bool = True) -> dict:
     return chart.to_dict(validate=validate)
 
 
-def waiting_chart() -> alt.Chart:
-    """An empty time chart with its axes, shown until the first measurement is recorded.
+def preload_chart() -> alt.Chart:
+    """A chart of one invisible point, 1 pixel square: drawing it makes the browser load its chart library.
 
-    It also makes the browser load its chart library while the run starts, so the first
-    real chart is drawn as soon as it arrives.
+    The Run page draws it once when a run starts, outside the parts that redraw four times
+    a second, so that the first real chart is drawn as soon as it arrives instead of after
+    the library has loaded.
     """
-    data = pd.DataFrame({"count": [1, 1_000], "seconds": [1e-4, 1.0], "text": ["", ""]})
-    axes = alt.Chart(data).mark_point(opacity=0).encode(
-        x=alt.X("count:Q", title="Number of images", scale=alt.Scale(type="log"), axis=alt.Axis(format=",~d")),
-        y=alt.Y("seconds:Q", title="Elapsed time (s, median)", scale=alt.Scale(type="log")),
-    )
-    note = (
-        alt.Chart(pd.DataFrame({"x": [31.6], "y": [0.01], "label": ["waiting for the first measurement…"]}))
-        .mark_text(fontSize=14, color="#808495")
-        .encode(x="x:Q", y="y:Q", text="label:N")
-    )
-    return alt.layer(axes, note).properties(
-        width=PANEL_WIDTH, height=PANEL_HEIGHT, title="Elapsed time against number of images"
+    return (
+        alt.Chart(pd.DataFrame({"x": [0]}))
+        .mark_point(opacity=0)
+        .encode(x=alt.X("x:Q", axis=None), y=alt.Y("x:Q", axis=None))
+        .properties(width=1, height=1)
+        .configure_view(stroke=None)
     )
 
 

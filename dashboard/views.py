@@ -17,7 +17,8 @@ from storage.errors import StorageError
 from . import charts, previews
 from .runner import RunView
 
-LIVE_INTERVAL = 0.5  # seconds between redraws of a running run (charts within 1 s of a measurement)
+LIVE_INTERVAL = 0.25  # seconds between redraws of a running run's status and first chart
+DETAILS_INTERVAL = 1.0  # seconds between redraws of its images, other charts and table
 SHARE_HELP = (
     "One PNG of this result (title, settings, the machine, the charts and the images read back), "
     "ready to paste in a chat or an issue"
@@ -123,7 +124,13 @@ def render_table(frame: pd.DataFrame, key: str) -> None:
     table = charts.table_frame(frame)
     if table.empty:
         return
-    # Narrow number columns, so that the whole table fits the page instead of scrolling off its right edge.
+    # The whole table fits the page instead of scrolling off its right edge: narrow number
+    # columns, and columns that say the same on every row are said once, above it.
+    same = {name: table[name].iloc[0] for name in ("Cache", "Repeats") if name in table and table[name].nunique() == 1}
+    empty = [name for name in ("Workers", "Share of ceiling") if name in table and (table[name] == "-").all()]
+    table = table.drop(columns=[*same, *empty])
+    if same:
+        st.caption(" · ".join(f"{name}: {value}" for name, value in same.items()) + " (every row)")
     wide = {"Run", "Format", "Operation", "Min – max", "MB apparent / allocated", "Verified"}
     config = {name: st.column_config.Column(width="small") for name in table.columns if name not in wide}
     st.dataframe(table, hide_index=True, key=key, width="stretch", column_config=config)
@@ -201,30 +208,34 @@ def render_status(view: RunView) -> None:
         show_error(view.error or "the run could not start", what="The run could not start")
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
-def _cached_specs(key: Hashable, _measurements: Sequence[Measurement]) -> dict[str, dict]:
-    frame = charts.measurements_frame(_measurements)
-    specs = {}
-    for name, build in CHARTS:
-        chart = build(frame)
-        if chart is not None:
-            specs[name] = charts.chart_spec(chart, validate=False)
-    return specs
+@st.cache_data(show_spinner=False, max_entries=128)
+def _cached_spec(name: str, key: Hashable, _measurements: Sequence[Measurement]) -> dict | None:
+    build = dict(CHARTS)[name]
+    chart = build(charts.measurements_frame(_measurements))
+    return None if chart is None else charts.chart_spec(chart, validate=False)
 
 
 @st.cache_data(show_spinner=False)
-def waiting_spec() -> dict:
-    return charts.chart_spec(charts.waiting_chart())
+def _preload_spec() -> dict:
+    return charts.chart_spec(charts.preload_chart())
 
 
-def render_waiting_chart(key: str) -> None:
-    """The empty chart shown until a running run's first measurement."""
-    st.vega_lite_chart(waiting_spec(), key=key, width="content")
+def preload_charts(key: str) -> None:
+    """An invisible 1-pixel chart, so the browser has its chart library ready before the first real chart."""
+    st.vega_lite_chart(_preload_spec(), key=key, width="content")
 
 
-def run_chart_specs(run_id: str, measurements: Sequence[Measurement]) -> dict[str, dict]:
-    """The charts of one run, built once per new measurement and shared by every tab showing it."""
-    return _cached_specs((run_id, len(measurements)), list(measurements))
+def run_chart_specs(
+    run_id: str, measurements: Sequence[Measurement], names: Sequence[str] = tuple(name for name, _ in CHARTS)
+) -> dict[str, dict]:
+    """The charts ``names`` of one run, each built once per new measurement and shared by every tab showing it."""
+    key = (run_id, len(measurements))
+    specs = {}
+    for name in names:
+        spec = _cached_spec(name, key, list(measurements))
+        if spec is not None:
+            specs[name] = spec
+    return specs
 
 
 @st.cache_data(show_spinner=False, max_entries=16)

@@ -4,8 +4,10 @@ The controls start from the URL (``?formats=png,lmdb&max_count=1000&...``, see
 ``dashboard.state``) and write themselves back to it. "Run benchmark" starts the engine in
 a process of its own and puts ``?run=<id>`` in the URL at once: the run belongs to its id,
 so a reload, a second tab or the link shows the same run, live (read from the results
-database twice a second) or finished. "Stop" asks the run to stop, from any tab.
+database several times a second) or finished. "Stop" asks the run to stop, from any tab.
 """
+
+from collections.abc import Callable
 
 import streamlit as st
 
@@ -208,15 +210,20 @@ if others:
 st.divider()
 
 
-def show(current: runner.RunView) -> None:
+def show_progress(current: runner.RunView) -> None:
+    """The status box and the elapsed-time chart: what a running run redraws most often."""
     views.render_status(current)
-    specs = views.run_chart_specs(current.run_id, current.measurements)
+    specs = views.run_chart_specs(current.run_id, current.measurements, names=("time",))
     if specs and current.progress is not None and current.progress.first_chart_at is None:
-        db.note_first_chart(current.run_id)
+        db.note_first_chart(current.run_id)  # when the first chart went to the browser, for the tests
     if not specs and current.running:
         st.caption("The charts appear here as soon as the first measurement is recorded.")
-        views.render_waiting_chart("run-waiting")
     views.render_charts(specs, "run", names=("time",))
+
+
+def show_details(current: runner.RunView) -> None:
+    """The images read back, the other charts and the table."""
+    specs = views.run_chart_specs(current.run_id, current.measurements)
     views.render_previews(views.stored_previews(db, current.run_id, current.preview_count))
     views.render_charts(specs, "run", names=("rate", "loader", "disk"))
     views.render_table(charts.measurements_frame(current.measurements), key="run-table")
@@ -236,20 +243,29 @@ def show(current: runner.RunView) -> None:
         )
 
 
-def live(run_id: str) -> None:
-    current = runner.read_run(db, run_id)
-    if current is None:
-        st.rerun()  # deleted meanwhile
-    show(current)
-    if not current.running:
-        st.rerun()  # redraw the whole page: buttons, URL and the final state
+def following(show: Callable[[runner.RunView], None]) -> Callable[[str], None]:
+    """A fragment body that redraws ``show`` from the database, and the whole page once the run has ended."""
+
+    def redraw(run_id: str) -> None:
+        current = runner.read_run(db, run_id)
+        if current is None or not current.running:
+            st.rerun()  # deleted, or ended: redraw the whole page (buttons, URL, the final state)
+        show(current)
+
+    return redraw
 
 
 if view is not None:
     if view.running:
-        st.fragment(live, run_every=views.LIVE_INTERVAL)(view.run_id)
+        if not view.measurements:
+            views.preload_charts("run-preload")
+        # Two fragments: the status and the first chart four times a second (a chart within 1 s of a
+        # measurement), the heavier rest (images, table) once a second.
+        st.fragment(following(show_progress), run_every=views.LIVE_INTERVAL)(view.run_id)
+        st.fragment(following(show_details), run_every=views.DETAILS_INTERVAL)(view.run_id)
     else:
-        show(view)
+        show_progress(view)
+        show_details(view)
 elif shown_run:
     st.warning(f"Run {shown_run} is not in the results database {config.display_path(db.path)}.")
 else:
