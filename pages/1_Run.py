@@ -223,6 +223,8 @@ def show_progress(current: runner.RunView) -> None:
 
 def show_details(current: runner.RunView) -> None:
     """The images read back, the other charts and the table."""
+    if current.running and current.progress is not None and current.progress.first_chart_at is None:
+        return  # the first chart goes first: the rest waits for the next redraw
     specs = views.run_chart_specs(current.run_id, current.measurements)
     views.render_previews(views.stored_previews(db, current.run_id, current.preview_count))
     views.render_charts(specs, "run", names=("rate", "loader", "disk"))
@@ -259,7 +261,7 @@ if view is not None:
     if view.running:
         if not view.measurements:
             views.preload_charts("run-preload")
-        # Two fragments: the status and the first chart four times a second (a chart within 1 s of a
+        # Two fragments: the status and the first chart several times a second (a chart within 1 s of a
         # measurement), the heavier rest (images, table) once a second.
         st.fragment(following(show_progress), run_every=views.LIVE_INTERVAL)(view.run_id)
         st.fragment(following(show_details), run_every=views.DETAILS_INTERVAL)(view.run_id)
