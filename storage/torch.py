@@ -120,6 +120,18 @@ def collate(batch: Any) -> Any:
     return torch_default_collate(batch)
 
 
+def collate_samples(samples: Sequence[dict]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(images, labels, ids)`` tensors of dict samples (``image``, ``label``, ``id``).
+
+    The peer formats (LitData, MDS) store their samples this way and shuffle inside their
+    own datasets, so the ids say which image each sample is.
+    """
+    images = torch.from_numpy(np.stack([np.asarray(sample["image"]) for sample in samples]))
+    labels = torch.tensor([int(sample["label"]) for sample in samples], dtype=torch.int64)
+    ids = torch.tensor([int(sample["id"]) for sample in samples], dtype=torch.int64)
+    return images, labels, ids
+
+
 def _transform_name(transform: Callable) -> str:
     return getattr(transform, "__qualname__", None) or type(transform).__name__
 

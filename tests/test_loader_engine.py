@@ -14,9 +14,9 @@ import h5py
 import pytest
 
 import storage
+from storage.backends.lmdb_store import LmdbStore
 from storage.bench import Experiment, InvalidExperimentError, PreviewReady, ResultsDB, run_experiment
 from storage.bench.experiment import CEILING_BACKEND, steps
-from storage.backends.lmdb_store import LmdbStore
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

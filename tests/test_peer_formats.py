@@ -94,9 +94,9 @@ def test_lance_dataset_opens_with_lance_and_a_cancelled_batch_is_restored_away(t
     dataset = lance.dataset(str(tmp_path / "s" / "images.lance"))
     assert dataset.version > committed  # Lance had written rows of the cancelled batch...
     assert dataset.count_rows() == 100  # ...and the committed version is the newest content again
-    assert dataset.schema.names == ["image", "height", "width", "channels", "label"]
+    assert dataset.schema.names == ["image", "height", "width", "channels", "label", "id"]
     row = dataset.take([42]).to_pylist()[0]
-    assert (row["height"], row["width"], row["channels"], row["label"]) == (32, 32, 3, labels[42])
+    assert (row["height"], row["width"], row["channels"], row["label"], row["id"]) == (32, 32, 3, labels[42], 42)
     np.testing.assert_array_equal(np.frombuffer(row["image"], np.uint8).reshape(32, 32, 3), images[42])
 
 
@@ -109,3 +109,46 @@ def test_lance_random_reads_keep_the_order_and_repeats_asked_for(tmp_path, cifar
         read, read_labels = store.read_batch(ids)
     np.testing.assert_array_equal(read, images[ids])
     np.testing.assert_array_equal(read_labels, labels[ids])
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("backend", ["litdata", "mds", "lance"])
+def test_each_peer_loads_through_its_own_dataset_class_every_image_once(backend, workers, tmp_path, cifar):
+    """The loader a format's users write: the library's own dataset class shuffles, the
+    batches carry ids, and an epoch holds every image exactly once, bit for bit."""
+    images, labels = cifar
+    with storage.open_store(backend, tmp_path / "s", "w") as store:
+        store.write_batch(images[:150], labels[:150])
+        store.write_batch(images[150:], labels[150:])  # two parts / two appends
+    own_class = {"litdata": "litdata", "mds": "streaming", "lance": "lance"}[backend]
+    loader = storage.store_class(backend).torch_loader(tmp_path / "s", 64, workers, seed=3, timeout=120)
+    assert type(loader.dataset).__module__.split(".")[0] == own_class
+    seen = []
+    for batch_images, batch_labels, batch_ids in loader:
+        ids = batch_ids.numpy()
+        np.testing.assert_array_equal(batch_images.numpy(), images[ids])
+        np.testing.assert_array_equal(batch_labels.numpy(), labels[ids])
+        seen.extend(ids.tolist())
+    assert sorted(seen) == list(range(300))
+    assert seen != sorted(seen)  # shuffled
+
+
+def test_the_engine_measures_the_peers_loader_and_checks_the_epoch(tmp_path):
+    from storage.bench import Experiment, ResultsDB, run_experiment
+
+    experiment = Experiment(
+        backends=["litdata", "mds", "lance"],
+        counts=[600],
+        operations=["loader"],
+        workers=[0],
+        batch_size=128,
+        repeats=1,
+        source="sample",
+        work_dir=str(tmp_path / "runs"),
+    )
+    summary = run_experiment(experiment, ResultsDB(tmp_path / "r.sqlite"))
+    loaders = {m.backend: m for m in summary.measurements if m.operation == "loader"}
+    assert set(loaders) >= {"litdata", "mds", "lance"}
+    for backend in ("litdata", "mds", "lance"):
+        assert loaders[backend].error is None, loaders[backend].error
+        assert loaders[backend].verified and loaders[backend].images_per_second > 0

@@ -6,6 +6,8 @@ opens it anywhere) with the Parquet backend's schema
     image: binary   the pixels in C order
     height, width, channels: int32   (channels 0 for a 2-D image)
     label: int64
+    id: int64       the image's id in the store (the row's position), so a reader that
+                    shuffles batches can say which images it delivered
 
 written with Lance's defaults (no extra compression settings; rows grouped by Lance's
 own defaults). Random reads use ``Dataset.take`` (Lance's row-level random access, the
@@ -22,8 +24,11 @@ fragments and ``write_one`` images a fragment at ``flush``/``close``, not one ea
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
+from collections.abc import Callable
+from typing import Any
 
 import lance
 import numpy as np
@@ -35,7 +40,8 @@ from . import BUILTIN_INFO
 from .parquet_store import SCHEMA, binary_column, image_table
 
 DATASET_FOLDER = "images.lance"
-COLUMNS = ["image", "height", "width", "channels", "label"]
+COLUMNS = ["image", "height", "width", "channels", "label", "id"]
+LANCE_SCHEMA = SCHEMA.append(pa.field("id", pa.int64()))
 
 
 class LanceStore(ImageStore):
@@ -43,6 +49,64 @@ class LanceStore(ImageStore):
 
     info = BUILTIN_INFO["lance"]
     chunk_images = 16384  # bounded by ImageStore.chunk_bytes too
+
+    @classmethod
+    def torch_dataset(
+        cls,
+        path: str | os.PathLike[str],
+        transform: Callable | None = None,
+        *,
+        batch_size: int = 256,
+        shuffle: bool = True,
+        seed: int = 0,
+    ) -> Any:
+        """Lance's own ``lance.torch.data.LanceDataset`` over the committed version.
+
+        It yields whole batches, ``(images, labels, ids)`` tensors, read by range in a
+        random order of batches (Lance's ``ShardedBatchSampler`` with ``randomize``: the
+        rows of a batch stay consecutive). A per-image ``transform`` does not fit a batch
+        reader; use :class:`storage.torch.StoreDataset` for that.
+        """
+        from lance.sampler import ShardedBatchSampler
+        from lance.torch.data import LanceDataset
+
+        if transform is not None:
+            raise TypeError("Lance's LanceDataset yields whole batches and takes no per-image transform")
+        with cls(path, "r") as store:
+            uri, version = store.dataset_uri, store.backend_state["version"]
+        return LanceDataset(
+            uri,
+            batch_size,
+            dataset_options={"version": version},
+            columns=COLUMNS,
+            sampler=ShardedBatchSampler(0, 1, randomize=shuffle, seed=seed),
+            to_tensor_fn=_batch_tensors,
+        )
+
+    @classmethod
+    def torch_loader(
+        cls, path: str | os.PathLike[str], batch_size: int, num_workers: int = 0, *, seed: int | None = None, **options
+    ) -> Any:
+        """A DataLoader over :meth:`torch_dataset` (batches made by Lance, ``batch_size=None``);
+        each worker reads every N-th batch, Lance's sharding by batch. Workers are spawned,
+        not forked: Lance is not fork-safe (a forked worker hangs in Lance's thread pool)."""
+        from torch.utils.data import DataLoader
+
+        from ..torch import check_loader_settings
+
+        batch_size, num_workers = check_loader_settings(batch_size, num_workers)
+        if not num_workers:
+            options.pop("timeout", None)
+        seed = 0 if seed is None else seed
+        dataset = cls.torch_dataset(path, batch_size=batch_size, seed=seed)
+        return DataLoader(
+            dataset,
+            batch_size=None,
+            num_workers=num_workers,
+            worker_init_fn=functools.partial(_shard_by_worker, seed) if num_workers else None,
+            multiprocessing_context="spawn" if num_workers else None,
+            **options,
+        )
 
     @property
     def dataset_uri(self) -> str:
@@ -55,7 +119,7 @@ class LanceStore(ImageStore):
         self._open()
 
     def _open(self) -> None:
-        self._pending: list[tuple[np.ndarray | list[np.ndarray], np.ndarray]] = []
+        self._pending: list[tuple[np.ndarray | list[np.ndarray], np.ndarray, int]] = []
         self._pending_bytes = 0
         self._latest_version = None
         self._dataset = self._committed_dataset()
@@ -83,7 +147,7 @@ class LanceStore(ImageStore):
 
     def _write_chunk(self, images, labels: np.ndarray, first_id: int) -> None:
         # Kept as arrays: an Arrow table per write_one image would cost more than the image.
-        self._pending.append((images, labels))
+        self._pending.append((images, labels, first_id))
         self._pending_bytes += sum(image.nbytes for image in images) if isinstance(images, list) else images.nbytes
         if self._pending_bytes >= self.chunk_bytes:
             self._append_pending()
@@ -92,13 +156,14 @@ class LanceStore(ImageStore):
         if not self._pending:
             return
         if len(self._pending) == 1:
-            table = image_table(*self._pending[0])[0]
+            images, labels, first_id = self._pending[0]
         else:
-            images = [image for chunk, _ in self._pending for image in chunk]
-            table = image_table(images, np.concatenate([labels for _, labels in self._pending]))[0]
+            images = [image for chunk, _, _ in self._pending for image in chunk]
+            labels, first_id = np.concatenate([labels for _, labels, _ in self._pending]), self._pending[0][2]
+        table = image_table(images, labels)[0].append_column("id", pa.array(np.arange(first_id, first_id + len(labels))))
         exists = self.backend_state.get("version") is not None or self._latest_version is not None
         try:
-            written = lance.write_dataset(table, self.dataset_uri, schema=SCHEMA, mode="append" if exists else "create")
+            written = lance.write_dataset(table, self.dataset_uri, schema=LANCE_SCHEMA, mode="append" if exists else "create")
         except OSError as error:
             raise StoreNotWritableError(f"cannot write to {self.path}: {error}") from None
         self._latest_version = written.version
@@ -157,7 +222,7 @@ class LanceStore(ImageStore):
         """Images and labels of rows of :data:`SCHEMA`: one array when they share a shape."""
         offsets, data = binary_column(table.column("image"))
         shapes = np.stack([table.column(axis).to_numpy() for axis in ("height", "width", "channels")], axis=1)
-        labels = table.column("label").to_numpy().astype(np.int64, copy=False)
+        labels = np.array(table.column("label").to_numpy(), dtype=np.int64)  # writable, for torch
         if len(shapes) and np.all(shapes == shapes[0]):
             height, width, channels = shapes[0].tolist()
             shape = (height, width) if channels == 0 else (height, width, channels)
@@ -173,3 +238,25 @@ class LanceStore(ImageStore):
             shape = (height, width) if channels == 0 else (height, width, channels)
             images.append(data[offsets[row] : offsets[row + 1]].reshape(shape).copy())
         return images, labels
+
+
+def _batch_tensors(batch: pa.RecordBatch, **_: Any) -> tuple:
+    """``(images, labels, ids)`` tensors of a batch of rows of one image size."""
+    import torch
+
+    table = pa.Table.from_batches([batch])
+    offsets, data = binary_column(table.column("image"))
+    height, width, channels = (int(table.column(axis)[0].as_py()) for axis in ("height", "width", "channels"))
+    shape = (height, width) if channels == 0 else (height, width, channels)
+    images = torch.from_numpy(data[offsets[0] : offsets[-1]].reshape(table.num_rows, *shape).copy())
+    labels = torch.from_numpy(table.column("label").to_numpy().astype(np.int64))
+    return images, labels, torch.from_numpy(table.column("id").to_numpy().astype(np.int64))
+
+
+def _shard_by_worker(seed: int, worker_id: int) -> None:
+    """In DataLoader worker ``worker_id``: read every N-th batch, starting at its own."""
+    from lance.sampler import ShardedBatchSampler
+    from torch.utils.data import get_worker_info
+
+    info = get_worker_info()
+    info.dataset.sampler = ShardedBatchSampler(worker_id, info.num_workers, randomize=True, seed=seed)

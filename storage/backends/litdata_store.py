@@ -19,13 +19,16 @@ made one random read cost 1.2-1.8 ms instead of 10 µs on the development machin
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from litdata import StreamingDataset
+from litdata import CombinedStreamingDataset, StreamingDataLoader, StreamingDataset
 from litdata.streaming.writer import BinaryWriter
 
+from ..torch import check_loader_settings, collate_samples
 from . import BUILTIN_INFO
 from .write_once_parts import WriteOncePartsStore
 
@@ -35,11 +38,42 @@ logging.getLogger("litdata").setLevel(logging.WARNING)
 class LitDataStore(WriteOncePartsStore):
     info = BUILTIN_INFO["litdata"]
 
+    @classmethod
+    def torch_dataset(
+        cls, path: str | os.PathLike[str], transform: Callable | None = None, *, shuffle: bool = True, seed: int = 42
+    ) -> StreamingDataset | CombinedStreamingDataset:
+        """LitData's own ``StreamingDataset`` over the store, with LitData's defaults.
+
+        Samples are dicts (``image`` array, ``label``, ``id``); several parts (from appends)
+        are read as one ``CombinedStreamingDataset`` that goes over all of them.
+        """
+        datasets = [
+            StreamingDataset(str(part), shuffle=shuffle, seed=seed, transform=transform)
+            for part in cls.committed_parts(path)
+        ]
+        if len(datasets) == 1:
+            return datasets[0]
+        return CombinedStreamingDataset(datasets, seed=seed, iterate_over_all=True)
+
+    @classmethod
+    def torch_loader(
+        cls, path: str | os.PathLike[str], batch_size: int, num_workers: int = 0, *, seed: int | None = None, **options
+    ) -> StreamingDataLoader:
+        """LitData's ``StreamingDataLoader`` over :meth:`torch_dataset`: it shuffles chunks and
+        samples itself; batches are ``(images, labels, ids)``."""
+        batch_size, num_workers = check_loader_settings(batch_size, num_workers)
+        if not num_workers:
+            options.pop("timeout", None)
+        dataset = cls.torch_dataset(path, seed=42 if seed is None else seed)
+        return StreamingDataLoader(
+            dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_samples, **options
+        )
+
     def _open_writer(self, folder: Path) -> BinaryWriter:
         return BinaryWriter(str(folder), chunk_bytes=self.chunk_bytes)
 
-    def _add_sample(self, writer: BinaryWriter, index: int, image: np.ndarray, label: int) -> None:
-        writer.add_item(index, {"image": np.ascontiguousarray(image), "label": label})
+    def _add_sample(self, writer: BinaryWriter, index: int, image: np.ndarray, label: int, image_id: int) -> None:
+        writer.add_item(index, {"image": np.ascontiguousarray(image), "label": label, "id": image_id})
 
     def _finish_writer(self, writer: BinaryWriter) -> None:
         writer.done()

@@ -10,6 +10,10 @@ part's image count; a part folder the manifest does not list (a write that was c
 is deleted when the store is reopened, so appending and all-or-nothing batches work as
 for every other backend.
 
+Each sample is ``{"image": uint8 array, "label": int, "id": int}``: ``id`` is the image's
+id in the store, so a loader that shuffles inside the library (as these do) still says
+which image each sample is, and an epoch can be checked against the source.
+
 A subclass says how to open a writer on a folder, add one sample, finish the writer,
 open a reader on a finished part and read one sample from it.
 """
@@ -51,8 +55,8 @@ class WriteOncePartsStore(ImageStore):
         """A writer that writes a new dataset into the empty ``folder``."""
 
     @abstractmethod
-    def _add_sample(self, writer: Any, index: int, image: np.ndarray, label: int) -> None:
-        """Add sample ``index`` (counted from 0 within the part) to ``writer``."""
+    def _add_sample(self, writer: Any, index: int, image: np.ndarray, label: int, image_id: int) -> None:
+        """Add sample ``index`` (counted from 0 within the part), the store's image ``image_id``."""
 
     @abstractmethod
     def _finish_writer(self, writer: Any) -> None:
@@ -103,8 +107,8 @@ class WriteOncePartsStore(ImageStore):
             except OSError as error:
                 raise StoreNotWritableError(f"cannot write to {self.path}: {error}") from None
             self._writer_samples = 0
-        for image, label in zip(images, labels.tolist()):
-            self._add_sample(self._writer, self._writer_samples, image, label)
+        for offset, (image, label) in enumerate(zip(images, labels.tolist())):
+            self._add_sample(self._writer, self._writer_samples, image, label, first_id + offset)
             self._writer_samples += 1
 
     def _commit(self, count: int) -> None:
@@ -135,6 +139,12 @@ class WriteOncePartsStore(ImageStore):
             if not folder.name.isdigit() or int(folder.name) >= len(self._parts):
                 shutil.rmtree(folder, ignore_errors=True)
         self._part_firsts = np.cumsum([0, *self._parts])[:-1]
+
+    @classmethod
+    def committed_parts(cls, path: str | os.PathLike[str]) -> list[Path]:
+        """The part folders of the complete store at ``path``, for the library's own datasets."""
+        with cls(path, "r") as store:
+            return store.part_paths()
 
     # -- reading -------------------------------------------------------------------------
 
