@@ -97,8 +97,11 @@ def launch(experiment: Experiment, db: ResultsDB, estimated_seconds: float | Non
     threading.Thread(target=_drain_stderr, args=(started,), name="benchmark-stderr", daemon=True).start()
     threading.Thread(target=_reap, args=(run_id, started, db.path), name="benchmark-reaper", daemon=True).start()
     assert process.stdin is not None
-    process.stdin.write(b"go\n")  # the run is reserved: the child may start
-    process.stdin.close()
+    try:
+        process.stdin.write(b"go\n")  # the run is reserved: the child may start
+        process.stdin.close()
+    except BrokenPipeError:
+        pass  # the child died at once; the reaper records why
     return run_id
 
 
