@@ -13,6 +13,10 @@ outside the timer. The ceiling is the same DataLoader over the images already in
 measured in the same run at each worker count: "x ceiling" is a format's median rate over
 the ceiling's median rate at the same worker count. Warm page cache unless ``--cold``.
 
+``--compare-collate`` instead times the in-memory loader twice per worker count, with the
+batch handed over as read (``storage.torch.collate``) and with torch's ``default_collate``
+(which restacks the samples), alternating, and prints the ratio.
+
 The targets of issue 9 (2 workers, batch 256, warm, 100,000 images) are checked at the end:
 the best format reaches 80% of the ceiling, lmdb and hdf5 60%.
 """
@@ -48,6 +52,9 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--cold", action="store_true", help="also measure with the page cache evicted")
     parser.add_argument("--source", default="auto")
     parser.add_argument("--db", default=None, help="also record the run in this results database")
+    parser.add_argument(
+        "--compare-collate", action="store_true", help="time storage.torch.collate against default_collate"
+    )
     return parser.parse_args()
 
 
@@ -116,8 +123,41 @@ def check_targets(measurements) -> list[str]:
     return lines
 
 
+def compare_collate(args: argparse.Namespace) -> int:
+    """The in-memory loader with the batch handed over against torch's default_collate."""
+    import time
+
+    import torch
+
+    from storage.datasets import load_source, take
+    from storage.torch import MemoryDataset, make_loader
+
+    source = load_source(args.source)
+    count = int(args.counts.split(",")[-1])
+    images, labels = take(source.images, source.labels, count)
+    dataset = MemoryDataset(images, labels)
+    rows = []
+    for workers in [int(w) for w in args.workers.split(",")]:
+        times: dict[str, list[float]] = {"collate": [], "default_collate": []}
+        for repeat in range(args.repeats):
+            for name in times:
+                extra = {} if name == "collate" else {"collate_fn": torch.utils.data.default_collate}
+                loader = make_loader(dataset, args.batch_size, workers, seed=repeat, **extra)
+                started = time.perf_counter()
+                delivered = sum(len(batch_labels) for _, batch_labels in loader)
+                times[name].append(time.perf_counter() - started)
+                assert delivered == count
+        fast, slow = (count / statistics.median(times[name]) for name in ("collate", "default_collate"))
+        rows.append([str(workers), f"{fast:,.0f}", f"{slow:,.0f}", f"{fast / slow:.1f}"])
+    print(f"{source.description}; {count:,} images, batch {args.batch_size}, median of {args.repeats} epochs\n")
+    print(text_table(["workers", "collate images/s", "default_collate images/s", "ratio"], rows))
+    return 0
+
+
 def main() -> int:
     args = parse_arguments()
+    if args.compare_collate:
+        return compare_collate(args)
     experiment = Experiment(
         backends=[name.strip() for name in args.backends.split(",") if name.strip()],
         counts=[int(count) for count in args.counts.split(",")],

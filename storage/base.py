@@ -177,6 +177,9 @@ class ImageStore(ABC):
     default_options: ClassVar[dict[str, Any]] = {}
     chunk_images: ClassVar[int] = 1024
     chunk_bytes: ClassVar[int] = 64 * 2**20
+    fork_safe: ClassVar[bool] = True
+    """False when the format's library must not be used in a forked child (it starts threads
+    a fork cannot copy): DataLoaders over it then start their workers with ``spawn``."""
 
     def __init__(self, path: str | os.PathLike[str], mode: str = "r", **options: Any) -> None:
         if mode not in MODES:

@@ -113,6 +113,19 @@ def store_class(name: str) -> type[ImageStore]:
     return loaded
 
 
+def backend_requirements(name: str) -> tuple[str, ...]:
+    """The PyPI packages backend ``name`` was registered as needing (nothing is imported)."""
+    return _registration(name).requires
+
+
+def backend_module(name: str) -> str:
+    """The module that holds backend ``name``'s class (nothing is imported)."""
+    registration = _registration(name)
+    if registration.store_class is not None:
+        return registration.store_class.__module__
+    return registration.locator.partition(":")[0]
+
+
 def class_named(class_name: str) -> type[ImageStore] | None:
     """The registered class called ``class_name`` (``"LmdbStore"``), imported on demand."""
     for name, registration in list(_BACKENDS.items()):

@@ -144,7 +144,7 @@ class _LazyStore:
 
     def _init_store(self, backend: str, path: str | os.PathLike[str]) -> tuple[int, tuple[int, ...] | None]:
         """Open the store once here to check it (a missing store fails now, not in a worker)."""
-        registry.backend_info(backend)  # an unknown backend: the error lists the registered ones
+        self.fork_safe = registry.store_class(backend).fork_safe  # unknown backend: the error lists the known ones
         self.backend, self.path = backend, Path(path)
         self._store: ImageStore | None = None
         self._store_pid: int | None = None
@@ -229,7 +229,7 @@ class StoreDataset(_LazyStore, Dataset):
         images, labels = self.store.read_batch(ids, out=buffer)
         if not (isinstance(images, np.ndarray) and np.shares_memory(images, buffer)):
             buffer[...] = images
-        return SampleBatch(out, torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64)))
+        return SampleBatch(out, torch.from_numpy(np.array(labels, dtype=np.int64)))
 
     def __repr__(self) -> str:
         return f"StoreDataset({self.backend!r}, {str(self.path)!r}, images={self._length})"
@@ -298,6 +298,8 @@ def make_loader(
         timeout: seconds to wait for a worker's batch before raising (workers only), so a
             stuck worker is an error; a worker that dies is reported by PyTorch at once.
         options: passed to ``DataLoader`` (``persistent_workers``, ``multiprocessing_context``, ...).
+            Without a ``multiprocessing_context``, workers over a dataset whose format is not
+            fork-safe (``fork_safe`` False, e.g. Lance) are started with ``spawn``.
 
     Raises:
         LoaderSettingsError: a batch size below 1 or a negative worker count.
@@ -307,6 +309,8 @@ def make_loader(
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         options["sampler"] = RecordingRandomSampler(dataset, generator=generator)
     options.setdefault("collate_fn", collate)
+    if num_workers and options.get("multiprocessing_context") is None and not getattr(dataset, "fork_safe", True):
+        options["multiprocessing_context"] = "spawn"
     return DataLoader(
         dataset, batch_size=batch_size, num_workers=num_workers, timeout=timeout if num_workers else 0, **options
     )

@@ -149,21 +149,18 @@ def test_webp_is_lossless_even_under_transparent_pixels(tmp_path, cifar):
         np.testing.assert_array_equal(store.read_all()[0], rgba)
 
 
-def test_webp_lossy_can_be_registered_and_is_smaller_than_lossless(tmp_path, cifar):
+def test_webp_lossy_is_registered_and_is_smaller_than_lossless(tmp_path, cifar):
     images, labels = cifar
-    storage.register_backend(LossyWebpFilesStore)
-    try:
-        write("webp-lossy", tmp_path / "lossy", images, labels)
-        write("webp", tmp_path / "lossless", images, labels)
-        with storage.open_store("webp-lossy", tmp_path / "lossy") as lossy:
-            read, read_labels = lossy.read_all()
-            lossy_bytes = lossy.disk_usage().apparent_bytes
-        np.testing.assert_array_equal(read_labels, labels)
-        assert psnr(images, read) > 33
-        with storage.open_store("webp", tmp_path / "lossless") as lossless:
-            assert lossy_bytes < 0.6 * lossless.disk_usage().apparent_bytes
-    finally:
-        storage.unregister_backend("webp-lossy")
+    assert storage.store_class("webp-lossy") is LossyWebpFilesStore
+    write("webp-lossy", tmp_path / "lossy", images, labels)
+    write("webp", tmp_path / "lossless", images, labels)
+    with storage.open_store("webp-lossy", tmp_path / "lossy") as lossy:
+        read, read_labels = lossy.read_all()
+        lossy_bytes = lossy.disk_usage().apparent_bytes
+    np.testing.assert_array_equal(read_labels, labels)
+    assert psnr(images, read) > 33
+    with storage.open_store("webp", tmp_path / "lossless") as lossless:
+        assert lossy_bytes < 0.6 * lossless.disk_usage().apparent_bytes
 
 
 # -- npy ------------------------------------------------------------------------------------------

@@ -49,6 +49,7 @@ class LanceStore(ImageStore):
 
     info = BUILTIN_INFO["lance"]
     chunk_images = 16384  # bounded by ImageStore.chunk_bytes too
+    fork_safe = False  # Lance's runtime threads do not survive fork (the library warns so)
 
     @classmethod
     def torch_dataset(

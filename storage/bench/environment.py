@@ -65,14 +65,22 @@ def filesystem_of(path: str | os.PathLike[str]) -> dict[str, str]:
 
 
 def library_versions() -> dict[str, str]:
-    """Versions of Python's storage libraries: the core list plus what backends import."""
+    """Versions of Python's storage libraries: the core list plus what backends need.
+
+    Registered backends name their packages; modules already imported are also looked at
+    (for backends registered as classes). Nothing is imported for this, so describing the
+    machine does not load torch through LitData, say, for a run that never reads with it.
+    """
     names = set(CORE_DISTRIBUTIONS)
     try:
         from .. import registry
 
         mapping = importlib.metadata.packages_distributions()
-        for backend in registry.backends():
-            module = sys.modules.get(registry.store_class(backend).__module__)
+        modules = []
+        for backend in registry.backends(available_only=False):
+            names.update(registry.backend_requirements(backend))
+            modules.append(sys.modules.get(registry.backend_module(backend)))
+        for module in modules:
             for value in vars(module).values() if module else ():
                 top = getattr(value, "__name__", "").split(".")[0] if isinstance(value, types.ModuleType) else ""
                 names.update(mapping.get(top, []))
