@@ -128,7 +128,7 @@ def render_table(frame: pd.DataFrame, key: str) -> None:
     # columns, and columns that say the same on every row are said once, above it.
     same = {name: table[name].iloc[0] for name in ("Cache", "Repeats") if name in table and table[name].nunique() == 1}
     empty = [name for name in ("Workers", "Share of ceiling") if name in table and (table[name] == "-").all()]
-    table = table.drop(columns=[*same, *empty, "MB/s"])  # MB/s is in the charts' tooltips and the exports
+    table = table.drop(columns=[*same, *empty, "MB/s", "IQR"])  # both are in the charts' tooltips and the exports
     table.insert(3 + ("Run" in table), "Verified", table.pop("Verified"))  # seen without scrolling
     if same:
         st.caption(" · ".join(f"{name}: {value}" for name, value in same.items()) + " (every row)")
