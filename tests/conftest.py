@@ -26,3 +26,16 @@ def broken_backend(tmp_path, monkeypatch):
     yield info
     storage.unregister_backend("broken-format")
     sys.modules.pop("broken_format_store", None)
+
+
+@pytest.fixture(autouse=True)
+def main_module_restored():
+    """Put ``__main__`` back after each test.
+
+    Streamlit's AppTest runs a page as ``__main__`` and can leave it there; a DataLoader
+    with spawned workers in a later test would then make each worker run that page.
+    """
+    main = sys.modules.get("__main__")
+    yield
+    if main is not None and sys.modules.get("__main__") is not main:
+        sys.modules["__main__"] = main
