@@ -1,7 +1,7 @@
 """End to end in a real browser: ``streamlit run app.py`` and headless Chromium through Playwright.
 
 Starts the dashboard on a free port (results database and run folders in a temporary
-folder), opens the Run page with png, lmdb and hdf5 on up to 10,000 images and presses "Run
+folder), opens the Run page with png, lmdb and hdf5 on up to 20,000 images and presses "Run
 benchmark". While the run goes on, it checks that the address names the run at once, that
 the first chart appeared in the browser within 1 s of the first measurement being stored
 (the page records, in the browser, when a chart first appears; the engine records in the
@@ -156,11 +156,11 @@ def test_run_page_in_a_real_browser(dashboard):
             SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
             page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
             page.add_init_script(CHART_CLOCK)
-            page.goto(f"{url}/Run?formats={','.join(FORMATS)}&max_count=10000&repeats=2", timeout=60_000)
+            page.goto(f"{url}/Run?formats={','.join(FORMATS)}&max_count=10000&counts=20000&repeats=2", timeout=60_000)
             run = page.get_by_role("button", name="Run benchmark")
             run.wait_for(timeout=60_000)
             sync_api.expect(run).to_be_enabled(timeout=30_000)
-            sync_api.expect(page.get_by_text("Counts: 1, 10, 100, 1,000, 10,000")).to_be_visible(timeout=30_000)
+            sync_api.expect(page.get_by_text("Counts: 1, 10, 100, 1,000, 10,000, 20,000")).to_be_visible(timeout=30_000)
             run.click()
 
             # The address names the run as soon as it starts.
