@@ -40,6 +40,7 @@ from .errors import (
     StoreNotWritableError,
     WrongBackendError,
 )
+from .write_behind import WriteGroup
 
 MANIFEST_NAME = "store.json"
 FORMAT_VERSION = 1
@@ -180,6 +181,14 @@ class ImageStore(ABC):
     fork_safe: ClassVar[bool] = True
     """False when the format's library must not be used in a forked child (it starts threads
     a fork cannot copy): DataLoaders over it then start their workers with ``spawn``."""
+    write_behind_images: int = 0
+    """``write_one`` images kept in memory and written as one group (0: each is written at once).
+
+    Backends with a high fixed cost per commit set it (see :mod:`storage.write_behind`); set
+    it on a store (``store.write_behind_images = 0``) to write each image as it comes.
+    """
+    write_behind_seconds: float = 1.0
+    """A ``write_one`` this long after the group's first image writes the group."""
 
     def __init__(self, path: str | os.PathLike[str], mode: str = "r", **options: Any) -> None:
         if mode not in MODES:
@@ -191,6 +200,7 @@ class ImageStore(ABC):
         self._pid = os.getpid()
         self._closed = False
         self._dirty = False
+        self._write_behind = WriteGroup()
         self._check_options(options)
         if mode == "w" or (mode == "a" and not self.path.exists()):
             self._start_new_store(options)
@@ -255,10 +265,12 @@ class ImageStore(ABC):
         if self._closed:
             return
         try:
-            if self._dirty and self._pid == os.getpid():
-                self._commit(self._count)
-                self._write_manifest("complete")
-                self._dirty = False
+            if self._pid == os.getpid():
+                self._write_group()
+                if self._dirty:
+                    self._commit(self._count)
+                    self._write_manifest("complete")
+                    self._dirty = False
         finally:
             self._closed = True
             self._close()
@@ -266,6 +278,7 @@ class ImageStore(ABC):
     def flush(self) -> None:
         """Make ``write_one`` calls so far durable and mark the store complete."""
         self._require_writable()
+        self._write_group()
         if self._dirty:
             self._commit(self._count)
             self._write_manifest("complete")
@@ -323,6 +336,11 @@ class ImageStore(ABC):
         """
         self._require_writable()
         batch = make_batch(images, labels)
+        self._write_group()
+        return self._write_checked_batch(batch, progress)
+
+    def _write_checked_batch(self, batch: ImageBatch, progress: ProgressCallback | None = None) -> np.ndarray:
+        """Write a validated batch all-or-nothing: ``write_batch`` and each write-behind group."""
         self._check_batch_shapes(batch)
         first_id = self._count
         total = len(batch)
@@ -355,14 +373,20 @@ class ImageStore(ABC):
     def write_one(self, image: object, label: object) -> int:
         """Write one image and return its id.
 
-        Costs only the image itself (the article's one-at-a-time experiment): the store is
-        marked complete at the next ``write_batch``, ``flush()`` or ``close()``.
+        Backends with ``write_behind_images`` keep the image in a write-behind group,
+        written as one all-or-nothing batch when the group is full or old, at
+        ``flush()``/``close()``, at the next ``write_batch`` and before a bulk read of its
+        ids (``read_one`` answers from the group): a crash loses at most that group. Other
+        backends write the image at once and mark the store complete at the next
+        ``write_batch``, ``flush()`` or ``close()``.
         """
         self._require_writable()
         check_image(image)
         label = check_label(label)
         batch = ImageBatch(image[np.newaxis], np.array([label], dtype=np.int64), tuple(image.shape), image.nbytes)
         self._check_batch_shapes(batch)
+        if self.write_behind_images > 0:
+            return self._add_to_group(image, label)
         if not self._dirty:
             self._write_manifest("writing")
             self._dirty = True
@@ -378,6 +402,33 @@ class ImageStore(ABC):
             raise
         self._count = first_id + 1
         return first_id
+
+    def _add_to_group(self, image: np.ndarray, label: int) -> int:
+        """Keep ``image`` in the write-behind group; write the group when it is due.
+
+        A group holds one image size unless the store already mixes sizes: an image of a
+        new size writes the group so far and then itself at once, so a store that cannot
+        take that size (or must change its layout for it) answers at this call.
+        """
+        image_id = len(self)
+        shape = tuple(image.shape)
+        reference = self._write_behind.shape or self.uniform_shape
+        if self.backend_state.get("mixed_shapes") or reference in (None, shape):
+            self._write_behind.add(image, label)
+            if self._write_behind.is_due(self.write_behind_images, self.chunk_bytes, self.write_behind_seconds):
+                self._write_group()
+            return image_id
+        self._write_group()
+        self._write_checked_batch(make_batch(image[np.newaxis], [label]))
+        return image_id
+
+    def _write_group(self) -> None:
+        """Write the write-behind group as one batch; it stays in memory if that fails."""
+        if not len(self._write_behind):
+            return
+        images, labels = self._write_behind.as_batch()
+        self._write_checked_batch(make_batch(images, labels))
+        self._write_behind.clear()
 
     def _check_batch_shapes(self, batch: ImageBatch) -> None:
         """Refuse channel counts the format cannot hold, and mixed sizes where it needs one size."""
@@ -402,21 +453,27 @@ class ImageStore(ABC):
     # -- reading ---------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return self._count
+        return self._count + len(self._write_behind)
 
     def _check_id(self, image_id: object) -> int:
+        if type(image_id) is int and 0 <= image_id < self._count:  # the common case, checked quickly
+            return image_id
         if isinstance(image_id, (bool, np.bool_)) or not isinstance(image_id, (int, np.integer)):
             raise ImageIndexError(f"image id {image_id!r} is not an integer")
-        if not 0 <= image_id < self._count:
+        count = len(self)
+        if not 0 <= image_id < count:
             raise ImageIndexError(
-                f"image id {image_id} is out of range: this store holds {self._count} images (ids 0..{self._count - 1})"
+                f"image id {image_id} is out of range: this store holds {count} images (ids 0..{count - 1})"
             )
         return int(image_id)
 
     def read_one(self, image_id: int) -> tuple[np.ndarray, int]:
-        """Read one image and its label."""
+        """Read one image and its label (from the write-behind group if it is still there)."""
         self._ensure_process()
-        return self._read_one(self._check_id(image_id))
+        image_id = self._check_id(image_id)
+        if image_id >= self._count:
+            return self._write_behind.image(image_id - self._count)
+        return self._read_one(image_id)
 
     def read_batch(
         self, ids: Iterable[int] | np.ndarray, out: np.ndarray | None = None
@@ -434,9 +491,11 @@ class ImageStore(ABC):
                 f"ids must be a flat sequence of integers, got {id_array.dtype} of shape {id_array.shape}"
             )
         id_array = id_array.astype(np.int64, copy=False)
-        if id_array.size and (id_array.min() < 0 or id_array.max() >= self._count):
-            bad = id_array[(id_array < 0) | (id_array >= self._count)][0]
+        if id_array.size and (id_array.min() < 0 or id_array.max() >= len(self)):
+            bad = id_array[(id_array < 0) | (id_array >= len(self))][0]
             self._check_id(int(bad))
+        if id_array.size and id_array.max() >= self._count:
+            self._write_group()  # a bulk read of ids still in the group: write it, then read as usual
         if out is not None and self.uniform_shape is not None:
             expected = (len(id_array), *self.uniform_shape)
             if out.shape != expected or out.dtype != np.uint8 or not out.flags.c_contiguous:
@@ -447,12 +506,12 @@ class ImageStore(ABC):
 
     def read_all(self, out: np.ndarray | None = None) -> tuple[np.ndarray | list[np.ndarray], np.ndarray]:
         """Read every image in id order."""
-        return self.read_batch(np.arange(self._count), out)
+        return self.read_batch(np.arange(len(self)), out)
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, int]]:
         """Yield (image, label) in id order, reading ``chunk_images`` at a time."""
-        for start in range(0, self._count, self.chunk_images):
-            images, labels = self.read_batch(np.arange(start, min(start + self.chunk_images, self._count)))
+        for start in range(0, len(self), self.chunk_images):
+            images, labels = self.read_batch(np.arange(start, min(start + self.chunk_images, len(self))))
             for image, label in zip(images, labels):
                 yield image, int(label)
 
@@ -509,7 +568,7 @@ class ImageStore(ABC):
         return make_loader(cls.torch_dataset(path), batch_size, num_workers, seed=seed, **options)
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {str(self.path)!r} mode={self.mode!r} images={self._count}>"
+        return f"<{type(self).__name__} {str(self.path)!r} mode={self.mode!r} images={len(self)}>"
 
     # -- backend hooks ---------------------------------------------------------------
 

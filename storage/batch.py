@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .cycled import CycledImages
 from .errors import EmptyBatchError, ImageShapeError, ImageTypeError, LabelError
 
 ALLOWED_CHANNELS = (1, 3, 4)
@@ -93,7 +94,7 @@ class ImageBatch:
 
     def chunk(self, start: int, stop: int) -> np.ndarray | list[np.ndarray]:
         """Images ``start``..``stop``: an (n,H,W[,C]) array if uniform, else a list."""
-        if isinstance(self.images, np.ndarray):
+        if isinstance(self.images, (np.ndarray, CycledImages)):
             return self.images[start:stop]
         part = [self.images[i] for i in range(start, stop)]
         if self.uniform_shape is not None:
@@ -111,6 +112,9 @@ def make_batch(images: object, labels: object) -> ImageBatch:
     """Validate ``images`` and ``labels`` as given to ``write_batch``."""
     if isinstance(images, np.ndarray):
         return _batch_from_array(images, labels)
+    if isinstance(images, CycledImages):  # one source array repeated: checked once, like an array
+        check_image(images.first, "each image")
+        return ImageBatch(images, check_labels(labels, len(images)), tuple(images.shape[1:]), images.nbytes)
     if isinstance(images, (str, bytes)) or not isinstance(images, Sequence):
         raise ImageTypeError(f"images is a {type(images).__name__}; {IMAGE_SHAPE_HINT}")
     if len(images) == 0:

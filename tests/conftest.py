@@ -29,13 +29,13 @@ def broken_backend(tmp_path, monkeypatch):
 
 
 @pytest.fixture(autouse=True)
-def main_module_restored():
-    """Put ``__main__`` back after each test.
+def restore_main_module():
+    """Put back the ``__main__`` module after each test.
 
-    Streamlit's AppTest runs a page as ``__main__`` and can leave it there; a DataLoader
-    with spawned workers in a later test would then make each worker run that page.
+    Streamlit's AppTest runs a page as ``__main__`` and leaves it there; a process started
+    with ``spawn`` afterwards (a DataLoader's worker) would run that page again on start.
     """
     main = sys.modules.get("__main__")
     yield
-    if main is not None and sys.modules.get("__main__") is not main:
+    if main is not None:
         sys.modules["__main__"] = main

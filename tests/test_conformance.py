@@ -150,6 +150,79 @@ def test_write_one_is_not_lost_without_an_explicit_flush(backend, info, tmp_path
         assert_same_image(info, images[0], reopened.read_one(0)[0])
 
 
+def test_write_one_images_read_back_before_they_are_flushed(backend, info, tmp_path, cifar):
+    """Ids returned by write_one read back at once, even while a write-behind group holds them."""
+    images, labels = cifar
+    reused = np.empty_like(images[0])  # one buffer for every call, as a loader would
+    with storage.open_store(backend, tmp_path / "s", "w") as store:
+        store.write_batch(images[:5], labels[:5])
+        for image_id in range(5, 25):
+            reused[...] = images[image_id]
+            assert store.write_one(reused, labels[image_id]) == image_id
+        assert len(store) == 25
+        image, label = store.read_one(24)
+        assert label == labels[24]
+        assert_same_image(info, images[24], image)
+        if image.flags.writeable:
+            image[...] = 0  # the caller's copy: changing it changes nothing stored
+        assert_same_image(info, images[24], store.read_one(24)[0])
+        assert_same_image(info, images[6], store.read_one(6)[0])
+        some, some_labels = store.read_batch([24, 3, 10])
+        assert_same_images(info, images[[24, 3, 10]], some)
+        assert list(some_labels) == list(labels[[24, 3, 10]])
+        assert store.write_one(images[25], labels[25]) == 25  # still takes images after a read
+        everything, all_labels = store.read_all()
+        assert_same_images(info, images[:26], everything)
+        np.testing.assert_array_equal(all_labels, labels[:26])
+    with storage.open_store(backend, tmp_path / "s") as store:
+        assert len(store) == 26
+        assert_same_images(info, images[:26], store.read_all()[0])
+
+
+def test_write_one_over_several_groups_survives_close(backend, info, tmp_path, cifar):
+    images, labels = cifar
+    store = storage.open_store(backend, tmp_path / "s", "w")
+    store.write_behind_images = 8  # groups of 8 where the backend groups write_one calls
+    for image_id in range(30):
+        store.write_one(images[image_id], labels[image_id])
+    store.close()
+    with storage.open_store(backend, tmp_path / "s") as store:
+        read, read_labels = store.read_all()
+        assert_same_images(info, images[:30], read)
+        np.testing.assert_array_equal(read_labels, labels[:30])
+
+
+def test_a_failed_group_write_keeps_the_store_and_the_group(backend, info, tmp_path, cifar, monkeypatch):
+    """A group is written all-or-nothing: if its write fails, nothing of it is half-stored."""
+    if not storage.store_class(backend).write_behind_images:
+        pytest.skip(f"{backend} does not use the write-behind group")
+    images, labels = cifar
+    store_class = storage.store_class(backend)
+    with storage.open_store(backend, tmp_path / "s", "w") as store:
+        store.write_behind_images = 8
+        for image_id in range(8):
+            store.write_one(images[image_id], labels[image_id])  # the 8th writes the first group
+        real_commit = store_class._commit
+
+        def failing_commit(self, count):
+            raise OSError("no space left on device (simulated)")
+
+        monkeypatch.setattr(store_class, "_commit", failing_commit)
+        for image_id in range(8, 15):
+            store.write_one(images[image_id], labels[image_id])
+        with pytest.raises(OSError, match="simulated"):
+            store.write_one(images[15], labels[15])
+        assert len(store) == 16  # the group is still in memory
+        assert json.loads((tmp_path / "s" / "store.json").read_text())["count"] == 8
+        monkeypatch.setattr(store_class, "_commit", real_commit)
+        store.flush()
+        assert json.loads((tmp_path / "s" / "store.json").read_text())["count"] == 16
+    with storage.open_store(backend, tmp_path / "s") as store:
+        read, read_labels = store.read_all()
+        assert_same_images(info, images[:16], read)
+        np.testing.assert_array_equal(read_labels, labels[:16])
+
+
 def test_single_image_batch(backend, info, tmp_path, cifar):
     images, labels = cifar
     write_store(backend, tmp_path / "s", images[:1], labels[:1])
@@ -212,6 +285,11 @@ def test_write_one_of_mixed_sizes(backend, info, tmp_path, cifar):
         if not info.variable_shapes:
             with pytest.raises(storage.ImageShapeError):
                 store.write_one(images[0], 0)
+            assert len(store) == 1
+            store.close()
+            with storage.open_store(backend, tmp_path / "s") as reopened:  # the image before the refusal is kept
+                assert len(reopened) == 1
+                assert_same_image(info, images[1], reopened.read_one(0)[0])
             return
         for label, image in enumerate(images):
             store.write_one(image, label)
@@ -685,6 +763,46 @@ def test_killed_write_reports_an_incomplete_store(backend, info, tmp_path, cifar
         read, read_labels = store.read_all()
         assert_same_images(info, images[:20], read)
         np.testing.assert_array_equal(read_labels, labels[:20])
+
+
+def test_killed_write_one_loses_at_most_the_unwritten_group(backend, info, tmp_path, cifar):
+    """write_one then SIGKILL: groups already written stay; the store opens after recovery."""
+    images, labels = cifar
+    path = tmp_path / "s"
+    write_store(backend, path, images[:12], labels[:12])
+    if not info.appendable:
+        pytest.skip(f"{backend} cannot append")
+    script = textwrap.dedent(
+        f"""
+        import os, signal, sys
+        sys.path.insert(0, {str(REPO_ROOT)!r})
+        import storage
+        from storage.datasets import load_cifar10, SAMPLE_CIFAR10_DIR
+        images, labels, _ = load_cifar10(SAMPLE_CIFAR10_DIR)
+        store = storage.open_store({backend!r}, {str(path)!r}, "a")
+        store.write_behind_images = 8
+        for image_id in range(12, 32):
+            store.write_one(images[image_id], labels[image_id])
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    if storage.store_class(backend).write_behind_images:
+        # 20 images in groups of 8: two groups written, the last 4 were only in memory
+        with storage.open_store(backend, path, "r") as store:
+            assert len(store) == 12 + 16
+            read, read_labels = store.read_all()
+            assert_same_images(info, images[:28], read)
+            np.testing.assert_array_equal(read_labels, labels[:28])
+    with storage.open_store(backend, path, "a") as store:  # recovery: keeps what was committed
+        kept = len(store)
+        assert 12 <= kept <= 32
+        store.write_batch(images[kept : kept + 3], labels[kept : kept + 3])
+    with storage.open_store(backend, path) as store:
+        read, read_labels = store.read_all()
+        assert_same_images(info, images[: kept + 3], read)
+        np.testing.assert_array_equal(read_labels, labels[: kept + 3])
 
 
 def test_damaged_manifest_is_reported(backend, tmp_path, cifar):

@@ -120,6 +120,65 @@ def test_lmdb_recovers_from_map_full_when_the_estimate_falls_short(tmp_path, cif
         np.testing.assert_array_equal(read_labels, labels)
 
 
+def test_lmdb_batch_committed_in_several_transactions_stays_all_or_nothing(tmp_path, cifar, monkeypatch):
+    """A long batch commits every COMMIT_EVERY_BYTES; cut off after some commits, it is undone."""
+    images, labels = cifar
+    monkeypatch.setattr(lmdb_store, "COMMIT_EVERY_BYTES", 20 * 3072)
+    monkeypatch.setattr(lmdb_store.LmdbStore, "chunk_images", 16)
+    commits = []
+    real_commit_so_far = lmdb_store.LmdbStore._commit_so_far
+    monkeypatch.setattr(
+        lmdb_store.LmdbStore,
+        "_commit_so_far",
+        lambda self, next_id: (commits.append(next_id), real_commit_so_far(self, next_id)),
+    )
+
+    def stop_late(done, total):
+        if done >= 160:
+            raise KeyboardInterrupt
+
+    with storage.open_store("lmdb", tmp_path / "s", "w") as store:
+        store.write_batch(images[:12], labels[:12])
+        with pytest.raises(KeyboardInterrupt):
+            store.write_batch(images[12:300], labels[12:300], progress=stop_late)
+        assert len(commits) >= 5  # records of the cut-off batch were committed to LMDB...
+        assert len(store) == 12
+    with storage.open_store("lmdb", tmp_path / "s") as store:  # ...and rolled back
+        assert len(store) == 12
+        with store._env.begin() as txn:
+            assert txn.get(lmdb_store.image_key(12)) is None
+        np.testing.assert_array_equal(store.read_all()[0], images[:12])
+    with storage.open_store("lmdb", tmp_path / "s", "a") as store:
+        store.write_batch(images[12:300], labels[12:300])
+    with storage.open_store("lmdb", tmp_path / "s") as store:
+        read, read_labels = store.read_all()
+        np.testing.assert_array_equal(read, images)
+        np.testing.assert_array_equal(read_labels, labels)
+
+
+def test_lmdb_scans_of_a_big_store_leave_no_pages_mapped(tmp_path, cifar, monkeypatch):
+    """Above MAPPED_BUDGET_BYTES a scan unmaps what it read, so RSS does not grow with the store."""
+    images, labels = cifar
+    with storage.open_store("lmdb", tmp_path / "s", "w") as store:
+        store.write_batch(np.concatenate([images] * 20), np.concatenate([labels] * 20))  # 6,000 images
+    data_file = tmp_path / "s" / "data.mdb"
+
+    def mapped_kib() -> int:
+        lines = open("/proc/self/smaps").read().split("\n")
+        for index, line in enumerate(lines):
+            if line.endswith(str(data_file.resolve())):
+                return sum(int(entry.split()[1]) for entry in lines[index + 1 : index + 20] if entry.startswith("Rss:"))
+        return 0
+
+    with storage.open_store("lmdb", tmp_path / "s") as store:
+        store.read_all()
+        assert mapped_kib() > 6000 * 3  # a small store keeps its pages mapped, for the next read
+        monkeypatch.setattr(lmdb_store, "MAPPED_BUDGET_BYTES", 1 << 20)
+        read, _ = store.read_all()
+        assert mapped_kib() < 1024
+        np.testing.assert_array_equal(read[-300:], images)
+
+
 def test_lmdb_readers_share_one_environment_per_process(tmp_path, cifar):
     images, labels = cifar
     with storage.open_store("lmdb", tmp_path / "s", "w") as store:

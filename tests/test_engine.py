@@ -23,10 +23,12 @@ from storage.bench import (
     RunStarted,
     estimate_experiment,
     run_experiment,
+    streaming,
     verify_store,
 )
 from storage.bench import estimate as estimate_module
 from storage.bench.experiment import steps
+from storage.cycled import CycledImages
 from storage.errors import DiskSpaceError, UnknownBackendError
 
 BACKENDS = ["png", "lmdb", "hdf5"]
@@ -281,3 +283,56 @@ def test_a_run_that_does_not_fit_in_memory_is_refused(tmp_path: Path, monkeypatc
     with pytest.raises(InvalidExperimentError, match="MB of memory"):
         run_experiment(plan)
     assert not (tmp_path / "runs").exists()
+
+
+def test_cycled_images_are_the_images_take_makes() -> None:
+    source = np.random.default_rng(3).integers(0, 256, (7, 4, 5, 3), dtype=np.uint8)
+    labels = np.arange(7)
+    materialised, _ = datasets.take(source, labels, 9000)
+    cycled = CycledImages(source, 9000)
+    assert len(cycled) == 9000 and cycled.shape == materialised.shape and cycled.nbytes == materialised.nbytes
+    for index in (0, 6, 7, 8999, -1, -9000):
+        np.testing.assert_array_equal(cycled[index], materialised[index])
+    for start, stop in ((0, 7), (5, 4100), (6, 9000), (4000, 8999), (3, 3)):
+        np.testing.assert_array_equal(cycled[start:stop], materialised[start:stop])
+    ids = np.array([8999, 0, 13, 4096, 13])
+    np.testing.assert_array_equal(cycled[ids], materialised[ids])
+    np.testing.assert_array_equal(cycled[10:40:3], materialised[10:40:3])
+    assert np.shares_memory(cycled[5:4100], cycled[5])  # a range within the overlap is a view
+    with pytest.raises(IndexError):
+        cycled[9000]
+
+
+@pytest.fixture
+def streamed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stream from 1 MB of pixels, in read slices of 1,000 images."""
+    monkeypatch.setattr(streaming, "STREAM_ABOVE_BYTES", 2**20)
+    monkeypatch.setattr(streaming, "READ_BUFFER_IMAGES", 1000)
+
+
+def test_a_streamed_count_is_written_read_and_verified_in_slices(tmp_path: Path, streamed) -> None:
+    plan = experiment(tmp_path, backends=["lmdb", "hdf5"], counts=[6000], operations=["write_batch", "read_all"])
+    summary = run_experiment(plan)
+    assert summary.status == "finished", summary.error
+    for m in summary.measurements:
+        assert m.verified and m.error is None, (m.backend, m.operation, m.error)
+        assert m.pixel_bytes == 6000 * 3072
+    with open_store("hdf5", tmp_path / "check", "w") as store:  # the cycled source writes like the array
+        source = datasets.load_source("sample")
+        store.write_batch(CycledImages(source.images, 6000), np.zeros(6000, np.int64))
+        np.testing.assert_array_equal(store.read_batch([5084, 5085, 5999])[0], source.images[[5084, 0, 914]])
+
+
+def test_a_wrong_image_in_a_streamed_read_fails_verification(tmp_path: Path, streamed) -> None:
+    plan = experiment(tmp_path, backends=["hdf5"], counts=[6000], operations=["write_batch", "read_all"])
+
+    def corrupt(event) -> None:
+        if isinstance(event, PreviewReady):
+            store = Path(plan.work_dir) / event.run_id / "hdf5" / "6000" / "store"
+            with h5py.File(store / "images.h5", "r+") as file:
+                file["images"][5100] = 255 - file["images"][5100]
+
+    summary = run_experiment(plan, None, corrupt)
+    write, read_all = summary.measurements
+    assert summary.status == "failed"
+    assert not read_all.verified and "image 5100" in read_all.error

@@ -23,6 +23,7 @@ import zarr
 from PIL import Image, JpegImagePlugin
 
 import storage
+from storage import mapped_files
 from storage.backends import lmdb_store, npy_store, webdataset_store
 from storage.backends.image_files import LossyWebpFilesStore
 from storage.datasets import SAMPLE_CIFAR10_DIR, load_cifar10
@@ -207,6 +208,19 @@ def test_npy_reads_through_a_map_that_close_releases(tmp_path, cifar):
     assert store._map is not None
     store.close()
     assert store._map is None
+
+
+def test_npy_gathers_from_a_big_store_without_mapping_it(tmp_path, cifar, monkeypatch):
+    """Above the mapped budget random ids are read with pread: the same images, no map."""
+    images, labels = cifar
+    write("npy", tmp_path / "s", images, labels)
+    monkeypatch.setattr(mapped_files, "BUDGET_BYTES", 1024)
+    with storage.open_store("npy", tmp_path / "s") as store:
+        ids = [199, 5, 1, 5, 120]
+        read, read_labels = store.read_batch(ids)
+        np.testing.assert_array_equal(read, images[ids])
+        np.testing.assert_array_equal(read_labels, labels[ids])
+        assert store._map is None
 
 
 # -- zarr -----------------------------------------------------------------------------------------

@@ -53,6 +53,8 @@ class Hdf5Store(ImageStore):
 
     info = BUILTIN_INFO["hdf5"]
     default_options = {"compression": None, "compression_opts": None, "chunk_images": 0, "layout": "auto"}
+    # write_one images go into the datasets in groups (one resize, write and flush each), see storage.write_behind
+    write_behind_images = 4096
 
     def _check_options(self, options: dict) -> None:
         super()._check_options(options)

@@ -13,7 +13,8 @@ Only the codec differs:
   channel: the backend declares ``channels=(1, 3)``, so 4-channel images are refused
   with :class:`~storage.errors.ImageShapeError` before anything is written.
 * ``webp``: lossless WebP (``exact`` on, so even the colour of fully transparent pixels
-  survives); returns every pixel bit for bit, RGBA included. WebP has no gray mode, so a
+  survives); returns every pixel bit for bit, RGBA included. ``method`` 2 by default:
+  libwebp's usual 4 costs 11 times the encoding time on 32x32 images for 1% larger files. WebP has no gray mode, so a
   gray image is stored as RGB with three equal channels and the first is read back.
 * ``webp-lossy``: lossy WebP at ``quality`` 90. WebP's lossy mode always halves the
   chroma resolution (4:2:0) and has no switch to turn that off, so on 32x32 images a few
@@ -129,14 +130,16 @@ class WebpFilesStore(PngFilesStore):
     """One lossless WebP file per image and one CSV of labels."""
 
     info = BUILTIN_INFO["webp"]
-    # For lossless WebP, quality is the compression effort (0 fastest, 100 smallest).
-    default_options = {"quality": 80, "method": 4, "parallel": True}
+    # For lossless WebP, quality is the compression effort (0 fastest, 100 smallest). Method 2,
+    # not libwebp's usual 4: on 32x32 CIFAR images method 4 encodes 11 times slower (2.7 against
+    # 0.24 ms per image on one core of the development machine) for files 1% larger.
+    default_options = {"quality": 80, "method": 2, "parallel": True}
     codec_class = WebpCodec
 
     def _check_options(self, options: dict[str, Any]) -> None:
         super()._check_options(options)
         _check_quality(self.info.name, options, 0, 100)
-        if options.get("method", 4) not in WEBP_METHODS:
+        if options.get("method", self.default_options["method"]) not in WEBP_METHODS:
             raise ModeError(f"method {options['method']!r} must be an integer from 0 (fastest) to 6 (smallest)")
 
 

@@ -148,6 +148,8 @@ class LanceStore(ImageStore):
 
     def _write_chunk(self, images, labels: np.ndarray, first_id: int) -> None:
         # Kept as arrays: an Arrow table per write_one image would cost more than the image.
+        if len(labels) == 1 and isinstance(images, np.ndarray):
+            images = images.copy()  # write_one: it waits in memory, and the caller may reuse its array
         self._pending.append((images, labels, first_id))
         self._pending_bytes += sum(image.nbytes for image in images) if isinstance(images, list) else images.nbytes
         if self._pending_bytes >= self.chunk_bytes:
@@ -161,10 +163,14 @@ class LanceStore(ImageStore):
         else:
             images = [image for chunk, _, _ in self._pending for image in chunk]
             labels, first_id = np.concatenate([labels for _, labels, _ in self._pending]), self._pending[0][2]
-        table = image_table(images, labels)[0].append_column("id", pa.array(np.arange(first_id, first_id + len(labels))))
+        table = image_table(images, labels)[0].append_column(
+            "id", pa.array(np.arange(first_id, first_id + len(labels)))
+        )
         exists = self.backend_state.get("version") is not None or self._latest_version is not None
         try:
-            written = lance.write_dataset(table, self.dataset_uri, schema=LANCE_SCHEMA, mode="append" if exists else "create")
+            written = lance.write_dataset(
+                table, self.dataset_uri, schema=LANCE_SCHEMA, mode="append" if exists else "create"
+            )
         except OSError as error:
             raise StoreNotWritableError(f"cannot write to {self.path}: {error}") from None
         self._latest_version = written.version

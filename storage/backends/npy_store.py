@@ -31,6 +31,7 @@ import os
 
 import numpy as np
 
+from .. import mapped_files
 from ..base import ImageStore, stack_if_uniform
 from ..batch import ImageBatch, Shape
 from ..errors import CorruptDataError, StoreNotWritableError
@@ -250,6 +251,12 @@ class NpyStore(ImageStore):
         first = int(ids[0])
         if ids[-1] - first == len(ids) - 1 and np.all(np.diff(ids) == 1) and out.flags.c_contiguous:
             read_into(self._data_fd, memoryview(out), first * image_bytes)
+            return out, labels
+        if self._count * image_bytes > mapped_files.BUDGET_BYTES and out.flags.c_contiguous:
+            # A big store: one pread per image, so the map does not grow the process (see mapped_files).
+            flat = memoryview(out.reshape(-1))
+            for index, image_id in enumerate(ids.tolist()):
+                read_into(self._data_fd, flat[index * image_bytes : (index + 1) * image_bytes], image_id * image_bytes)
             return out, labels
         table = self._pixel_bytes(self._count * image_bytes)[: self._count * image_bytes].reshape(
             self._count, image_bytes

@@ -198,6 +198,9 @@ class ParquetStore(ImageStore):
         return [data for piece in parallel.run_tasks(encode_pngs, tasks) for data in piece]
 
     def _write_chunk(self, images, labels: np.ndarray, first_id: int) -> None:
+        if len(labels) == 1 and isinstance(images, np.ndarray):
+            # write_one: the row waits in memory for its row group, and the caller may reuse its array
+            images = images.copy()
         table, shapes = self._rows(images, labels)
         self._buffer.append(table)
         self._buffered_rows += table.num_rows

@@ -13,11 +13,15 @@ up to 1,000):
 * ``write_batch``: open a new store + one ``write_batch`` of N images + ``close``. No
   extra fsync is added (a backend's own commit may sync: LMDB's does); when the cold
   cache is measured, the ``os.sync()`` that follows is timed separately (``sync_seconds``).
-* ``write_one``: open + N ``write_one`` calls + ``close``.
+* ``write_one``: open + N ``write_one`` calls + ``close``. The ``close``, which writes
+  the last write-behind group where the backend keeps one, is also timed on its own
+  (``flush_seconds``, median of the repeats; included in the samples).
 * ``read_all``: every image in id order into a buffer allocated and touched beforehand;
-  one ``read_all(out=...)`` call up to 16,384 images, above that ``read_batch`` calls of
-  16,384 consecutive ids into slices of the same buffer, so progress and cancellation
-  work during long reads.
+  one ``read_all(out=...)`` call for short reads, above that ``read_batch`` calls of
+  4,096 to 65,536 consecutive ids (about 0.5 s each) into slices of the same buffer, so
+  progress and cancellation work during long reads. Above 512 MB of pixels the buffer
+  holds one slice and is reused, each slice checked against the source with the timer
+  paused (see :mod:`storage.bench.streaming`), so memory stays bounded.
 * ``read_random``: min(N, 1,000) distinct seeded ids in shuffled order, one ``read_one``
   each, as a training loop would.
 * ``read_one``: min(N, 100) seeded single reads, each timed on its own; a sample is their
@@ -79,6 +83,7 @@ from .experiment import (
     validate,
     verified_after_write,
 )
+from .streaming import cycled_source, read_buffer_for
 from .verify import Verification, compare, verify_store
 
 log = logging.getLogger(__name__)
@@ -89,9 +94,10 @@ PROGRESS_INTERVAL = 0.25  # seconds between Progress events inside long operatio
 
 METHODS = {
     "write_batch": "open + write_batch(N) + close; no extra fsync",
-    "write_one": "open + N x write_one + close; no extra fsync",
+    "write_one": "open + N x write_one + close (close also timed alone: flush_seconds); no extra fsync",
     "read_all": "read_all(out=) into a pre-touched buffer; for long reads, read_batch over consecutive slices "
-    "of it expected to take ~0.5 s each (4,096 to 65,536 ids)",
+    "of it expected to take ~0.5 s each (4,096 to 65,536 ids); above 512 MB one reused slice buffer, "
+    "each slice verified with the timer paused",
     "read_random": "min(N, 1,000) shuffled seeded ids, one read_one each",
     "read_one": "median latency of min(N, 100) single read_one calls",
     "loader": "one shuffled epoch of DataLoader(dataset, batch_size, shuffle=True, num_workers=w) per sample, "
@@ -322,6 +328,7 @@ def _measure_write_one(run: _Run, cell: _Cell) -> Measurement:
     warmup, runs = _runs_of(cell.count, run.experiment.repeats)
     path = cell.one_store
     images, labels, count = cell.images, cell.labels, cell.count
+    flushes: list[float] = []
     try:
         for index in range(runs):
             run.check_cancel()
@@ -331,15 +338,20 @@ def _measure_write_one(run: _Run, cell: _Cell) -> Measurement:
             started = run.start_timer()
             with _gc_paused():
                 store = registry.open_store(cell.backend, path, "w", **cell.options)
+                closing = None
                 try:
                     for position in range(count):
                         store.write_one(images[position], labels[position])
                         run.tick((index + position / count) / runs)
+                    closing = time.perf_counter()
                 finally:
                     store.close()
+                flush = time.perf_counter() - closing
             seconds = run.stop_timer(started)
             if index >= warmup:
                 measurement.samples.append(seconds)
+                flushes.append(flush)
+        measurement.flush_seconds = float(np.median(flushes)) if flushes else None
         _set_disk(measurement, path)
         checked = verified_after_write(run.experiment, "write_one", count)
         measurement.verified = _apply_verification(
@@ -488,6 +500,8 @@ def _time_read_all(run: _Run, cell: _Cell, store: ImageStore, position: tuple[in
     count, out = cell.count, cell.read_buffer
     if out is not None and store.uniform_shape != tuple(out.shape[1:]):
         out = None
+    if out is not None and len(out) < count:
+        return _time_read_all_in_slices(run, cell, store, position, out)
     ids = np.arange(count)
     slice_ids = read_all_slice(cell.backend, cell.count)
     started = run.start_timer()
@@ -509,6 +523,31 @@ def _time_read_all(run: _Run, cell: _Cell, store: ImageStore, position: tuple[in
                 images = [image for part in parts for image in part]
     seconds = run.stop_timer(started)
     return seconds, compare(images, labels, cell.images, cell.labels, ids, cell.lossless)
+
+
+def _time_read_all_in_slices(
+    run: _Run, cell: _Cell, store: ImageStore, position: tuple[int, int], buffer: np.ndarray
+) -> tuple[float, Verification]:
+    """``read_all`` of a streamed count: slices into one reused buffer, each checked untimed."""
+    index, runs = position
+    count = cell.count
+    step = min(len(buffer), read_all_slice(cell.backend, count))
+    checked = 0
+    failure: Verification | None = None
+    started = run.start_timer()
+    with _gc_paused():
+        for start in range(0, count, step):
+            stop = min(start + step, count)
+            part, part_labels = store.read_batch(np.arange(start, stop), buffer[: stop - start])
+            paused = time.perf_counter()
+            if failure is None:
+                result = compare(part, part_labels, cell.images, cell.labels, np.arange(start, stop), cell.lossless)
+                checked += result.checked
+                failure = None if result.verified else result
+            run.paused_seconds += time.perf_counter() - paused
+            run.tick((index + stop / count) / runs)
+    seconds = run.stop_timer(started)
+    return seconds, failure or Verification(True, checked)
 
 
 def _time_read_random(
@@ -720,11 +759,9 @@ def run_experiment(
         run.emit(RunStarted(run_id, len(plan), experiment, environment))
         for count in experiment.counts:
             run.check_cancel()
-            images, labels = datasets.take(source.images, source.labels, count)
-            read_buffer = None
-            if isinstance(images, np.ndarray):
-                read_buffer = np.empty_like(images)
-                read_buffer.fill(0)  # touch every page now, not inside a timer
+            # the loader fills one buffer of the whole count, so its runs are not streamed
+            images, labels = cycled_source(source.images, source.labels, count, LOADER not in experiment.operations)
+            read_buffer = read_buffer_for(images)
             if LOADER in experiment.operations:
                 _measure_ceilings(run, images, labels, read_buffer)
             for backend in experiment.backends:
@@ -733,7 +770,7 @@ def run_experiment(
                     count=count,
                     images=images,
                     labels=labels,
-                    pixel_bytes=int(images.nbytes if isinstance(images, np.ndarray) else sum(i.nbytes for i in images)),
+                    pixel_bytes=int(images.nbytes if hasattr(images, "nbytes") else sum(i.nbytes for i in images)),
                     folder=run_dir / backend / str(count),
                     options=experiment.backend_options.get(backend, {}),
                     lossless=registry.backend_info(backend).lossless,

@@ -28,6 +28,7 @@ from .experiment import (
     validate,
     verified_after_write,
 )
+from .streaming import memory_needed
 
 RAW_IMAGE_BYTES = 32 * 32 * 3
 BLOCK = 4096
@@ -40,7 +41,7 @@ _COSTS = {
     "lmdb": {"write_batch": 1.2e-5, "write_one": 2.6e-3, "read_all": 3e-6, "read_random": 1.2e-5, "read_one": 1.5e-5},
     "hdf5": {"write_batch": 2e-6, "write_one": 3e-4, "read_all": 7e-7, "read_random": 1.1e-5, "read_one": 1e-5},
     "jpeg": {"write_batch": 4.4e-4, "write_one": 8e-4, "read_all": 1e-4, "read_random": 1.9e-4, "read_one": 1.6e-4},
-    "webp": {"write_batch": 1.1e-3, "write_one": 2e-3, "read_all": 9.5e-5, "read_random": 1.7e-4, "read_one": 1.1e-4},
+    "webp": {"write_batch": 4.5e-4, "write_one": 9e-4, "read_all": 9.5e-5, "read_random": 1.7e-4, "read_one": 1.1e-4},
     "webp-lossy": {
         "write_batch": 6e-4,
         "write_one": 1.2e-3,
@@ -243,7 +244,9 @@ def estimate_experiment(experiment: Experiment, db=None, raw_image_bytes: float 
     free = shutil.disk_usage(existing_parent(experiment.work_dir)).free
     disk_fits = disk_bytes <= free
     # The images of the largest count and the buffer reads fill, plus the interpreter and libraries.
-    memory = int(2 * max(experiment.counts) * raw_image_bytes + _BASE_MEMORY)
+    memory = memory_needed(
+        max(experiment.counts), raw_image_bytes, _BASE_MEMORY, allow_stream=LOADER not in experiment.operations
+    )
     if LOADER in experiment.operations:  # torch, and the batches in flight between processes
         memory += _BASE_MEMORY
     available = psutil.virtual_memory().available

@@ -56,6 +56,8 @@ class Measurement:
     pixel_bytes: int = 0
     includes_sync: bool = False
     sync_seconds: float | None = None
+    flush_seconds: float | None = None
+    """write_one: median time of the close() that writes the last write-behind group (part of the samples)."""
     resident_bytes: int | None = None
     warmup: bool = False
     peak_rss_bytes: int | None = None

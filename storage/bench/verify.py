@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import registry
+from ..cycled import CycledImages
 from ..errors import StorageError
 
 PSNR_MEAN_FLOOR = 30.0  # dB, mean over the images checked
@@ -76,7 +77,7 @@ def compare(
 
 
 def _compare_exact(actual_images, source_images, ids: np.ndarray) -> Verification:
-    both_arrays = isinstance(actual_images, np.ndarray) and isinstance(source_images, np.ndarray)
+    both_arrays = isinstance(actual_images, np.ndarray) and isinstance(source_images, (np.ndarray, CycledImages))
     if both_arrays and actual_images.shape[1:] == source_images.shape[1:]:
         for start in range(0, len(ids), _CHUNK):
             part = ids[start : start + _CHUNK]
