@@ -5,7 +5,10 @@ modules, which in turn call the storage library and the benchmark engine.
 
 * :mod:`dashboard.config`: where the results database and the run folders are.
 * :mod:`dashboard.state`: page controls <-> URL query parameters.
-* :mod:`dashboard.runner`: a benchmark run in a background thread, per browser session.
+* :mod:`dashboard.runner`: benchmark runs started in their own process and followed by id
+  through the results database.
+* :mod:`dashboard.share`: the "Share" picture of a whole result.
+* :mod:`dashboard.worker`: the process a run from the dashboard runs in.
 * :mod:`dashboard.charts`: measurements as pandas frames and Altair charts, and their export.
 * :mod:`dashboard.previews`: images enlarged so that 32x32 pixels can be seen.
 * :mod:`dashboard.resources`: cached database handles, data sources and stores.

@@ -97,8 +97,13 @@ class FoundStore:
 
 @st.cache_data(ttl=10, show_spinner=False)
 def find_stores(roots: tuple[str, ...], max_depth: int = 5, limit: int = 200) -> list[FoundStore]:
-    """Stores (folders holding a ``store.json``) under ``roots``, newest first."""
+    """Stores (folders holding a ``store.json``) under ``roots``, newest first, each once.
+
+    Roots may lie inside each other (the run folder is inside ``data/``): a store reached
+    from two roots is listed once.
+    """
     found = []
+    seen: set[str] = set()
     for root in roots:
         base = Path(root)
         if not base.is_dir():
@@ -106,6 +111,11 @@ def find_stores(roots: tuple[str, ...], max_depth: int = 5, limit: int = 200) ->
         for folder, names, files in os.walk(base):
             depth = len(Path(folder).relative_to(base).parts)
             if MANIFEST_NAME in files:
+                resolved = os.path.realpath(folder)
+                if resolved in seen:
+                    names[:] = []
+                    continue
+                seen.add(resolved)
                 try:
                     manifest = json.loads((Path(folder) / MANIFEST_NAME).read_text())
                     found.append(

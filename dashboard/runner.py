@@ -1,283 +1,325 @@
-"""A benchmark run in its own process, followed from the page; one per browser session.
+"""Benchmark runs the dashboard starts and follows by their id, through the results database.
 
-The Run page starts a :class:`BenchmarkJob` when "Run benchmark" is pressed and keeps it in
-``st.session_state``: two browser tabs are two sessions, so two jobs with their own run
-ids and folders.
+A run belongs to its id, not to a browser tab. "Run benchmark" calls :func:`launch`: it
+picks the run's id, starts the engine in a child process (``python -m dashboard.worker``)
+and reserves the id in the results database before the child does anything, so the page
+can put ``?run=<id>`` in its address at once. From then on every page that shows the run
+(a reload, a second tab, another window, the Results page) reads it with :func:`read_run`:
+status, progress, measurements and previews all come from the database, which the child
+writes (see :mod:`storage.bench.live`). :func:`request_stop` writes a stop request that the
+child honours within a few tenths of a second, whichever tab asked.
 
-The engine runs in a child process (``python -m dashboard.worker``), not in a thread of
-the Streamlit server: a thread would share the server's interpreter lock with the page
-redrawing its charts twice a second, which would slow the run down and add the page's work
-to the very timings being measured. The child sends the engine's events back as pickles
-on a pipe; a reader thread here files them under a lock, and the page draws a consistent
-:meth:`BenchmarkJob.snapshot` every half second. "Stop" sends the child ``SIGUSR1``,
-which sets the ``threading.Event`` the engine checks between and inside measurements, so
-a run ends within about a second and keeps what it had measured (if it does not, the child
-is terminated after :data:`STOP_GRACE_SECONDS`).
+The engine runs in a child process, not in a thread of the Streamlit server: a thread
+would share the server's interpreter lock with the pages redrawing their charts, which
+would slow the run down and add the pages' work to the very timings being measured.
+
+Runs started from the command line (``python -m storage bench``) are in the same database
+without live progress; :func:`read_run` derives theirs from the measurements recorded so
+far and the run's plan.
 """
 
 from __future__ import annotations
 
+import calendar
 import collections
 import json
 import logging
 import os
-import pickle
 import signal
 import subprocess
 import sys
 import threading
 import time
-import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from storage.bench import (
-    Experiment,
-    Measurement,
-    MeasurementRecorded,
-    PreviewReady,
-    Progress,
-    RunFinished,
-    RunStarted,
-)
+from storage.bench import Experiment, Measurement, ResultsDB, RunRecord, estimate_experiment, new_run_id
+from storage.bench.experiment import steps
+from storage.bench.results import RunProgress
 
 from .config import PROJECT_ROOT
+from .state import OPERATION_LABELS
 
 log = logging.getLogger(__name__)
 
-RUNNING_STATES = ("starting", "running")
 STOP_SIGNAL = signal.SIGUSR1
 STOP_GRACE_SECONDS = 15.0
 
-_active_jobs: weakref.WeakSet[BenchmarkJob] = weakref.WeakSet()
-_active_lock = threading.Lock()
+
+@dataclass
+class _Launch:
+    """A worker process this server started, and the last lines it wrote to standard error."""
+
+    process: subprocess.Popen
+    stderr_tail: collections.deque = field(default_factory=lambda: collections.deque(maxlen=20))
+
+
+_launched: dict[str, _Launch] = {}
+_launched_lock = threading.Lock()
+
+
+def launch(experiment: Experiment, db: ResultsDB, estimated_seconds: float | None = None) -> str:
+    """Start ``experiment`` in a child process; its run id, already recorded as running in ``db``.
+
+    Raises:
+        OSError: the process could not be started.
+    """
+    run_id = new_run_id()
+    environment = dict(os.environ)
+    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), environment.get("PYTHONPATH")]))
+    environment.setdefault("PYTHONUNBUFFERED", "1")
+    request = json.dumps(
+        {"experiment": experiment.to_dict(), "db_path": str(Path(db.path).resolve()), "run_id": run_id}
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dashboard.worker", request],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        cwd=str(PROJECT_ROOT),
+        env=environment,
+    )
+    try:
+        db.reserve_run(
+            run_id,
+            experiment.to_dict(),
+            {"spec": experiment.source},
+            process.pid,
+            estimated_seconds=estimated_seconds,
+        )
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    started = _Launch(process)
+    with _launched_lock:
+        _launched[run_id] = started
+    threading.Thread(target=_drain_stderr, args=(started,), name="benchmark-stderr", daemon=True).start()
+    threading.Thread(target=_reap, args=(run_id, started, db.path), name="benchmark-reaper", daemon=True).start()
+    assert process.stdin is not None
+    try:
+        process.stdin.write(b"go\n")  # the run is reserved: the child may start
+        process.stdin.close()
+    except BrokenPipeError:
+        pass  # the child died at once; the reaper records why
+    return run_id
+
+
+def _drain_stderr(started: _Launch) -> None:
+    stream = started.process.stderr
+    if stream is None:
+        return
+    for raw in stream:
+        line = raw.decode("utf-8", errors="replace").rstrip()
+        started.stderr_tail.append(line)
+        log.debug("benchmark process: %s", line)
+
+
+def _reap(run_id: str, started: _Launch, db_path: Path) -> None:
+    """Wait for the child (so it leaves no zombie); if it died without ending its run, say why."""
+    code = started.process.wait()
+    with _launched_lock:
+        _launched.pop(run_id, None)
+    try:
+        with ResultsDB(db_path, mark_stale=False) as db:
+            _record_unexpected_end(db, run_id, started, code)
+    except Exception:
+        log.exception("could not record how run %s ended", run_id)
+
+
+def _record_unexpected_end(db: ResultsDB, run_id: str, started: _Launch, code: int) -> None:
+    record = db.get_run(run_id)
+    if record is None or record.status != "running":
+        return  # the run ended itself, as it should
+    time.sleep(0.2)  # let the stderr reader catch the last lines
+    tail = " | ".join(line for line in started.stderr_tail if line.strip())[-600:]
+    how = f"was killed (signal {-code})" if code < 0 else f"ended unexpectedly (exit code {code})"
+    stopped = db.stop_requested(run_id)
+    db.finish_run(
+        run_id,
+        "cancelled" if stopped else "failed",
+        f"the benchmark process {how}" + (f": {tail}" if tail and not stopped else ""),
+    )
+
+
+def request_stop(db: ResultsDB, run_id: str) -> bool:
+    """Ask the run to stop; it ends within about a second and keeps what it measured. True if it was running."""
+    asked = db.request_stop(run_id)
+    with _launched_lock:
+        started = _launched.get(run_id)
+    if started is not None and started.process.poll() is None:
+        try:
+            started.process.send_signal(STOP_SIGNAL)  # quicker than the child's next look at the database
+        except OSError:
+            pass
+        threading.Thread(target=_terminate_if_stuck, args=(started,), name="benchmark-stop", daemon=True).start()
+    return asked
+
+
+def _terminate_if_stuck(started: _Launch) -> None:
+    try:
+        started.process.wait(STOP_GRACE_SECONDS)
+    except subprocess.TimeoutExpired:
+        log.warning("the benchmark process did not stop within %s s; terminating it", STOP_GRACE_SECONDS)
+        started.process.terminate()
+
+
+def running_runs(db: ResultsDB) -> list[RunRecord]:
+    """Runs recorded as running (after marking those whose process is gone as interrupted)."""
+    runs = [record for record in db.list_runs(limit=50) if record.status == "running"]
+    if runs:
+        db.mark_stale_runs()
+        runs = [record for record in db.list_runs(limit=50) if record.status == "running"]
+    return runs
 
 
 @dataclass
-class JobSnapshot:
-    """What a job has produced so far, copied under the job's lock."""
+class RunView:
+    """Everything a page shows about one run, read from the results database at one moment.
 
+    ``fraction`` is the share of the run's estimated time that is done; ``message`` says
+    what is measured now; ``remaining_seconds`` corrects the estimate by the speed so far.
+    """
+
+    run_id: str
     status: str
-    run_id: str | None
+    record: RunRecord
+    measurements: list[Measurement]
+    elapsed: float
     fraction: float
     message: str
     step: int
     total_steps: int
-    measurements: list[Measurement]
-    previews: list[PreviewReady]
-    error: str | None
-    elapsed: float
-    version: int
-    experiment: Experiment
-    source_description: str = ""
+    estimated_seconds: float | None
+    remaining_seconds: float | None
+    stoppable: bool
+    stop_requested: bool
+    from_dashboard: bool
+    preview_count: int
+    progress: RunProgress | None = None
 
     @property
     def running(self) -> bool:
-        return self.status in RUNNING_STATES
+        return self.status == "running"
+
+    @property
+    def error(self) -> str | None:
+        return self.record.error
+
+    @property
+    def version(self) -> tuple[int, int]:
+        """Changes whenever there is something new to draw."""
+        return (len(self.measurements), self.preview_count)
 
 
-@dataclass(eq=False)
-class BenchmarkJob:
-    """One run of the engine in a child process.
+def _iso_seconds(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        return float(calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ")))
+    except ValueError:
+        return None
 
-    Args:
-        experiment: what to run (validated by the engine in the child).
-        db_path: the results database; the child opens its own connection to it.
+
+_plans: dict[str, tuple[list[tuple[str, int, str, str]], list[float], float] | None] = {}
+
+
+def _plan(db: ResultsDB, record: RunRecord) -> tuple[list[tuple[str, int, str, str]], list[float], float] | None:
+    """A command-line run's steps and their estimated seconds (kept per run: the plan does not change)."""
+    if record.id not in _plans:
+        try:
+            experiment = Experiment.from_dict(record.parameters)
+            estimate = estimate_experiment(experiment, db)
+            _plans[record.id] = (steps(experiment), estimate.step_seconds, estimate.seconds)
+        except Exception:  # parameters of another version: no plan, no estimate
+            _plans[record.id] = None
+    return _plans[record.id]
+
+
+def _remaining(fraction: float, elapsed: float, estimated: float | None) -> float | None:
+    """Seconds left: the estimate at first, the speed measured so far more and more as the run goes.
+
+    The two are weighted by the share done: early on the time taken so far is mostly
+    starting up (loading images, describing the machine) and says little about the rest.
     """
+    if estimated is None:
+        return None
+    fraction = min(1.0, max(0.0, fraction))
+    by_estimate = (1.0 - fraction) * estimated
+    if fraction <= 0 or elapsed <= 0:
+        return by_estimate
+    by_speed = elapsed * (1.0 - fraction) / fraction
+    return max(0.0, (1.0 - fraction) * by_estimate + fraction * by_speed)
 
-    experiment: Experiment
-    db_path: Path
-    status: str = "starting"
-    run_id: str | None = None
-    fraction: float = 0.0
-    message: str = "starting the benchmark process…"
-    step: int = 0
-    total_steps: int = 0
-    error: str | None = None
-    source_description: str = ""
-    version: int = 0
-    stop_requested: bool = False
-    _measurements: list[Measurement] = field(default_factory=list)
-    _previews: dict[tuple[int, str], PreviewReady] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _process: subprocess.Popen | None = None
-    _reader: threading.Thread | None = None
-    _stderr_tail: collections.deque = field(default_factory=lambda: collections.deque(maxlen=20))
-    _started: float = 0.0
-    _finished: float | None = None
 
-    # -- control ---------------------------------------------------------------------
-
-    def start(self) -> BenchmarkJob:
-        """Start the child process and the thread that follows it."""
-        self._started = time.monotonic()
-        environment = dict(os.environ)
-        environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), environment.get("PYTHONPATH")]))
-        environment.setdefault("PYTHONUNBUFFERED", "1")
-        request = json.dumps({"experiment": self.experiment.to_dict(), "db_path": str(self.db_path)})
-        try:
-            self._process = subprocess.Popen(
-                [sys.executable, "-m", "dashboard.worker", request],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                cwd=str(PROJECT_ROOT),
-                env=environment,
-            )
-        except OSError as error:
-            self._end("error", f"could not start the benchmark process: {error}")
-            self._finished = time.monotonic()
-            return self
-        with _active_lock:
-            _active_jobs.add(self)
-        self._reader = threading.Thread(target=self._follow, name="benchmark-events", daemon=True)
-        self._reader.start()
-        threading.Thread(target=self._drain_stderr, name="benchmark-stderr", daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        """Ask the run to stop; it ends within about a second, keeping its measurements."""
-        with self._lock:
-            if self.status not in RUNNING_STATES or self.stop_requested:
-                return
-            self.stop_requested = True
-            self.message = "stopping…"
-        process = self._process
-        if process is not None and process.poll() is None:
-            try:
-                process.send_signal(STOP_SIGNAL)
-            except OSError:
-                pass
-            threading.Thread(target=self._terminate_if_stuck, name="benchmark-stop", daemon=True).start()
-
-    def _terminate_if_stuck(self) -> None:
-        process = self._process
-        if process is None:
-            return
-        try:
-            process.wait(STOP_GRACE_SECONDS)
-        except subprocess.TimeoutExpired:
-            log.warning("the benchmark process did not stop within %s s; terminating it", STOP_GRACE_SECONDS)
-            process.terminate()
-
-    def join(self, timeout: float | None = None) -> bool:
-        """Wait until the run has ended and its events are read; True if it has."""
-        if self._reader is not None:
-            self._reader.join(timeout)
-        return not self.running
-
-    @property
-    def running(self) -> bool:
-        return self.status in RUNNING_STATES
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
-
-    # -- following the child ---------------------------------------------------------
-
-    def _follow(self) -> None:
-        process = self._process
-        assert process is not None and process.stdout is not None
-        done = None
-        try:
-            while True:
-                try:
-                    message = pickle.load(process.stdout)
-                except EOFError:
-                    break
-                if isinstance(message, dict) and message.get("kind") == "done":
-                    done = message
-                else:
-                    self._on_event(message)
-        except Exception as error:  # a garbled stream: say so rather than hang
-            log.exception("reading the benchmark process's events failed")
-            done = {"status": "error", "error": f"lost contact with the benchmark process ({error})"}
-        code = process.wait()
-        with self._lock:
-            if done is not None:
-                self.status = done.get("status") or "finished"
-                self.error = done.get("error")
-                self.source_description = done.get("source_description", "")
+def read_run(db: ResultsDB, run_id: str) -> RunView | None:
+    """The run as the database says now (None if it holds no such run)."""
+    record = db.get_run(run_id)
+    if record is None:
+        return None
+    if record.status == "running":
+        db.mark_stale_runs()
+        record = db.get_run(run_id) or record
+    measurements = db.measurements(run_id)
+    progress = db.progress(run_id)
+    running = record.status == "running"
+    now = time.time()
+    finished = _iso_seconds(record.finished_at)
+    if progress is not None:
+        start = progress.launched_at
+        end = now if running else max(finished or progress.updated_at, progress.updated_at)
+        fraction, message, step, total = progress.fraction, progress.message, progress.step, progress.total_steps
+        estimated = progress.estimated_seconds
+    else:  # a run started elsewhere (the command line): derive its progress from its plan
+        start = _iso_seconds(record.started_at) or now
+        end = now if running else (finished or now)
+        step = len(measurements)
+        plan = _plan(db, record) if running else None
+        if plan is not None:
+            planned, weights, estimated = plan
+            total = len(planned)
+            fraction = sum(weights[:step]) / (sum(weights) or 1.0)
+            if step < total:
+                backend, count, operation, cache = planned[step]
+                message = f"{backend} · {count:,} images · {OPERATION_LABELS.get(operation, operation)} ({cache})"
             else:
-                tail = " | ".join(line for line in self._stderr_tail if line.strip())[-600:]
-                how = "was stopped" if code < 0 else f"ended unexpectedly (exit code {code})"
-                self.status = "cancelled" if self.stop_requested else "error"
-                self.error = f"the benchmark process {how}" + (f": {tail}" if tail and not self.stop_requested else "")
-            if self.status in RUNNING_STATES:
-                self.status = "finished"
-            if self.error and self.status != "finished":
-                self.message = self.error
-            self._finished = time.monotonic()
-            self.version += 1
-        with _active_lock:
-            _active_jobs.discard(self)
-
-    def _drain_stderr(self) -> None:
-        process = self._process
-        if process is None or process.stderr is None:
-            return
-        for raw in process.stderr:
-            line = raw.decode("utf-8", errors="replace").rstrip()
-            self._stderr_tail.append(line)
-            log.debug("benchmark process: %s", line)
-
-    def _end(self, status: str, error: str) -> None:
-        with self._lock:
-            self.status = status
-            self.error = error
-            self.message = error
-
-    def _on_event(self, event: object) -> None:
-        with self._lock:
-            if isinstance(event, RunStarted):
-                self.status = "running"
-                self.run_id = event.run_id
-                self.total_steps = event.total_steps
-                self.message = "starting"
-            elif isinstance(event, Progress):
-                self.fraction = event.fraction
-                self.step = event.step
-                self.total_steps = event.total_steps
-                if not self.stop_requested:
-                    self.message = event.message
-            elif isinstance(event, MeasurementRecorded):
-                self._measurements.append(event.measurement)
-                self.version += 1
-            elif isinstance(event, PreviewReady):
-                self._previews[(event.count, event.backend)] = event
-                self.version += 1
-            elif isinstance(event, RunFinished):
-                self.message = event.status if not event.error else f"{event.status}: {event.error}"
-                if event.status == "finished":
-                    self.fraction = 1.0
-
-    def snapshot(self) -> JobSnapshot:
-        with self._lock:
-            end = self._finished if self._finished is not None else time.monotonic()
-            return JobSnapshot(
-                status=self.status,
-                run_id=self.run_id,
-                fraction=self.fraction,
-                message=self.message,
-                step=self.step,
-                total_steps=self.total_steps,
-                measurements=list(self._measurements),
-                previews=list(self._previews.values()),
-                error=self.error,
-                elapsed=end - self._started if self._started else 0.0,
-                version=self.version,
-                experiment=self.experiment,
-                source_description=self.source_description,
-            )
+                message = "finishing"
+        else:
+            total, fraction, message, estimated = step, 1.0 if not running else 0.0, "", None
+    if not running and record.status == "finished":
+        fraction = 1.0
+    elapsed = max(0.0, end - start)
+    return RunView(
+        run_id=run_id,
+        status=record.status,
+        record=record,
+        measurements=measurements,
+        elapsed=elapsed,
+        fraction=min(1.0, max(0.0, fraction)),
+        message=message,
+        step=step,
+        total_steps=total,
+        estimated_seconds=estimated,
+        remaining_seconds=_remaining(fraction, elapsed, estimated) if running else None,
+        stoppable=running and progress is not None and progress.stoppable,
+        stop_requested=progress is not None and progress.stop_requested_at is not None,
+        from_dashboard=progress is not None,
+        preview_count=db.count_previews(run_id),
+        progress=progress,
+    )
 
 
-def start_job(experiment: Experiment, db_path: Path) -> BenchmarkJob:
-    """Start ``experiment`` in a child process and return its job."""
-    return BenchmarkJob(experiment, Path(db_path)).start()
+def wait_for_run(db: ResultsDB, run_id: str, timeout: float = 120.0, interval: float = 0.1) -> RunView:
+    """Wait until the run has ended (for tests and scripts); its final view.
 
-
-def other_active_jobs(job: BenchmarkJob | None) -> int:
-    """How many runs other than ``job`` this server is following (other tabs or windows)."""
-    with _active_lock:
-        return sum(1 for other in _active_jobs if other is not job and other.running)
+    Raises:
+        TimeoutError: it is still running after ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        view = read_run(db, run_id)
+        if view is not None and not view.running:
+            return view
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"run {run_id} is still running after {timeout:.0f} s")
+        time.sleep(interval)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from storage.bench import CACHES, OPERATIONS, Experiment
 from storage.bench.experiment import DEFAULT_BATCH_SIZE, DEFAULT_WORKERS, LOADER  # noqa: F401 (pages use LOADER)
@@ -384,3 +384,18 @@ def share_url(base: str | None, params: Mapping[str, str]) -> str:
     query = urlencode({key: value for key, value in params.items() if value not in (None, "")}, safe=",/")
     address = (base or "").split("?", 1)[0].split("#", 1)[0]
     return f"{address}?{query}" if query else address
+
+
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]", "0.0.0.0")
+
+
+def link_hint(url: str) -> str | None:
+    """What to tell someone about to share ``url`` when it only works on this computer (None if nothing)."""
+    host = urlsplit(url).hostname or ""
+    if host not in LOCAL_HOSTS and host.strip("[]") not in LOCAL_HOSTS:
+        return None
+    return (
+        f"“{host}” is this computer: the link opens these runs here, or on another machine that runs the dashboard "
+        "on the same results database (replace the address with that machine's). To show the result to someone "
+        "else, send the picture from **Share** or the JSON from **Download JSON** (they can import it)."
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
@@ -9,12 +10,19 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from storage.bench import PreviewReady
+from storage.bench import Measurement, PreviewReady, ResultsDB, RunRecord
 from storage.bench.estimate import format_duration
 from storage.errors import StorageError
 
 from . import charts, previews
-from .runner import JobSnapshot
+from .runner import RunView
+
+LIVE_INTERVAL = 0.15  # seconds between redraws of a running run's status and first chart (the browser adds ~0.3 s)
+DETAILS_INTERVAL = 1.0  # seconds between redraws of its images, other charts and table
+SHARE_HELP = (
+    "One PNG of this result (title, settings, the machine, the charts and the images read back), "
+    "ready to paste in a chat or an issue"
+)
 
 CHARTS = (
     ("time", charts.time_chart),
@@ -116,7 +124,17 @@ def render_table(frame: pd.DataFrame, key: str) -> None:
     table = charts.table_frame(frame)
     if table.empty:
         return
-    st.dataframe(table, hide_index=True, key=key, width="stretch")
+    # The whole table fits the page instead of scrolling off its right edge: narrow number
+    # columns, and columns that say the same on every row are said once, above it.
+    same = {name: table[name].iloc[0] for name in ("Cache", "Repeats") if name in table and table[name].nunique() == 1}
+    empty = [name for name in ("Workers", "Share of ceiling") if name in table and (table[name] == "-").all()]
+    table = table.drop(columns=[*same, *empty, "MB/s", "IQR"])  # both are in the charts' tooltips and the exports
+    table.insert(3 + ("Run" in table), "Verified", table.pop("Verified"))  # seen without scrolling
+    if same:
+        st.caption(" · ".join(f"{name}: {value}" for name, value in same.items()) + " (every row)")
+    wide = {"Run", "Format", "Operation", "Min – max", "MB apparent / allocated", "Verified"}
+    config = {name: st.column_config.Column(width="small") for name in table.columns if name not in wide}
+    st.dataframe(table, hide_index=True, key=key, width="stretch", column_config=config)
     failed = frame[frame["error"].notna()]
     for _, row in failed.head(5).iterrows():
         st.error(f"{row['format']}, {row['count']:,} images, {row['operation_label']} ({row['cache']}): {row['error']}")
@@ -142,35 +160,97 @@ def render_previews(items: Sequence[PreviewReady], count: int | None = None) -> 
         images_column.image(row.images, caption=row.captions, output_format="PNG", width=width)
 
 
-def render_status(snapshot: JobSnapshot, stop_hint: bool = True) -> None:
-    """The status box: a progress bar and what is being measured, or how the run ended."""
-    elapsed = format_duration(snapshot.elapsed)
-    run = f"Run {snapshot.run_id}" if snapshot.run_id else "The run"
-    if snapshot.running:
-        with st.status(f"{run} is measuring… ({elapsed})", state="running", expanded=True):
-            st.progress(min(1.0, max(0.0, snapshot.fraction)), text=snapshot.message or "starting…")
-            step = min(snapshot.step + 1, snapshot.total_steps) if snapshot.total_steps else 0
-            done = len(snapshot.measurements)
+def render_status(view: RunView) -> None:
+    """The run's status box: progress by estimated time and what is measured now, or how it ended.
+
+    A plain bordered box with a fixed layout (not ``st.status``), so that redrawing it
+    twice a second neither flips its icon nor folds it away.
+    """
+    elapsed = format_duration(view.elapsed)
+    run = f"Run {view.run_id}"
+    count = len(view.measurements)
+    if view.running:
+        with st.container(border=True, key="run-status"):
+            left = f" · about {format_duration(view.remaining_seconds)} left" if view.remaining_seconds is not None else ""
+            doing = "is stopping…" if view.stop_requested else "is measuring"
+            origin = "" if view.from_dashboard else " (started from the command line)"
+            st.markdown(f":material/hourglass_top: **{run} {doing}**{origin} · {elapsed} elapsed{left}")
+            st.progress(view.fraction, text=f"Now: {view.message}" if view.message else "starting…")
+            total = f"{view.total_steps:,}" if view.total_steps else "…"
+            estimate = (
+                f" · estimated {format_duration(view.estimated_seconds)} in all"
+                if view.estimated_seconds is not None
+                else ""
+            )
             st.caption(
-                f"Measurement {step} of {snapshot.total_steps or '…'} · {done} recorded · {elapsed} elapsed"
-                + (" · press Stop to end the run early; what was measured is kept" if stop_hint else "")
+                f"{view.fraction:.0%} of the estimated time · measurement {min(view.step + 1, view.total_steps or 1):,} "
+                f"of {total} · {count:,} recorded{estimate}"
             )
         return
-    count = len(snapshot.measurements)
-    if snapshot.status == "finished":
+    if view.status == "finished":
         st.success(
             f"{run} finished in {elapsed}: {count} measurements, every store read back and verified.",
             icon=":material/check_circle:",
         )
-    elif snapshot.status == "cancelled":
+    elif view.status == "cancelled":
         st.warning(
             f"{run} was stopped after {elapsed}; the {count} measurements taken so far are kept.",
             icon=":material/stop_circle:",
         )
-    elif snapshot.status == "failed":
-        show_error(snapshot.error or "the run failed", what=f"{run} finished with problems")
+    elif view.status == "interrupted":
+        st.warning(
+            f"{run} was interrupted after {elapsed} ({view.error or 'its process ended'}); "
+            f"the {count} measurements taken before are kept.",
+            icon=":material/warning:",
+        )
+    elif view.status == "failed" and count:
+        show_error(view.error or "the run failed", what=f"{run} finished with problems")
     else:
-        show_error(snapshot.error or "the run could not start", what="The run could not start")
+        show_error(view.error or "the run could not start", what="The run could not start")
+
+
+@st.cache_data(show_spinner=False, max_entries=128)
+def _cached_spec(name: str, key: Hashable, _measurements: Sequence[Measurement]) -> dict | None:
+    build = dict(CHARTS)[name]
+    chart = build(charts.measurements_frame(_measurements))
+    return None if chart is None else charts.chart_spec(chart, validate=False)
+
+
+@st.cache_data(show_spinner=False)
+def _preload_spec() -> dict:
+    return charts.chart_spec(charts.preload_chart())
+
+
+def preload_charts(key: str) -> None:
+    """An invisible 1-pixel chart, so the browser has its chart library ready before the first real chart."""
+    st.vega_lite_chart(_preload_spec(), key=key, width="content")
+
+
+def run_chart_specs(
+    run_id: str, measurements: Sequence[Measurement], names: Sequence[str] = tuple(name for name, _ in CHARTS)
+) -> dict[str, dict]:
+    """The charts ``names`` of one run, each built once per new measurement and shared by every tab showing it."""
+    key = (run_id, len(measurements))
+    specs = {}
+    for name in names:
+        spec = _cached_spec(name, key, list(measurements))
+        if spec is not None:
+            specs[name] = spec
+    return specs
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _stored_previews(db_path: str, run_id: str, count: int) -> list[PreviewReady]:
+    from . import resources
+
+    return resources.results_db(db_path).previews(run_id)
+
+
+def stored_previews(db: ResultsDB, run_id: str, count: int) -> list[PreviewReady]:
+    """The previews the run kept in the database (``count`` of them, which keys the cache)."""
+    if not count:
+        return []
+    return _stored_previews(str(db.path), run_id, count)
 
 
 def download_buttons(
@@ -182,3 +262,25 @@ def download_buttons(
         column.download_button(
             label, data=data, file_name=file_name, mime=mime, key=f"{key_prefix}-{file_name}", on_click="ignore"
         )
+
+
+def share_button(
+    records: Sequence[RunRecord],
+    specs: Mapping[str, dict],
+    preview_items: Sequence[PreviewReady],
+    file_name: str,
+    key: str,
+) -> None:
+    """The "Share" button: downloads the whole result as one PNG (made when pressed)."""
+    from . import share
+
+    st.download_button(
+        "Share",
+        data=functools.partial(share.share_png, list(records), dict(specs), list(preview_items)),
+        file_name=file_name,
+        mime="image/png",
+        icon=":material/share:",
+        help=SHARE_HELP,
+        key=key,
+        on_click="ignore",
+    )

@@ -2,9 +2,12 @@
 
 The controls start from the URL (``?formats=png,lmdb&max_count=1000&...``, see
 ``dashboard.state``) and write themselves back to it. "Run benchmark" starts the engine in
-a background thread of this browser session; the results area redraws every half second
-while it runs, and "Stop" asks the engine to stop.
+a process of its own and puts ``?run=<id>`` in the URL at once: the run belongs to its id,
+so a reload, a second tab or the link shows the same run, live (read from the results
+database several times a second) or finished. "Stop" asks the run to stop, from any tab.
 """
+
+from collections.abc import Callable
 
 import streamlit as st
 
@@ -15,7 +18,7 @@ from storage.bench.estimate import format_duration
 from storage.datasets import describe_available_sources
 from storage.errors import StorageError
 
-JOB = "run_job"
+STARTED = "run_started"  # the id of the run this session has just started
 SAVED = "run_controls"
 W = state.RUN_WIDGETS
 
@@ -27,8 +30,6 @@ st.caption(
 )
 
 available = backends()
-job: runner.BenchmarkJob | None = st.session_state.get(JOB)
-running = job is not None and job.running
 
 # -- starting values: the link, else what this session had, else the defaults --------------
 params = {key: st.query_params.get_all(key) for key in st.query_params}
@@ -76,7 +77,7 @@ top[2].text_input(
     placeholder="e.g. 500, 5000",
     help="More image counts to run as well, separated by commas.",
 )
-row = st.columns([3, 2, 1, 2.3])
+row = st.columns([3.6, 1.7, 0.9, 2.1])  # wide enough for every operation chip
 row[0].multiselect(
     "Operations",
     list(OPERATIONS),
@@ -110,7 +111,15 @@ loader_row[1].number_input(
 )
 st.checkbox("Keep the stores afterwards (to open them on the Explore page)", key=W["keep"])
 
-shown_run = job.run_id if job is not None and job.run_id else (None if job is not None else url_controls.run_id)
+# -- the run shown: the one just started, else the link's, else this session's last --------
+try:
+    db = resources.results_db()
+except StorageError as error:
+    views.show_error(error, what="The results database cannot be opened")
+    st.stop()
+shown_run = st.session_state.pop(STARTED, None) or (url_controls.run_id if "run" in params else starting.run_id)
+view = runner.read_run(db, shown_run) if shown_run else None
+running = view is not None and view.running
 controls = state.controls_from_widgets(st.session_state, run_id=shown_run)
 st.session_state[SAVED] = controls
 views.sync_query_params(state.run_params(controls))
@@ -161,14 +170,15 @@ if not hints:
             )
 
 
-def start_run(chosen) -> None:
-    st.session_state[JOB] = runner.start_job(chosen, config.db_path())
+def start_run(chosen, seconds: float | None) -> None:
+    try:
+        st.session_state[STARTED] = runner.launch(chosen, resources.results_db(), estimated_seconds=seconds)
+    except OSError as error:
+        st.session_state["run_flash"] = f"The benchmark process could not be started: {error}"
 
 
-def stop_run() -> None:
-    current = st.session_state.get(JOB)
-    if current is not None:
-        current.stop()
+def stop_run(run_id: str) -> None:
+    runner.request_stop(resources.results_db(), run_id)
 
 
 buttons = st.columns([1.2, 1, 5])
@@ -177,67 +187,88 @@ buttons[0].button(
     type="primary",
     disabled=experiment is None or running,
     on_click=start_run,
-    args=(experiment,),
-    help="Already running: wait for it or press Stop" if running else None,
+    args=(experiment, estimate.seconds if experiment is not None else None),
 )
-buttons[1].button("Stop", disabled=not running, on_click=stop_run)
-others = runner.other_active_jobs(job)
+stoppable = running and view.stoppable and not view.stop_requested
+buttons[1].button("Stop", disabled=not stoppable, on_click=stop_run, args=(shown_run,))
+if "run_flash" in st.session_state:
+    views.show_error(st.session_state.pop("run_flash"))
+if running:
+    if view.from_dashboard:
+        note = "Already running: wait for it to end or press **Stop** (from this tab or any other showing it)."
+    else:
+        note = "This run was started from the command line: stop it there (Ctrl+C)."
+    buttons[2].caption(note)
+others = [record for record in runner.running_runs(db) if record.id != shown_run]
 if others:
     st.caption(
-        f":material/warning: {others} other run(s) are going on in other tabs or windows; runs at the same time "
-        "share the CPU and the disk, which slows both."
+        f":material/warning: {len(others)} other run(s) are going on ({', '.join(r.id for r in others)}); runs at "
+        "the same time share the CPU and the disk, which slows both."
     )
 
 # -- results ----------------------------------------------------------------------------------
 st.divider()
 
 
-def show(snapshot: runner.JobSnapshot) -> None:
-    views.render_status(snapshot)
-    frame = charts.measurements_frame(snapshot.measurements)
-    specs = views.chart_specs(
-        frame, memo_key=(snapshot.run_id, snapshot.version), slot="run", min_interval=1.5 if snapshot.running else 0.0
-    )
-    if not specs and snapshot.running:
-        st.caption("The charts appear as soon as the first measurement is taken.")
+def show_progress(current: runner.RunView) -> None:
+    """The status box and the elapsed-time chart: what a running run redraws most often."""
+    views.render_status(current)
+    specs = views.run_chart_specs(current.run_id, current.measurements, names=("time",))
+    if specs and current.progress is not None and current.progress.first_chart_at is None:
+        db.note_first_chart(current.run_id)  # when the first chart went to the browser, for the tests
+    if not specs and current.running:
+        st.caption("The charts appear here as soon as the first measurement is recorded.")
     views.render_charts(specs, "run", names=("time",))
-    views.render_previews(snapshot.previews)
+
+
+def show_details(current: runner.RunView) -> None:
+    """The images read back, the other charts and the table."""
+    if current.running and current.progress is not None and current.progress.first_chart_at is None:
+        return  # the first chart goes first: the rest waits for the next redraw
+    specs = views.run_chart_specs(current.run_id, current.measurements)
+    views.render_previews(views.stored_previews(db, current.run_id, current.preview_count))
     views.render_charts(specs, "run", names=("rate", "loader", "disk"))
-    views.render_table(frame, key="run-table")
-    if snapshot.run_id and not snapshot.running and snapshot.measurements:
+    views.render_table(charts.measurements_frame(current.measurements), key="run-table")
+    if not current.running and current.measurements:
+        views.share_button(
+            [current.record],
+            specs,
+            views.stored_previews(db, current.run_id, current.preview_count),
+            file_name=f"image-storage-lab-{current.run_id}.png",
+            key="run-share",
+        )
         views.page_link(
             "pages/2_Results.py",
             "Compare this run with earlier ones",
             ":material/bar_chart:",
-            {"runs": snapshot.run_id},
+            {"runs": current.run_id},
         )
 
 
-def live(current: runner.BenchmarkJob) -> None:
-    snapshot = current.snapshot()
-    show(snapshot)
-    if not snapshot.running:
-        st.rerun()  # redraw the whole page: buttons, URL and the final state
+def following(show: Callable[[runner.RunView], None]) -> Callable[[str], None]:
+    """A fragment body that redraws ``show`` from the database, and the whole page once the run has ended."""
+
+    def redraw(run_id: str) -> None:
+        current = runner.read_run(db, run_id)
+        if current is None or not current.running:
+            st.rerun()  # deleted, or ended: redraw the whole page (buttons, URL, the final state)
+        show(current)
+
+    return redraw
 
 
-if job is not None:
-    if job.running:
-        st.fragment(live, run_every=0.5)(job)
+if view is not None:
+    if view.running:
+        if not view.measurements:
+            views.preload_charts("run-preload")
+        # Two fragments: the status and the first chart several times a second (a chart within 1 s of a
+        # measurement), the heavier rest (images, table) once a second.
+        st.fragment(following(show_progress), run_every=views.LIVE_INTERVAL)(view.run_id)
+        st.fragment(following(show_details), run_every=views.DETAILS_INTERVAL)(view.run_id)
     else:
-        show(job.snapshot())
-elif controls.run_id:
-    try:
-        db = resources.results_db()
-        record = db.get_run(controls.run_id)
-        if record is None:
-            st.warning(f"Run {controls.run_id} is not in the results database {config.display_path(db.path)}.")
-        else:
-            st.markdown(f"**Run {record.id}** ({record.status}, started {record.started_at})")
-            frame = charts.measurements_frame(db.measurements(record.id))
-            views.render_charts(views.chart_specs(frame), "stored")
-            views.render_table(frame, key="stored-table")
-            st.caption("Previews are shown while a run is live; keep the stores to look at them on the Explore page.")
-    except StorageError as error:
-        views.show_error(error)
+        show_progress(view)
+        show_details(view)
+elif shown_run:
+    st.warning(f"Run {shown_run} is not in the results database {config.display_path(db.path)}.")
 else:
     st.info("Press **Run benchmark**: the charts and the images read back appear as the measurements land.")

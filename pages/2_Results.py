@@ -1,13 +1,15 @@
 """Results page: past runs from the results database, overlaid, exported, deleted and shared.
 
-``?runs=<id>,<id>`` selects the runs, so a copied link shows the same comparison.
+``?runs=<id>,<id>`` selects the runs, so a copied link shows the same comparison. Runs
+in progress (started here or from the command line) are listed as running and the page
+follows them: it redraws when a run starts, ends or records a measurement.
 """
 
 import functools
 
 import streamlit as st
 
-from dashboard import charts, config, resources, state, views
+from dashboard import charts, config, resources, runner, state, views
 from storage.bench import RunRecord
 from storage.errors import StorageError
 
@@ -26,6 +28,24 @@ except StorageError as error:
     st.stop()
 
 by_id: dict[str, RunRecord] = {record.id: record for record in records}
+
+
+def follow(seen: tuple) -> None:
+    """Redraw the page when the database changes (a run starts, ends or records a measurement)."""
+    if resources.results_db().changes() != seen:
+        st.rerun()
+
+
+st.fragment(follow, run_every=1.0)(db.changes())
+running = runner.running_runs(db)
+for record in running:
+    source = "the dashboard" if db.progress(record.id) is not None else "the command line"
+    st.info(
+        f"Run **{record.id}** is running (started from {source}, {len(db.measurements(record.id))} measurements "
+        "so far); this page follows it.",
+        icon=":material/hourglass_top:",
+    )
+    views.page_link("pages/1_Run.py", f"Watch run {record.id} live", ":material/play_circle:", {"run": record.id})
 
 
 def describe(run_id: str) -> str:
@@ -95,13 +115,24 @@ views.render_table(frame, key="results-table")
 # -- share and download -----------------------------------------------------------------------
 st.subheader("Share and download")
 st.markdown("**Link to this comparison** (it selects the same runs):")
-st.code(state.share_url(st.context.url, {"runs": ",".join(selected)}), language=None)
+link = state.share_url(st.context.url, {"runs": ",".join(selected)})
+st.code(link, language=None)
+hint = state.link_hint(link)
+if hint:
+    st.caption(f":material/info: {hint}")
 name = selected[0] if len(selected) == 1 else f"{len(selected)}-runs"
 files = [
     ("Download CSV", functools.partial(db.export_csv, list(selected)), f"results-{name}.csv", "text/csv"),
     ("Download JSON", functools.partial(db.export_json, list(selected)), f"results-{name}.json", "application/json"),
 ]
 views.download_buttons(files, key_prefix="results-data")
+views.share_button(
+    [by_id[run_id] for run_id in selected],
+    specs,
+    views.stored_previews(db, selected[0], db.count_previews(selected[0])) if len(selected) == 1 else [],
+    file_name=f"image-storage-lab-{name}.png",
+    key="results-share",
+)
 chart_files = []
 for key, spec in specs.items():
     chart_files.append(

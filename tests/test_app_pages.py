@@ -8,13 +8,17 @@ run has ended, as the browser's timer would.
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,6 +26,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import storage  # noqa: E402
+from dashboard import charts, runner, share, views  # noqa: E402
 from storage.bench import Experiment, ResultsDB, run_experiment  # noqa: E402
 from storage.errors import DownloadError  # noqa: E402
 
@@ -60,14 +65,25 @@ def button(at: AppTest, label: str):
     return matches[0]
 
 
+def run_view(at: AppTest, run_id: str | None = None) -> runner.RunView:
+    """The shown run as the results database says now."""
+    with ResultsDB(db_file()) as db:
+        return runner.read_run(db, run_id or at.query_params["run"])
+
+
 def wait_for_run(at: AppTest, timeout: float = 90) -> None:
+    """Rerun the page until its run has ended, as the browser's timer would."""
     deadline = time.monotonic() + timeout
-    while at.session_state["run_job"].running:
+    while run_view(at).running:
         assert time.monotonic() < deadline, "the run did not end in time"
         time.sleep(0.25)
         at.run()
     at.run()
     assert_clean(at)
+
+
+def db_file() -> Path:
+    return Path(os.environ["IMAGE_STORAGE_LAB_DB"])
 
 
 def chart_specs(at: AppTest) -> list[str]:
@@ -192,11 +208,12 @@ def test_tiny_run_draws_charts_with_both_formats_previews_and_a_table():
     assert all(img.url.endswith(".png") for image in at.image for img in image.proto.imgs)  # lossless, not JPEG
     table = at.dataframe[0].value
     assert set(table["Format"]) == {"PNG files + CSV", "HDF5"} and len(table) == 8
-    run_id = at.session_state["run_job"].run_id
-    assert at.query_params["run"] == run_id
+    run_id = at.query_params["run"]
     assert at.query_params["formats"] == "png,hdf5" and at.query_params["max_count"] == "10"
-    with ResultsDB(Path(at.session_state["run_job"].db_path)) as db:
+    with ResultsDB(db_file()) as db:
         assert db.get_run(run_id).status == "finished"
+        assert {p.backend for p in db.previews(run_id)} == {"png", "hdf5"}  # kept with the run
+    assert any(b.proto.label == "Share" for b in at.get("download_button"))
 
 
 def test_the_url_sets_the_controls_and_bad_values_are_explained():
@@ -242,18 +259,65 @@ def test_a_missing_image_folder_is_a_message(tmp_path):
 def test_stop_ends_a_run_and_keeps_its_measurements():
     at = page(RUN, formats="hdf5,png", max_count="10", counts="40000", ops="write_batch", repeats="3", source="sample")
     button(at, "Run benchmark").click().run()
-    job = at.session_state["run_job"]
+    run_id = at.query_params["run"]  # in the address from the moment the run starts
     deadline = time.monotonic() + 60
-    while not job.snapshot().measurements:
+    while not run_view(at).measurements:
         assert time.monotonic() < deadline
         time.sleep(0.1)
     at.run()
     assert not button(at, "Stop").disabled and button(at, "Run benchmark").disabled
     button(at, "Stop").click().run()
     wait_for_run(at, timeout=30)
-    assert job.snapshot().status == "cancelled"
+    assert run_view(at, run_id).status == "cancelled"
     assert any("was stopped" in w.value for w in at.warning)
     assert not button(at, "Run benchmark").disabled
+
+
+def test_a_run_belongs_to_its_id_reload_and_second_tab_follow_it_and_either_stops_it():
+    first = page(RUN, formats="png", max_count="100", counts="40000", ops="write_batch", repeats="3", source="sample")
+    button(first, "Run benchmark").click().run()
+    run_id = first.query_params["run"]
+    assert run_view(first).running
+    # A reload is a new session with the same address; a second tab is another session.
+    reloaded = page(RUN, **{key: first.query_params[key] for key in first.query_params})
+    second = page(RUN, run=run_id)
+    for tab in (reloaded, second):
+        assert_clean(tab)
+        assert tab.query_params["run"] == run_id
+        assert f"Run {run_id}" in texts(tab) and "is measuring" in texts(tab)
+        assert not button(tab, "Stop").disabled and button(tab, "Run benchmark").disabled
+    text = texts(reloaded)
+    assert "Press **Run benchmark**" not in text and "other run(s)" not in text
+    assert "of the estimated time" in text and "Now: " in " ".join(p.proto.text for p in reloaded.get("progress"))
+    button(second, "Stop").click().run()  # stopped from the second tab ...
+    wait_for_run(first, timeout=30)  # ... ends the run the first tab follows
+    assert run_view(first).status == "cancelled"
+    assert any("was stopped" in w.value for w in first.warning)
+    assert not button(first, "Run benchmark").disabled
+
+
+def test_a_finished_run_link_shows_its_previews_and_share_makes_a_picture():
+    at = page(RUN, formats="png,lmdb", max_count="10", ops="write_batch,read_all", source="sample")
+    button(at, "Run benchmark").click().run()
+    wait_for_run(at)
+    run_id = at.query_params["run"]
+    later = page(RUN, run=run_id)  # another day, another browser
+    assert_clean(later)
+    captions = " ".join(img.caption for image in later.image for img in image.proto.imgs)
+    assert "✓ verified" in captions and len(later.image) == 2  # a row of previews per format
+    assert any("finished in" in s.value for s in later.success)
+    assert any(b.proto.label == "Share" for b in later.get("download_button"))
+    with ResultsDB(db_file()) as db:
+        record = db.get_run(run_id)
+        specs = runner_specs(db, run_id)
+        png = share.share_png([record], specs, db.previews(run_id))
+    picture = Image.open(io.BytesIO(png))
+    assert picture.format == "PNG" and picture.width > 800 and picture.height > 600
+
+
+def runner_specs(db: ResultsDB, run_id: str) -> dict:
+    frame = charts.measurements_frame(db.measurements(run_id))
+    return {name: charts.chart_spec(build(frame)) for name, build in views.CHARTS if build(frame) is not None}
 
 
 def test_two_sessions_run_side_by_side_without_mixing():
@@ -263,7 +327,7 @@ def test_two_sessions_run_side_by_side_without_mixing():
     button(second, "Run benchmark").click().run()
     wait_for_run(first)
     wait_for_run(second)
-    one, two = first.session_state["run_job"].snapshot(), second.session_state["run_job"].snapshot()
+    one, two = run_view(first), run_view(second)
     assert one.status == two.status == "finished"
     assert one.run_id != two.run_id
     assert {m.backend for m in one.measurements} == {"png"}
@@ -321,6 +385,60 @@ def test_results_page_overlays_exports_shares_and_deletes(isolated):
         assert [run.id for run in db.list_runs()] == [first]
     assert at.multiselect(key="results_runs").value == []
     assert any("Pick one or more runs" in i.value for i in at.info)
+
+
+def test_a_run_started_from_the_command_line_appears_on_results_as_running(isolated):
+    at = page(RESULTS)
+    assert any("No runs yet" in i.value for i in at.info)
+    command = [
+        sys.executable, "-m", "storage", "bench", "--backends", "png", "--counts", "10,30000",
+        "--ops", "write_batch", "--repeats", "3", "--source", "sample", "--no-progress",
+        "--db", str(db_file()), "--work-dir", str(isolated / "runs"),
+    ]  # fmt: skip
+    cli = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # the page's timer reruns it; here the test does
+            at.run()
+            assert_clean(at)
+            if any("is running" in i.value for i in at.info):
+                break
+            assert time.monotonic() < deadline and cli.poll() is None, "the command-line run never showed as running"
+            time.sleep(0.25)
+        with ResultsDB(db_file()) as db:
+            (record,) = db.list_runs()
+        assert record.status == "running"
+        assert any(record.id in i.value and "command line" in i.value for i in at.info)
+        assert "running" in at.multiselect(key="results_runs").format_func(record.id)
+        live = page(RUN, run=record.id)  # its live view on the Run page
+        assert_clean(live)
+        assert "is measuring" in texts(live) and "started from the command line" in texts(live)
+        assert button(live, "Stop").disabled  # a command-line run is stopped where it runs
+    finally:
+        cli.terminate()
+        cli.wait(30)
+
+
+def test_results_offer_share(isolated):
+    run_id = record_run(isolated / "results.sqlite", isolated / "runs", ["png", "hdf5"], [1, 10])
+    at = page(RESULTS, runs=run_id)
+    assert_clean(at)
+    share_buttons = [b for b in at.get("download_button") if b.proto.label == "Share"]
+    assert share_buttons and share_buttons[0].proto.help.startswith("One PNG")
+    # (AppTest has no address; the hint for localhost links is tested with dashboard.state.link_hint.)
+
+
+def test_explore_lists_each_store_once(isolated, monkeypatch):
+    # The run folder inside the data folder, as by default: both are searched, each store is listed once.
+    data = isolated / "data"
+    monkeypatch.setenv("IMAGE_STORAGE_LAB_RUNS", str(data / "runs"))
+    record_run(isolated / "results.sqlite", data / "runs", ["hdf5", "png"], [5], keep=True)
+    monkeypatch.setenv("IMAGE_STORAGE_LAB_DATA", str(data))
+    at = page(EXPLORE)
+    assert_clean(at)
+    stores = [option for option in at.selectbox(key="explore_found").options if "images" in option]
+    assert len(stores) == 2, stores
+    assert len(set(stores)) == 2
 
 
 def test_results_link_to_unknown_runs_is_explained(isolated):

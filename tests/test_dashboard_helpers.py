@@ -254,15 +254,7 @@ def test_captions_and_preview_rows():
 # -- the run job --------------------------------------------------------------------------------
 
 
-def _wait(job, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while job.running and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert job.join(5), "the job did not end"
-    return job.snapshot()
-
-
-def test_job_runs_the_engine_in_a_child_process_and_streams_events(tmp_path):
+def test_a_launched_run_is_in_the_database_at_once_and_records_progress_and_previews(tmp_path):
     experiment = Experiment(
         backends=["png", "hdf5"],
         counts=[1, 10],
@@ -271,21 +263,23 @@ def test_job_runs_the_engine_in_a_child_process_and_streams_events(tmp_path):
         source="sample",
         work_dir=str(tmp_path / "runs"),
     )
-    job = runner.start_job(experiment, tmp_path / "results.sqlite")
-    assert job.pid is not None
-    snapshot = _wait(job)
-    assert snapshot.status == "finished", snapshot.error
-    assert len(snapshot.measurements) == 8 and all(m.verified for m in snapshot.measurements)
-    assert {(p.backend, p.count) for p in snapshot.previews} == {("png", 1), ("png", 10), ("hdf5", 1), ("hdf5", 10)}
-    assert snapshot.fraction == 1.0 and snapshot.run_id
-    assert "CIFAR-10 sample" in snapshot.source_description
     with ResultsDB(tmp_path / "results.sqlite") as db:
-        assert db.get_run(snapshot.run_id).status == "finished"
-        assert len(db.measurements(snapshot.run_id)) == 8
-    assert runner.other_active_jobs(None) == 0
+        run_id = runner.launch(experiment, db, estimated_seconds=3.0)
+        first = runner.read_run(db, run_id)  # before the child has loaded anything
+        assert first is not None and first.running and first.stoppable and first.estimated_seconds == 3.0
+        view = runner.wait_for_run(db, run_id, timeout=60)
+        assert view.status == "finished", view.error
+        assert len(view.measurements) == 8 and all(m.verified for m in view.measurements)
+        assert view.fraction == 1.0 and view.total_steps == 8 and view.progress.message == "done"
+        assert {(p.backend, p.count) for p in db.previews(run_id)} == {("png", 1), ("png", 10), ("hdf5", 1), ("hdf5", 10)}
+        assert "CIFAR-10 sample" in view.record.source["description"]
+        assert view.record.environment.get("cpu_model") is not None  # the engine filled in the reserved run
+        times = db.measurement_times(run_id)
+        assert len(times) == 8 and times == sorted(times) and times[0] >= view.progress.launched_at
+        assert runner.running_runs(db) == []
 
 
-def test_job_stops_when_asked_and_keeps_what_it_measured(tmp_path):
+def test_a_stop_request_in_the_database_stops_the_run_and_keeps_what_it_measured(tmp_path):
     experiment = Experiment(
         backends=["hdf5", "png"],
         counts=[10, 30_000],
@@ -294,23 +288,24 @@ def test_job_stops_when_asked_and_keeps_what_it_measured(tmp_path):
         source="sample",
         work_dir=str(tmp_path / "runs"),
     )
-    job = runner.start_job(experiment, tmp_path / "results.sqlite")
-    deadline = time.monotonic() + 30
-    while not job.snapshot().measurements and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert job.running
-    started = time.monotonic()
-    job.stop()
-    snapshot = _wait(job, timeout=20)
-    assert time.monotonic() - started < 10
-    assert snapshot.status == "cancelled"
-    assert 1 <= len(snapshot.measurements) < 6
     with ResultsDB(tmp_path / "results.sqlite") as db:
-        assert db.get_run(snapshot.run_id).status == "cancelled"
+        run_id = runner.launch(experiment, db)
+        deadline = time.monotonic() + 30
+        while not db.measurements(run_id) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert runner.read_run(db, run_id).running
+        started = time.monotonic()
+        # Another server process (or another tab) asks through the database only: no signal.
+        with ResultsDB(tmp_path / "results.sqlite") as elsewhere:
+            assert elsewhere.request_stop(run_id)
+        view = runner.wait_for_run(db, run_id, timeout=20)
+        assert time.monotonic() - started < 10
+        assert view.status == "cancelled" and view.stop_requested
+        assert 1 <= len(view.measurements) < 6
     assert not any((tmp_path / "runs").iterdir())  # the run's folder is removed
 
 
-def test_job_reports_library_errors_as_sentences(tmp_path):
+def test_a_run_that_cannot_start_says_why_in_a_sentence(tmp_path):
     experiment = Experiment(
         backends=["png"],
         counts=[1],
@@ -319,6 +314,19 @@ def test_job_reports_library_errors_as_sentences(tmp_path):
         source=str(tmp_path / "no-such-folder"),
         work_dir=str(tmp_path / "runs"),
     )
-    snapshot = _wait(runner.start_job(experiment, tmp_path / "results.sqlite"))
-    assert snapshot.status == "error"
-    assert "does not exist" in snapshot.error and "Traceback" not in snapshot.error
+    with ResultsDB(tmp_path / "results.sqlite") as db:
+        view = runner.wait_for_run(db, runner.launch(experiment, db), timeout=60)
+    assert view.status == "failed"
+    assert "does not exist" in view.error and "Traceback" not in view.error
+
+
+def test_count_ticks_reach_the_largest_count():
+    assert charts.count_ticks([1, 10, 100, 1000]) == [1, 10, 100, 1000]
+    assert charts.count_ticks([1, 10, 100, 500]) == [1, 10, 100, 500]
+    assert charts.count_ticks([1]) == [1]
+
+
+def test_link_hint_only_for_addresses_of_this_computer():
+    assert "this computer" in state.link_hint("http://localhost:8501/Results?runs=a")
+    assert state.link_hint("http://127.0.0.1:8501/Results") is not None
+    assert state.link_hint("https://lab.example.org/Results?runs=a") is None

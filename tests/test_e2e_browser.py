@@ -1,9 +1,14 @@
 """End to end in a real browser: ``streamlit run app.py`` and headless Chromium through Playwright.
 
 Starts the dashboard on a free port (results database and run folders in a temporary
-folder), opens the Run page with png, lmdb and hdf5 on up to 100 images, presses "Run
-benchmark", waits for the charts and the preview images, and saves a full-page screenshot
-to ``artifacts/dashboard-run.png`` (git-ignored). With ``UPDATE_README_SCREENSHOT=1`` the
+folder), opens the Run page with png, lmdb and hdf5 on up to 20,000 images and presses "Run
+benchmark". While the run goes on, it checks that the address names the run at once, that
+the first chart appeared in the browser within 1 s of the first measurement being stored
+(the page records, in the browser, when a chart first appears; the engine records in the
+results database when each measurement was stored), that a reload shows the same run going
+on, and that the run's address opened in a second page follows it too. Once the run has
+finished it downloads the "Share" picture, and saves a full-page screenshot to
+``artifacts/dashboard-run.png`` (git-ignored). With ``UPDATE_README_SCREENSHOT=1`` the
 screenshot also replaces ``docs/dashboard.png``, the one the README shows.
 
 Chromium is Debian's (``/usr/bin/chromium``, installed by ``.ci/run``); the test is skipped
@@ -16,6 +21,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -35,6 +41,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 SCREENSHOT = ROOT / "artifacts" / "dashboard-run.png"
+LIVE_SCREENSHOT = ROOT / "artifacts" / "dashboard-live.png"  # after the reload, mid-run
 README_SCREENSHOT = ROOT / "docs" / "dashboard.png"
 FORMATS = {"png": "PNG files + CSV", "lmdb": "LMDB", "hdf5": "HDF5"}
 
@@ -65,6 +72,22 @@ def wait_until_healthy(url: str, server: subprocess.Popen, log: Path, timeout: f
     pytest.fail(f"streamlit did not answer /_stcore/health within {timeout} s:\n{log.read_text()[-3000:]}")
 
 
+# Records, in the page, when the run's time chart first appears and each time it is redrawn
+# (seconds since the epoch, the clock the results database uses on this same machine).
+CHART_CLOCK = """
+const isTimeChart = svg => svg.textContent.includes('Elapsed time against')
+  && !svg.textContent.includes('waiting for the first measurement');
+window.__chartTimes = [];
+new MutationObserver(() => {
+  const charts = [...document.querySelectorAll('.vega-embed svg')].filter(isTimeChart);
+  const signature = charts.map(svg => svg.textContent.length).join(',');
+  if (charts.length > 0 && window.__lastChart !== signature) { window.__chartTimes.push(Date.now() / 1000); }
+  window.__lastChart = signature;
+  if (charts.length > 0 && window.__firstChartAt === undefined) { window.__firstChartAt = Date.now() / 1000; }
+}).observe(document, {childList: true, subtree: true});
+"""
+
+
 @pytest.fixture
 def dashboard(tmp_path):
     port = free_port()
@@ -89,7 +112,7 @@ def dashboard(tmp_path):
         )
     try:
         wait_until_healthy(url, server, log)
-        yield url
+        yield url, tmp_path
     finally:
         # The server and the benchmark processes it started share the session begun above.
         try:
@@ -118,18 +141,70 @@ def settle(page, timeout: float = 30) -> int:
     return last
 
 
+def recorded(db: Path, sql: str, *parameters):
+    with sqlite3.connect(db) as connection:
+        return connection.execute(sql, parameters).fetchone()
+
+
 def test_run_page_in_a_real_browser(dashboard):
     sync_api = pytest.importorskip("playwright.sync_api")
+    url, folder = dashboard
+    db = folder / "results.sqlite"
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(f"{dashboard}/Run?formats={','.join(FORMATS)}&max_count=100", timeout=60_000)
+            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+            page.add_init_script(CHART_CLOCK)
+            page.goto(f"{url}/Run?formats={','.join(FORMATS)}&max_count=10000&counts=20000&repeats=2", timeout=60_000)
             run = page.get_by_role("button", name="Run benchmark")
             run.wait_for(timeout=60_000)
             sync_api.expect(run).to_be_enabled(timeout=30_000)
-            sync_api.expect(page.get_by_text("Counts: 1, 10, 100")).to_be_visible(timeout=30_000)
+            sync_api.expect(page.get_by_text("Counts: 1, 10, 100, 1,000, 10,000, 20,000")).to_be_visible(timeout=30_000)
             run.click()
+
+            # The address names the run as soon as it starts.
+            page.wait_for_url("**run=*", timeout=15_000)
+            run_id = page.url.split("run=", 1)[1].split("&", 1)[0]
+            stop = page.get_by_role("button", name="Stop")
+            sync_api.expect(stop).to_be_enabled(timeout=15_000)
+
+            # The first chart within 1 s of the first measurement stored.
+            page.wait_for_function("() => window.__firstChartAt !== undefined", timeout=60_000)
+            first_chart = page.evaluate("() => window.__firstChartAt")
+            (first_measurement,) = recorded(db, "SELECT MIN(recorded_at) FROM measurements WHERE run_id = ?", run_id)
+            (drawn,) = recorded(db, "SELECT first_chart_at FROM run_progress WHERE run_id = ?", run_id)
+            assert first_measurement is not None and drawn is not None
+            print(
+                f"first measurement stored -> chart built on the server {drawn - first_measurement:.3f} s, "
+                f"-> chart shown in the browser {first_chart - first_measurement:.3f} s"
+            )
+            assert 0 <= first_chart - first_measurement < 1.0, (first_measurement, drawn, first_chart)
+            assert 0 <= drawn - first_measurement < 1.0, (first_measurement, drawn)
+            (status,) = recorded(db, "SELECT status FROM runs WHERE id = ?", run_id)
+            assert status == "running", "the run ended before the reload could be tried: make it longer"
+            sync_api.expect(page.get_by_text("is measuring")).to_be_visible()
+
+            # A reload shows the same run going on, with Stop.
+            page.reload()
+            sync_api.expect(page.get_by_text(f"Run {run_id} is measuring")).to_be_visible(timeout=30_000)
+            sync_api.expect(page.get_by_role("button", name="Stop")).to_be_enabled(timeout=15_000)
+            assert f"run={run_id}" in page.url
+            assert "Press Run benchmark" not in page.inner_text("body")
+            page.screenshot(path=str(LIVE_SCREENSHOT), full_page=True)
+
+            # The run's address in a second page follows the same run.
+            second = browser.new_page(viewport={"width": 1400, "height": 1000})
+            second.goto(f"{url}/Run?run={run_id}", timeout=60_000)
+            sync_api.expect(second.get_by_text(f"Run {run_id} is measuring")).to_be_visible(timeout=30_000)
+            sync_api.expect(second.get_by_role("button", name="Stop")).to_be_enabled(timeout=15_000)
+            (status,) = recorded(db, "SELECT status FROM runs WHERE id = ?", run_id)
+            assert status == "running"
+
+            # Both pages see it finish.
+            page.get_by_text(f"Run {run_id} finished in").wait_for(timeout=240_000)
+            second.get_by_text(f"Run {run_id} finished in").wait_for(timeout=30_000)
+            second.close()
 
             # Three charts (time, images per second, disk use) drawn by vega-embed ...
             page.wait_for_function(
@@ -142,7 +217,6 @@ def test_run_page_in_a_real_browser(dashboard):
                 ".filter(img => img.complete && img.naturalWidth > 0).length >= 12",
                 timeout=90_000,
             )
-            page.get_by_text("finished in").wait_for(timeout=90_000)
             height = settle(page)
 
             body = page.inner_text("body")
@@ -151,7 +225,19 @@ def test_run_page_in_a_real_browser(dashboard):
             assert "✓ verified" in body and "✗ mismatch" not in body
             assert page.locator("[data-testid='stException']").count() == 0
             assert page.locator("[data-testid='stAlertContentError']").count() == 0
-            assert "run=" in page.url and "formats=png" in page.url
+            assert f"run={run_id}" in page.url and "formats=png" in page.url
+
+            # Share: one PNG of the whole result.
+            with page.expect_download(timeout=120_000) as download:
+                page.get_by_role("button", name="Share").click()
+            shared = folder / "share.png"
+            download.value.save_as(shared)
+            from PIL import Image
+
+            with Image.open(shared) as picture:
+                picture.verify()
+            with Image.open(shared) as picture:
+                assert picture.format == "PNG" and picture.width > 800 and picture.height > 600, picture.size
 
             page.set_viewport_size({"width": 1400, "height": min(height + 120, 10_000)})
             settle(page)
@@ -160,6 +246,8 @@ def test_run_page_in_a_real_browser(dashboard):
         finally:
             browser.close()
     assert SCREENSHOT.stat().st_size > 50_000
+    log = (folder / "streamlit.log").read_text(errors="replace")
+    assert "watchdog" not in log.lower(), log[-2000:]
     if os.environ.get("UPDATE_README_SCREENSHOT") == "1":
         README_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(SCREENSHOT, README_SCREENSHOT)

@@ -17,6 +17,7 @@ import storage
 from storage.backends.lmdb_store import LmdbStore
 from storage.bench import Experiment, InvalidExperimentError, PreviewReady, ResultsDB, run_experiment
 from storage.bench.experiment import CEILING_BACKEND, steps
+from storage.bench.results import SCHEMA_VERSION
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -163,7 +164,7 @@ def test_a_results_file_from_before_the_loader_is_migrated_and_keeps_its_runs(tm
     assert new.workers == 0 and new.batch_size == 64 and new.fraction_of_ceiling > 0
     columns = {row[1] for row in sqlite3.connect(path).execute("PRAGMA table_info(measurements)")}
     assert {"workers", "batch_size", "first_batch_seconds", "fraction_of_ceiling"} <= columns
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
 # -- the command line ---------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from .events import (
     RunSummary,
 )
 from .experiment import CACHES, OPERATIONS, Experiment, InvalidExperimentError, validate
-from .results import DEFAULT_DB_PATH, ResultsDB, RunNotFoundError, RunRecord
+from .results import DEFAULT_DB_PATH, ResultsDB, RunNotFoundError, RunProgress, RunRecord
 from .verify import Verification, verify_store
 
 __all__ = [
@@ -42,6 +42,7 @@ __all__ = [
     "RunCancelled",
     "RunFinished",
     "RunNotFoundError",
+    "RunProgress",
     "RunRecord",
     "RunStarted",
     "RunSummary",

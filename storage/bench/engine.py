@@ -663,8 +663,12 @@ def _mean_image_bytes(images: np.ndarray | Sequence[np.ndarray]) -> float:
     return sum(image.nbytes for image in images) / max(1, len(images))
 
 
-def _make_run_dir(work_dir: str) -> tuple[str, Path]:
+def _make_run_dir(work_dir: str, run_id: str | None = None) -> tuple[str, Path]:
     Path(work_dir).mkdir(parents=True, exist_ok=True)
+    if run_id is not None:  # chosen by the caller (the dashboard shows it before the run starts)
+        run_dir = Path(work_dir) / run_id
+        run_dir.mkdir()
+        return run_id, run_dir
     while True:
         run_id = new_run_id()
         run_dir = Path(work_dir) / run_id
@@ -710,6 +714,7 @@ def run_experiment(
     db: Any = None,
     on_event: Callable[[Event], None] | None = None,
     cancel: threading.Event | None = None,
+    run_id: str | None = None,
 ) -> RunSummary:
     """Run ``experiment`` and return how it went; measurements go to ``db`` as they finish.
 
@@ -720,6 +725,7 @@ def run_experiment(
             :class:`MeasurementRecorded`, :class:`PreviewReady` and :class:`RunFinished`,
             in the thread running the experiment.
         cancel: set it (from any thread) to stop the run within about a second.
+        run_id: the run's id, when the caller has chosen one already (default: a new one).
 
     Returns:
         A :class:`RunSummary`; its status is ``finished``, ``cancelled``, ``failed`` (a
@@ -741,7 +747,7 @@ def run_experiment(
     if not estimate.memory_fits:
         raise InvalidExperimentError(estimate.message)
     remove_leftover_folders(experiment.work_dir, db)
-    run_id, run_dir = _make_run_dir(experiment.work_dir)
+    run_id, run_dir = _make_run_dir(experiment.work_dir, run_id)
     environment = capture_environment(experiment.work_dir)
     plan = steps(experiment)
     run = _Run(run_id, experiment, run_dir, source, db, on_event, cancel, estimate.step_seconds, plan)

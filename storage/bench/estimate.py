@@ -119,6 +119,12 @@ _LOADER_OVERHEAD = 1e-5  # seconds per image a DataLoader adds (batches between 
 _LOADER_START = 0.5  # seconds per epoch: worker start-up, the dataset opening its store
 _COLD_FACTOR = 3.0
 _STEP_OVERHEAD = 0.02  # opening stores, verification, bookkeeping per measurement
+# Per write step on top: creating, closing (LMDB's commit syncs) and reading back a store, and its
+# previews: 0.03-0.07 s measured here for 1 to 100 images.
+_WRITE_STEP_OVERHEAD = 0.04
+# Once per run: starting its process, loading the images and describing the machine (1.0 s
+# measured in the engine here, plus about half a second to start the dashboard's process).
+_RUN_OVERHEAD = 1.5
 _EVICT_PER_FILE = 3e-5
 _BASE_MEMORY = 300 * MEGABYTE
 
@@ -218,6 +224,7 @@ def estimate_experiment(experiment: Experiment, db=None, raw_image_bytes: float 
         if operation == LOADER:
             seconds += _LOADER_START * runs
         if operation in WRITE_OPERATIONS:  # reading the store back to verify it
+            seconds += _WRITE_STEP_OVERHEAD
             seconds += per_image_cost(backend, "read_all") * verified_after_write(experiment, operation, count)
         if cache == "cold":
             seconds += experiment.repeats * count * _EVICT_PER_FILE
@@ -244,7 +251,7 @@ def estimate_experiment(experiment: Experiment, db=None, raw_image_bytes: float 
         memory += _BASE_MEMORY
     available = psutil.virtual_memory().available
     memory_fits = memory <= available
-    seconds = sum(step_seconds)
+    seconds = _RUN_OVERHEAD + sum(step_seconds)
     if not disk_fits:
         message = (
             f"this run needs about {disk_bytes / MEGABYTE:,.0f} MB of disk under {experiment.work_dir} "

@@ -6,6 +6,12 @@ finished. A run records the process that runs it (pid, host, process start time)
 database is opened, runs still marked ``running`` whose process is gone are marked
 ``interrupted``. Runs export to JSON and CSV, and JSON imports back, so results brought
 from another machine can be compared with local ones.
+
+A run in progress also keeps its live state here, keyed by its id, so that any page or
+process can follow it: where it is (``run_progress``: step, fraction of the estimated
+time, what it measures now), whether someone asked it to stop, and a few images read back
+from each store (``previews``, small PNGs). Every measurement records when it was stored
+(``recorded_at``, seconds since the epoch), so how soon a page showed it can be checked.
 """
 
 from __future__ import annotations
@@ -27,11 +33,11 @@ from typing import Any
 import psutil
 
 from ..errors import CorruptDataError, StorageError, StoreNotWritableError
-from .events import Measurement
+from .events import Measurement, PreviewReady
 
 DEFAULT_DB_PATH = "data/results.sqlite"
 EXPORT_FORMAT = "image-storage-lab/measurements"
-SCHEMA_VERSION = 2  # 2: the loader operation's columns (added to older files on open)
+SCHEMA_VERSION = 3  # 2: the loader operation's columns; 3: live runs (recorded_at, run_progress, previews)
 STATUSES = ("running", "finished", "cancelled", "failed", "interrupted")
 
 _SCHEMA = """
@@ -88,7 +94,33 @@ CREATE TABLE IF NOT EXISTS samples (
     seconds REAL NOT NULL,
     PRIMARY KEY (measurement_id, repeat)
 );
+CREATE TABLE IF NOT EXISTS run_progress (
+    run_id TEXT PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,
+    launched_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    step INTEGER NOT NULL DEFAULT 0,
+    total_steps INTEGER NOT NULL DEFAULT 0,
+    fraction REAL NOT NULL DEFAULT 0,
+    message TEXT NOT NULL DEFAULT '',
+    estimated_seconds REAL,
+    stoppable INTEGER NOT NULL DEFAULT 0,
+    stop_requested_at REAL,
+    first_chart_at REAL
+);
+CREATE TABLE IF NOT EXISTS previews (
+    run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    backend TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    position INTEGER NOT NULL,
+    image_id INTEGER NOT NULL,
+    label INTEGER NOT NULL,
+    png BLOB NOT NULL,
+    verified INTEGER NOT NULL,
+    psnr REAL,
+    PRIMARY KEY (run_id, backend, count, position)
+);
 """
+PREVIEW_MAX_SIDE = 128  # previews of larger images are stored shrunk to this (they only show what was read)
 # The loader operation's columns (schema version 2), added to older files when they are opened.
 _LOADER_COLUMNS = {
     "workers": "INTEGER",
@@ -106,6 +138,26 @@ _COLUMNS = (
     "verified psnr evicted error"
 ).split() + list(_LOADER_COLUMNS)
 _RUN_COLUMNS = {"id", "started_at", "status", "parameters", "environment", "source"}
+
+
+@dataclass
+class RunProgress:
+    """A run's live state (see :meth:`ResultsDB.update_progress`); times are seconds since the epoch."""
+
+    run_id: str
+    launched_at: float
+    updated_at: float
+    step: int = 0
+    total_steps: int = 0
+    fraction: float = 0.0
+    message: str = ""
+    estimated_seconds: float | None = None
+    stoppable: bool = False
+    stop_requested_at: float | None = None
+    first_chart_at: float | None = None
+
+    def __post_init__(self) -> None:
+        self.stoppable = bool(self.stoppable)
 
 
 class RunNotFoundError(StorageError, KeyError):
@@ -223,7 +275,7 @@ class ResultsDB:
         connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _migrate(self) -> None:
-        """Bring a file written by an older version up to date: add the loader's columns.
+        """Bring a file written by an older version up to date: add the loader's columns and recorded_at.
 
         Older rows keep NULL there (they measured no loader); nothing else changes, so the
         older version can still read the file.
@@ -233,6 +285,8 @@ class ResultsDB:
         for name, sql_type in _LOADER_COLUMNS.items():
             if name not in present:
                 connection.execute(f"ALTER TABLE measurements ADD COLUMN {name} {sql_type}")
+        if "recorded_at" not in present:  # schema 3: when each measurement was stored
+            connection.execute("ALTER TABLE measurements ADD COLUMN recorded_at REAL")
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -265,11 +319,18 @@ class ResultsDB:
         error: str | None = None,
         imported: bool = False,
     ) -> None:
-        """Record a run; a live run records this process so that a crash can be detected."""
+        """Record a run; a live run records this process so that a crash can be detected.
+
+        A run reserved by :meth:`reserve_run` for this very process is filled in (the
+        dashboard reserves the id before the process starts, so its address exists at once).
+        """
         pid = os.getpid() if not imported else None
         self._execute(
             "INSERT INTO runs (id, started_at, finished_at, status, parameters, environment, source, error,"
-            " pid, hostname, process_started, imported) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " pid, hostname, process_started, imported) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT(id) DO UPDATE SET status = excluded.status,"
+            " parameters = excluded.parameters, environment = excluded.environment, source = excluded.source,"
+            " error = excluded.error WHERE runs.pid = excluded.pid AND runs.status = 'running'",
             (
                 run_id,
                 started_at or now_iso(),
@@ -299,8 +360,9 @@ class ResultsDB:
             connection.execute("BEGIN IMMEDIATE")
             try:
                 cursor = connection.execute(
-                    f"INSERT INTO measurements ({', '.join(_COLUMNS)}, details) VALUES ({', '.join('?' * (len(_COLUMNS) + 1))})",
-                    (*values, json.dumps(details)),
+                    f"INSERT INTO measurements ({', '.join(_COLUMNS)}, details, recorded_at)"
+                    f" VALUES ({', '.join('?' * (len(_COLUMNS) + 2))})",
+                    (*values, json.dumps(details), time.time()),
                 )
                 measurement_id = cursor.lastrowid
                 connection.executemany(
@@ -363,11 +425,207 @@ class ResultsDB:
                     (run_id,),
                 )
                 connection.execute("DELETE FROM measurements WHERE run_id = ?", (run_id,))
+                connection.execute("DELETE FROM run_progress WHERE run_id = ?", (run_id,))
+                connection.execute("DELETE FROM previews WHERE run_id = ?", (run_id,))
                 connection.execute("DELETE FROM runs WHERE id = ?", (run_id,))
                 connection.execute("COMMIT")
             except BaseException:
                 connection.execute("ROLLBACK")
                 raise
+
+    # -- live state of a run in progress ---------------------------------------------
+
+    def reserve_run(
+        self,
+        run_id: str,
+        parameters: dict[str, Any],
+        source: dict[str, Any],
+        pid: int,
+        *,
+        estimated_seconds: float | None = None,
+        stoppable: bool = True,
+    ) -> None:
+        """Record a run about to start in process ``pid``, before that process has loaded anything.
+
+        The run is ``running`` from now on, so its id can be shown, followed and stopped at
+        once; the process fills in its environment and source when it gets there (see
+        :meth:`create_run`). ``stoppable`` says that the process honours
+        :meth:`request_stop`.
+        """
+        now = time.time()
+        with self._lock:
+            connection = self._connection
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                connection.execute(
+                    "INSERT OR IGNORE INTO runs (id, started_at, status, parameters, environment, source,"
+                    " pid, hostname, process_started, imported) VALUES (?, ?, 'running', ?, '{}', ?, ?, ?, ?, 0)",
+                    (
+                        run_id,
+                        now_iso(),
+                        json.dumps(_json_safe(parameters)),
+                        json.dumps(_json_safe(source)),
+                        pid,
+                        socket.gethostname(),
+                        _process_start_time(pid),
+                    ),
+                )
+                connection.execute(
+                    "INSERT OR IGNORE INTO run_progress (run_id, launched_at, updated_at, message,"
+                    " estimated_seconds, stoppable) VALUES (?, ?, ?, 'starting the benchmark process…', ?, ?)",
+                    (run_id, now, now, estimated_seconds, int(stoppable)),
+                )
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+
+    def update_progress(
+        self,
+        run_id: str,
+        *,
+        step: int,
+        total_steps: int,
+        fraction: float,
+        message: str,
+        estimated_seconds: float | None = None,
+        stoppable: bool | None = None,
+    ) -> None:
+        """Where a run is now: its step, the fraction of its estimated time done, what it measures."""
+        now = time.time()
+        self._execute(
+            "INSERT INTO run_progress (run_id, launched_at, updated_at, step, total_steps, fraction, message,"
+            " estimated_seconds, stoppable) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT(run_id) DO UPDATE SET updated_at = excluded.updated_at, step = excluded.step,"
+            " total_steps = excluded.total_steps, fraction = excluded.fraction, message = excluded.message,"
+            " estimated_seconds = COALESCE(excluded.estimated_seconds, run_progress.estimated_seconds),"
+            " stoppable = MAX(run_progress.stoppable, excluded.stoppable)",
+            (
+                run_id,
+                now,
+                now,
+                int(step),
+                int(total_steps),
+                float(min(1.0, max(0.0, fraction))),
+                message,
+                estimated_seconds,
+                int(bool(stoppable)),
+            ),
+        )
+
+    def progress(self, run_id: str) -> RunProgress | None:
+        """The live state recorded for a run (None for runs recorded without one, such as imports)."""
+        rows = self._rows("SELECT * FROM run_progress WHERE run_id = ?", (run_id,))
+        if not rows:
+            return None
+        row = rows[0]
+        return RunProgress(**{name: row[name] for name in row.keys()})
+
+    def request_stop(self, run_id: str) -> bool:
+        """Ask a running run to stop (its process checks a few times a second); True if it was running."""
+        self._require_run(run_id)
+        now = time.time()
+        with self._lock:
+            cursor = self._connection.execute(
+                "UPDATE run_progress SET stop_requested_at = COALESCE(stop_requested_at, ?)"
+                " WHERE run_id = ? AND run_id IN (SELECT id FROM runs WHERE status = 'running')",
+                (now, run_id),
+            )
+            return cursor.rowcount > 0
+
+    def stop_requested(self, run_id: str) -> bool:
+        rows = self._execute("SELECT stop_requested_at FROM run_progress WHERE run_id = ?", (run_id,)).fetchall()
+        return bool(rows) and rows[0][0] is not None
+
+    def note_first_chart(self, run_id: str, at: float | None = None) -> None:
+        """Record when a page first drew a chart of this run (kept once: the first page wins)."""
+        self._execute(
+            "UPDATE run_progress SET first_chart_at = ? WHERE run_id = ? AND first_chart_at IS NULL",
+            (time.time() if at is None else at, run_id),
+        )
+
+    def measurement_times(self, run_id: str) -> list[float]:
+        """When each measurement of the run was stored (seconds since the epoch), in order."""
+        rows = self._execute(
+            "SELECT recorded_at FROM measurements WHERE run_id = ? AND recorded_at IS NOT NULL ORDER BY id", (run_id,)
+        ).fetchall()
+        return [row[0] for row in rows]
+
+    def add_preview(self, preview: PreviewReady) -> None:
+        """Keep the images a run read back from one store (small PNGs), so its page can show them later."""
+        from PIL import Image
+
+        rows = []
+        for position, (image_id, image, label) in enumerate(zip(preview.ids, preview.images, preview.labels)):
+            picture = _preview_picture(image)
+            if picture.width > PREVIEW_MAX_SIDE or picture.height > PREVIEW_MAX_SIDE:
+                picture.thumbnail((PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE), Image.LANCZOS)
+            buffer = io.BytesIO()
+            picture.save(buffer, format="PNG", optimize=True)
+            rows.append(
+                (
+                    preview.run_id,
+                    preview.backend,
+                    int(preview.count),
+                    position,
+                    int(image_id),
+                    int(label),
+                    buffer.getvalue(),
+                    int(bool(preview.verified)),
+                    preview.psnr if preview.psnr is None or math.isfinite(preview.psnr) else None,
+                )
+            )
+        with self._lock:
+            connection = self._connection
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                connection.executemany(
+                    "INSERT OR REPLACE INTO previews (run_id, backend, count, position, image_id, label, png,"
+                    " verified, psnr) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+
+    def previews(self, run_id: str) -> list[PreviewReady]:
+        """The images kept by :meth:`add_preview`, one :class:`PreviewReady` per store, in the order stored."""
+        import numpy as np
+        from PIL import Image
+
+        rows = self._rows(
+            "SELECT * FROM previews WHERE run_id = ? ORDER BY count, rowid",
+            (run_id,),
+        )
+        if not rows:
+            return []
+        record = self.get_run(run_id)
+        class_names = list((record.source or {}).get("class_names") or []) if record else []
+        grouped: dict[tuple[str, int], PreviewReady] = {}
+        for row in rows:
+            key = (row["backend"], row["count"])
+            if key not in grouped:
+                grouped[key] = PreviewReady(
+                    run_id, row["backend"], row["count"], [], [], [], class_names, bool(row["verified"]), row["psnr"]
+                )
+            preview = grouped[key]
+            preview.ids.append(row["image_id"])
+            preview.labels.append(row["label"])
+            preview.images.append(np.asarray(Image.open(io.BytesIO(row["png"]))))
+        return list(grouped.values())
+
+    def count_previews(self, run_id: str) -> int:
+        return int(self._execute("SELECT COUNT(*) FROM previews WHERE run_id = ?", (run_id,)).fetchone()[0])
+
+    def changes(self) -> tuple[Any, ...]:
+        """A value that changes whenever a run starts, ends, is deleted or records a measurement."""
+        with self._lock:
+            runs = self._connection.execute(
+                "SELECT COUNT(*), MAX(started_at), SUM(status = 'running'), MAX(finished_at) FROM runs"
+            ).fetchone()
+            measurements = self._connection.execute("SELECT MAX(id), COUNT(*) FROM measurements").fetchone()
+        return (*runs, *measurements)
 
     # -- reading ---------------------------------------------------------------------
 
@@ -542,6 +800,19 @@ class ResultsDB:
                 for measurement in measurements:
                     self.add_measurement(measurement)
         return imported
+
+
+def _preview_picture(image: Any):
+    """A preview image (uint8 array, grey or colour) as a Pillow image."""
+    import numpy as np
+    from PIL import Image
+
+    array = np.asarray(image)
+    if array.dtype != np.uint8:
+        array = np.clip(array, 0, 255).astype(np.uint8)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    return Image.fromarray(np.ascontiguousarray(array))
 
 
 def _process_alive(pid: int, started: float | None) -> bool:
