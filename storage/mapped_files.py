@@ -11,7 +11,6 @@ the kernel's read-ahead for the access pattern that follows.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import sys
 
@@ -25,14 +24,26 @@ On this project's machine (Linux 6.18, ext4) a page fault maps a whole large fol
 page cache, so 1,000 random images read through a map leave about 1 GB mapped.
 """
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True) if sys.platform.startswith("linux") else None
-if _libc is not None:
-    _libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+_LIBC: ctypes.CDLL | None = None
+
+
+def _libc() -> ctypes.CDLL | None:
+    """The C library, loaded on first use (importing this module runs nothing: it is imported
+    in every worker process that opens an lmdb or npy store); None where madvise is unavailable."""
+    global _LIBC
+    if _LIBC is None and sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+            _LIBC = libc
+        except (OSError, AttributeError):
+            return None
+    return _LIBC
 
 
 def mappings_of(path: str | os.PathLike[str]) -> list[tuple[int, int]]:
     """(start address, length) of each mapping of ``path`` in this process."""
-    if _libc is None:
+    if _libc() is None:
         return []
     target = os.path.realpath(path)
     found = []
@@ -55,10 +66,11 @@ PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 def advise_range(start: int, stop: int, advice: int) -> None:
     """``madvise`` the pages holding addresses ``start``..``stop`` (for example ``WILLNEED``)."""
-    if _libc is None or stop <= start:
+    libc = _libc()
+    if libc is None or stop <= start:
         return
     first = start - start % PAGE
-    _libc.madvise(first, stop - first, advice)
+    libc.madvise(first, stop - first, advice)
 
 
 def address_of(buffer) -> int:
@@ -70,5 +82,5 @@ def advise(path: str | os.PathLike[str], advice: int) -> bool:
     """``madvise`` every mapping of ``path`` in this process; False where that is not possible."""
     ranges = mappings_of(path)
     for start, length in ranges:
-        _libc.madvise(start, length, advice)
+        _libc().madvise(start, length, advice)
     return bool(ranges)
