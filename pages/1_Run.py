@@ -214,11 +214,11 @@ def show_progress(current: runner.RunView) -> None:
     """The status box and the elapsed-time chart: what a running run redraws most often."""
     views.render_status(current)
     specs = views.run_chart_specs(current.run_id, current.measurements, names=("time",))
-    if specs and current.progress is not None and current.progress.first_chart_at is None:
-        db.note_first_chart(current.run_id)  # when the first chart went to the browser, for the tests
     if not specs and current.running:
         st.caption("The charts appear here as soon as the first measurement is recorded.")
     views.render_charts(specs, "run", names=("time",))
+    if specs and current.progress is not None and current.progress.first_chart_at is None:
+        db.note_first_chart(current.run_id)  # when the first chart was handed to Streamlit, for the tests
 
 
 def show_details(current: runner.RunView) -> None:
