@@ -257,10 +257,12 @@ def following(show: Callable[[runner.RunView], None]) -> Callable[[str], None]:
     return redraw
 
 
+# The browser loads its chart library with the first chart it is sent (about a second on two
+# cores): an invisible chart on every draw of this page has it ready before a run's first chart.
+views.preload_charts("run-preload")
+
 if view is not None:
     if view.running:
-        if not view.measurements:
-            views.preload_charts("run-preload")
         # Two fragments: the status and the first chart several times a second (a chart within 1 s of a
         # measurement), the heavier rest (images, table) once a second.
         st.fragment(following(show_progress), run_every=views.LIVE_INTERVAL)(view.run_id)

@@ -27,6 +27,7 @@ if str(ROOT) not in sys.path:
 
 import storage  # noqa: E402
 from dashboard import charts, runner, share, views  # noqa: E402
+from dashboard.charts import PRELOAD_DESCRIPTION  # noqa: E402
 from storage.bench import Experiment, ResultsDB, run_experiment  # noqa: E402
 from storage.errors import DownloadError  # noqa: E402
 
@@ -87,7 +88,9 @@ def db_file() -> Path:
 
 
 def chart_specs(at: AppTest) -> list[str]:
-    return [element.proto.spec for element in at.get("vega_lite_chart")]
+    """The specs of the charts shown, without the Run page's invisible chart-library preload."""
+    specs = [element.proto.spec for element in at.get("vega_lite_chart")]
+    return [spec for spec in specs if PRELOAD_DESCRIPTION not in spec]
 
 
 def record_run(db_path: Path, work_dir: Path, backends: list[str], counts: list[int], keep: bool = False) -> str:
