@@ -89,6 +89,16 @@ def check(name: str, got, expected: np.ndarray) -> None:
         raise SystemExit(f"{name} read back different images: benchmark aborted")
 
 
+def timed_store_write(name: str, path: Path, images: np.ndarray, labels: np.ndarray, **options) -> float:
+    """Seconds to create the store at ``path`` and write ``images`` in one batch, open and close included."""
+
+    def write() -> None:
+        with storage.open_store(name, path, "w", **options) as store:
+            store.write_batch(images, labels)
+
+    return timed(write)[0]
+
+
 def rotate(entries: list, repeat: int) -> list:
     shift = repeat % len(entries)
     return entries[shift:] + entries[:shift]
@@ -143,12 +153,7 @@ def row_lmdb_write_batch(source, work: Path, repeats: int) -> None:
             os.sync()
             folder = fresh(work)
             if entry == "lmdb":
-
-                def write(folder: Path = folder) -> None:
-                    with storage.open_store("lmdb", folder / "s", "w") as store:
-                        store.write_batch(images, labels)
-
-                samples[entry].append(timed(write)[0])
+                samples[entry].append(timed_store_write("lmdb", folder / "s", images, labels))
                 with storage.open_store("lmdb", folder / "s") as store:
                     check("lmdb", store.read_all()[0], images)
             elif entry == "article":
@@ -260,12 +265,7 @@ def row_hdf5_write_batch(source, work: Path, repeats: int) -> None:
             os.sync()
             folder = fresh(work)
             if entry == "hdf5":
-
-                def write(folder: Path = folder) -> None:
-                    with storage.open_store("hdf5", folder / "s", "w") as store:
-                        store.write_batch(images, labels)
-
-                samples[entry].append(timed(write)[0])
+                samples[entry].append(timed_store_write("hdf5", folder / "s", images, labels))
                 with storage.open_store("hdf5", folder / "s") as store:
                     check("hdf5", store.read_all()[0], images)
             else:
@@ -302,11 +302,7 @@ def row_zarr(source, work: Path, repeats: int) -> None:
                 shutil.rmtree(folder)
                 continue
 
-            def write(folder: Path = folder, name: str = name) -> None:
-                with storage.open_store(name, folder / "s", "w") as store:
-                    store.write_batch(images, labels)
-
-            samples[(name, "write")].append(timed(write)[0])
+            samples[(name, "write")].append(timed_store_write(name, folder / "s", images, labels))
             with storage.open_store(name, folder / "s") as store:
                 out.fill(1)
                 samples[(name, "read")].append(timed(lambda store=store: store.read_all(out=out))[0])
@@ -344,11 +340,7 @@ def row_webp(source, work: Path, repeats: int) -> None:
         for _ in range(repeats):
             folder = fresh(work)
 
-            def write(folder: Path = folder, options: dict = options) -> None:
-                with storage.open_store("webp", folder / "s", "w", **options) as store:
-                    store.write_batch(images, labels)
-
-            seconds.append(timed(write)[0] / count)
+            seconds.append(timed_store_write("webp", folder / "s", images, labels, **options) / count)
             with storage.open_store("webp", folder / "s") as store:
                 check("webp", store.read_all()[0], images)
             shutil.rmtree(folder)
