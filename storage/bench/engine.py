@@ -456,12 +456,19 @@ class _Reader:
             self.store = None
 
 
-def _measure_read(run: _Run, cell: _Cell, operation: str, cache: str) -> Measurement:
-    measurement = _measurement(run, cell, operation, cache)
+def _store_was_written(measurement: Measurement, cell: _Cell) -> bool:
+    """Whether ``cell``'s store exists to read; if not, ``measurement`` says why it was not measured."""
     if cell.store_path is None:
         _fail(measurement, f"not measured: the store could not be written ({cell.write_failed or 'unknown error'})")
-        return measurement
+        return False
     _set_disk(measurement, cell.store_path)
+    return True
+
+
+def _measure_read(run: _Run, cell: _Cell, operation: str, cache: str) -> Measurement:
+    measurement = _measurement(run, cell, operation, cache)
+    if not _store_was_written(measurement, cell):
+        return measurement
     warmup, runs = _runs_of(cell.count, run.experiment.repeats)
     reader = _Reader(run, cell, cache, measurement)
     timed = {"read_all": _time_read_all, "read_random": _time_read_random, "read_one": _time_read_one}[operation]

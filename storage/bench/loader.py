@@ -38,7 +38,7 @@ from .engine import (
     _measurement,
     _Run,
     _runs_of,
-    _set_disk,
+    _store_was_written,
 )
 from .events import Measurement, fill_rates
 from .experiment import CEILING_BACKEND
@@ -68,10 +68,8 @@ def measure_ceiling(run: _Run, cell: _Cell, workers: int) -> Measurement:
 def measure_loader(run: _Run, cell: _Cell, cache: str, workers: int) -> Measurement:
     """One shuffled epoch per repeat over the store ``cell`` wrote, through the format's dataset."""
     measurement = _new_measurement(run, cell, cache, workers)
-    if cell.store_path is None:
-        _fail(measurement, f"not measured: the store could not be written ({cell.write_failed or 'unknown error'})")
+    if not _store_was_written(measurement, cell):
         return measurement
-    _set_disk(measurement, cell.store_path)
     if cell.read_buffer is None:
         _fail(measurement, MIXED_SIZES)
         return measurement
