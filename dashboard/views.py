@@ -157,7 +157,20 @@ def render_previews(items: Sequence[PreviewReady], count: int | None = None) -> 
         # PNG, not Streamlit's default JPEG for RGB: the pixels shown are exactly the pixels read back.
         # At their own size (the browser would smooth a scaled image).
         width = max(image.width for image in row.images)
-        images_column.image(row.images, caption=row.captions, output_format="PNG", width=width)
+        pngs = [_png_bytes(image.tobytes(), image.mode, image.size) for image in row.images]
+        images_column.image(pngs, caption=row.captions, output_format="PNG", width=width)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _png_bytes(pixels: bytes, mode: str, size: tuple[int, int]) -> bytes:
+    """One preview as PNG, encoded once: a running run redraws its previews every second in every tab."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.frombytes(mode, size, pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def render_status(view: RunView) -> None:
@@ -171,7 +184,9 @@ def render_status(view: RunView) -> None:
     count = len(view.measurements)
     if view.running:
         with st.container(border=True, key="run-status"):
-            left = f" · about {format_duration(view.remaining_seconds)} left" if view.remaining_seconds is not None else ""
+            left = (
+                f" · about {format_duration(view.remaining_seconds)} left" if view.remaining_seconds is not None else ""
+            )
             doing = "is stopping…" if view.stop_requested else "is measuring"
             origin = "" if view.from_dashboard else " (started from the command line)"
             st.markdown(f":material/hourglass_top: **{run} {doing}**{origin} · {elapsed} elapsed{left}")
@@ -210,10 +225,41 @@ def render_status(view: RunView) -> None:
 
 
 @st.cache_data(show_spinner=False, max_entries=128)
-def _cached_spec(name: str, key: Hashable, _measurements: Sequence[Measurement]) -> dict | None:
+def _cached_spec(name: str, key: Hashable, _measurements: Sequence[Measurement], arrow: bool = False) -> dict | None:
     build = dict(CHARTS)[name]
     chart = build(charts.measurements_frame(_measurements))
-    return None if chart is None else charts.chart_spec(chart, validate=False)
+    if chart is None:
+        return None
+    spec = charts.chart_spec(chart, validate=False)
+    return with_arrow_datasets(spec) if arrow else spec
+
+
+def with_arrow_datasets(spec: dict) -> dict:
+    """``spec`` with its named datasets as Arrow IPC bytes, which Streamlit sends on as they are.
+
+    Given rows, Streamlit converts each dataset to Arrow (through pandas) every time a chart
+    is drawn. A running run's page redraws its chart several times a second in every tab
+    that follows it, and that conversion was the largest cost of a redraw, enough to delay
+    the charts of two tabs by over a second on two cores. Converted once per new
+    measurement and cached, a redraw only copies bytes. (The export and Share pictures
+    need the rows: they use the specs as built.)
+    """
+    datasets = spec.get("datasets")
+    if not datasets:
+        return spec
+    converted = {name: _arrow_bytes(rows) for name, rows in datasets.items()}
+    return {**spec, "datasets": converted}
+
+
+def _arrow_bytes(rows: list[dict]) -> bytes:
+    """Rows as the Arrow IPC stream Streamlit itself makes from a DataFrame."""
+    import pyarrow as pa
+
+    table = pa.Table.from_pandas(pd.DataFrame(rows))
+    sink = pa.BufferOutputStream()
+    with pa.RecordBatchStreamWriter(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
 
 
 @st.cache_data(show_spinner=False)
@@ -227,13 +273,20 @@ def preload_charts(key: str) -> None:
 
 
 def run_chart_specs(
-    run_id: str, measurements: Sequence[Measurement], names: Sequence[str] = tuple(name for name, _ in CHARTS)
+    run_id: str,
+    measurements: Sequence[Measurement],
+    names: Sequence[str] = tuple(name for name, _ in CHARTS),
+    for_display: bool = False,
 ) -> dict[str, dict]:
-    """The charts ``names`` of one run, each built once per new measurement and shared by every tab showing it."""
+    """The charts ``names`` of one run, each built once per new measurement and shared by every tab showing it.
+
+    ``for_display``: specs only for :func:`render_charts`, their data already in Arrow
+    (:func:`with_arrow_datasets`); exports and Share need the specs as built.
+    """
     key = (run_id, len(measurements))
     specs = {}
     for name in names:
-        spec = _cached_spec(name, key, list(measurements))
+        spec = _cached_spec(name, key, list(measurements), arrow=for_display)
         if spec is not None:
             specs[name] = spec
     return specs

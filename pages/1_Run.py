@@ -213,7 +213,7 @@ st.divider()
 def show_progress(current: runner.RunView) -> None:
     """The status box and the elapsed-time chart: what a running run redraws most often."""
     views.render_status(current)
-    specs = views.run_chart_specs(current.run_id, current.measurements, names=("time",))
+    specs = views.run_chart_specs(current.run_id, current.measurements, names=("time",), for_display=True)
     if not specs and current.running:
         st.caption("The charts appear here as soon as the first measurement is recorded.")
     views.render_charts(specs, "run", names=("time",))
@@ -225,14 +225,14 @@ def show_details(current: runner.RunView) -> None:
     """The images read back, the other charts and the table."""
     if current.running and current.progress is not None and current.progress.first_chart_at is None:
         return  # the first chart goes first: the rest waits for the next redraw
-    specs = views.run_chart_specs(current.run_id, current.measurements)
+    shown = views.run_chart_specs(current.run_id, current.measurements, for_display=True)
     views.render_previews(views.stored_previews(db, current.run_id, current.preview_count))
-    views.render_charts(specs, "run", names=("rate", "loader", "disk"))
+    views.render_charts(shown, "run", names=("rate", "loader", "disk"))
     views.render_table(charts.measurements_frame(current.measurements), key="run-table")
     if not current.running and current.measurements:
         views.share_button(
             [current.record],
-            specs,
+            views.run_chart_specs(current.run_id, current.measurements),
             views.stored_previews(db, current.run_id, current.preview_count),
             file_name=f"image-storage-lab-{current.run_id}.png",
             key="run-share",

@@ -6,7 +6,9 @@ benchmark". While the run goes on, it checks that the address names the run at o
 the first chart appeared in the browser within 1 s of the first measurement being stored
 (the page records, in the browser, when a chart first appears; the engine records in the
 results database when each measurement was stored), that a reload shows the same run going
-on, and that the run's address opened in a second page follows it too. Once the run has
+on, and that the run's address opened in a second page follows it too. After the reload,
+every measurement stored must be a point of the page's time chart within 1 s (the page
+records when its chart's point count changes). Once the run has
 finished it downloads the "Share" picture, and saves a full-page screenshot to
 ``artifacts/dashboard-run.png`` (git-ignored). With ``UPDATE_README_SCREENSHOT=1`` the
 screenshot also replaces ``docs/dashboard.png``, the one the README shows.
@@ -72,18 +74,20 @@ def wait_until_healthy(url: str, server: subprocess.Popen, log: Path, timeout: f
     pytest.fail(f"streamlit did not answer /_stcore/health within {timeout} s:\n{log.read_text()[-3000:]}")
 
 
-# Records, in the page, when the run's time chart first appears and each time it is redrawn
-# (seconds since the epoch, the clock the results database uses on this same machine).
+# Records, in the page, when the run's time chart first appears and, each time the number of
+# points it draws changes, when and how many (seconds since the epoch, the clock the results
+# database uses on this same machine). Every timed measurement is one point of that chart.
 CHART_CLOCK = """
 const isTimeChart = svg => svg.textContent.includes('Elapsed time against')
   && !svg.textContent.includes('waiting for the first measurement');
-window.__chartTimes = [];
+window.__chartPoints = [];
 new MutationObserver(() => {
   const charts = [...document.querySelectorAll('.vega-embed svg')].filter(isTimeChart);
-  const signature = charts.map(svg => svg.textContent.length).join(',');
-  if (charts.length > 0 && window.__lastChart !== signature) { window.__chartTimes.push(Date.now() / 1000); }
-  window.__lastChart = signature;
-  if (charts.length > 0 && window.__firstChartAt === undefined) { window.__firstChartAt = Date.now() / 1000; }
+  if (charts.length === 0) { return; }
+  if (window.__firstChartAt === undefined) { window.__firstChartAt = Date.now() / 1000; }
+  const points = charts[0].querySelectorAll("g.mark-symbol.role-mark path").length;
+  const seen = window.__chartPoints;
+  if (seen.length === 0 || seen[seen.length - 1][1] !== points) { seen.push([Date.now() / 1000, points]); }
 }).observe(document, {childList: true, subtree: true});
 """
 
@@ -146,6 +150,23 @@ def recorded(db: Path, sql: str, *parameters):
         return connection.execute(sql, parameters).fetchone()
 
 
+def late_chart_updates(points_shown: list, recorded_at: list[float], since: float) -> list[tuple[int, float]]:
+    """Measurements stored after ``since`` that the chart did not show within 1 s: (number, delay).
+
+    ``points_shown`` holds (time, points) each time the time chart's point count changed;
+    the chart shows the k-th measurement once it draws k points.
+    """
+    late = []
+    for number, stored in enumerate(recorded_at, start=1):
+        if stored <= since:
+            continue
+        shown = next((when for when, points in points_shown if points >= number and when >= stored), None)
+        delay = float("inf") if shown is None else shown - stored
+        if delay >= 1.0:
+            late.append((number, delay))
+    return late
+
+
 def test_run_page_in_a_real_browser(dashboard):
     sync_api = pytest.importorskip("playwright.sync_api")
     url, folder = dashboard
@@ -205,6 +226,22 @@ def test_run_page_in_a_real_browser(dashboard):
             page.get_by_text(f"Run {run_id} finished in").wait_for(timeout=240_000)
             second.get_by_text(f"Run {run_id} finished in").wait_for(timeout=30_000)
             second.close()
+
+            # After the reload, the chart showed every measurement within 1 s of its being stored.
+            timed = (
+                "SELECT recorded_at FROM measurements WHERE run_id = ? AND seconds_median > 0 AND operation != 'loader'"
+            )
+            with sqlite3.connect(db) as connection:
+                stored = sorted(row[0] for row in connection.execute(timed, (run_id,)))
+            page.wait_for_function(f"() => window.__chartPoints.at(-1)[1] >= {len(stored)}", timeout=30_000)
+            points_shown = page.evaluate("() => window.__chartPoints")
+            since = points_shown[0][0]
+            followed = sum(1 for when in stored if when > since)
+            print(
+                f"{followed} of {len(stored)} measurements stored after the reload's first chart, {len(points_shown)} redraws"
+            )
+            assert followed >= 5, "too few measurements after the reload to check the live updates: make the run longer"
+            assert late_chart_updates(points_shown, stored, since) == [], (points_shown, stored)
 
             # Three charts (time, images per second, disk use) drawn by vega-embed ...
             page.wait_for_function(
