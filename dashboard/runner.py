@@ -303,7 +303,7 @@ def read_run(db: ResultsDB, run_id: str) -> RunView | None:
         remaining_seconds=_remaining(fraction, elapsed, estimated) if running else None,
         stoppable=running and progress is not None and progress.stoppable,
         stop_requested=progress is not None and progress.stop_requested_at is not None,
-        from_dashboard=progress is not None,
+        from_dashboard=progress is not None and progress.launched_by == "dashboard",
         preview_count=db.count_previews(run_id),
         progress=progress,
     )

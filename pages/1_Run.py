@@ -196,6 +196,8 @@ if "run_flash" in st.session_state:
 if running:
     if view.from_dashboard:
         note = "Already running: wait for it to end or press **Stop** (from this tab or any other showing it)."
+    elif view.stoppable:
+        note = "This run was started from the command line: **Stop** here ends it, as Ctrl+C does there."
     else:
         note = "This run was started from the command line: stop it there (Ctrl+C)."
     buttons[2].caption(note)

@@ -306,9 +306,11 @@ def _loud(message: str) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import Experiment, ResultsDB, estimate_experiment, run_experiment
+    from .bench.engine import new_run_id
     from .bench.environment import describe
     from .bench.events import MeasurementRecorded, Progress, RunStarted
     from .bench.experiment import DEFAULT_OPERATIONS
+    from .bench.live import LiveRecorder
     from .bench.report import loader_table, measurements_table
 
     if args.source not in ("auto", "sample", "cifar10") and not Path(args.source).expanduser().exists():
@@ -358,8 +360,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
 
+        # Recorded live in the database like a dashboard run: its progress and previews show on
+        # the Run page, and Stop there ends it as Ctrl+C does here.
+        run_id, cancel = new_run_id(), threading.Event()
         try:
-            summary = run_experiment(experiment, db, on_event)
+            with LiveRecorder(
+                db, run_id, cancel, forward=on_event, launched_by="command line", estimated_seconds=estimate.seconds
+            ) as recorder:
+                summary = run_experiment(experiment, db, recorder.on_event, cancel, run_id=run_id)
         finally:
             bar.close()
         storage_measurements = [m for m in summary.measurements if m.operation != "loader"]
@@ -380,7 +388,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
             print(f"wrote {args.csv}")
     if summary.status == "finished":
         return 0
-    if summary.error and "VERIFICATION FAILED" in summary.error:
+    if summary.status == "cancelled":
+        _loud(f"run {summary.run_id} was stopped (Stop on the dashboard); what it measured so far is kept")
+    elif summary.error and "VERIFICATION FAILED" in summary.error:
         _loud(summary.error)
     else:
         _loud(f"error: run {summary.status}: {summary.error}")

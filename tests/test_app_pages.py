@@ -390,7 +390,7 @@ def test_results_page_overlays_exports_shares_and_deletes(isolated):
     assert any("Pick one or more runs" in i.value for i in at.info)
 
 
-def test_a_run_started_from_the_command_line_appears_on_results_as_running(isolated):
+def test_a_command_line_run_shows_as_running_and_stops_from_the_run_page(isolated):
     at = page(RESULTS)
     assert any("No runs yet" in i.value for i in at.info)
     command = [
@@ -416,10 +416,19 @@ def test_a_run_started_from_the_command_line_appears_on_results_as_running(isola
         live = page(RUN, run=record.id)  # its live view on the Run page
         assert_clean(live)
         assert "is measuring" in texts(live) and "started from the command line" in texts(live)
-        assert button(live, "Stop").disabled  # a command-line run is stopped where it runs
+        with ResultsDB(db_file()) as db:
+            progress = db.progress(record.id)
+        assert progress is not None and progress.launched_by == "command line" and progress.estimated_seconds > 0
+        button(live, "Stop").click().run()  # Stop on the page ends the command-line run too
+        _, stderr = cli.communicate(timeout=60)
+        assert cli.returncode == 1 and b"was stopped" in stderr, stderr[-2000:]
+        with ResultsDB(db_file()) as db:
+            assert db.get_run(record.id).status == "cancelled"
+            assert db.count_previews(record.id) > 0  # its images read back are kept, as for a dashboard run
     finally:
-        cli.terminate()
-        cli.wait(30)
+        if cli.poll() is None:
+            cli.terminate()
+            cli.wait(30)
 
 
 def test_results_offer_share(isolated):

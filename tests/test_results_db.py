@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 
 from storage.bench import Measurement, ResultsDB, RunNotFoundError, RunRecord
 from storage.bench.events import fill_rates
+from storage.bench.results import SCHEMA_VERSION
 from storage.errors import CorruptDataError, StorageError
 
 ENVIRONMENT = {"hostname": "elsewhere", "cpu_model": "Test CPU", "filesystem": {"type": "ext4"}, "python": "3.11"}
@@ -212,3 +214,25 @@ def test_one_database_object_is_shared_between_threads(tmp_path: Path) -> None:
             db.measurements("r1")
         thread.join()
         assert not errors and len(db.measurements("r1")) == 50
+
+
+def test_a_version_3_file_gains_launched_by_and_reads_its_runs_as_the_dashboards(tmp_path: Path) -> None:
+    # Version 3 had run_progress without launched_by: only the dashboard recorded live state then.
+    path = tmp_path / "v3.sqlite"
+    with ResultsDB(path) as db:
+        db.reserve_run("from-dashboard", {}, {}, os.getpid(), estimated_seconds=5.0)
+    connection = sqlite3.connect(path)
+    connection.execute("ALTER TABLE run_progress DROP COLUMN launched_by")
+    connection.execute("PRAGMA user_version = 3")
+    connection.commit()
+    connection.close()
+
+    with ResultsDB(path) as db:
+        progress = db.progress("from-dashboard")
+        assert progress is not None and progress.launched_by == "dashboard" and progress.estimated_seconds == 5.0
+        db.create_run("from-cli", {}, {}, {})
+        db.update_progress("from-cli", step=0, total_steps=1, fraction=0.0, message="a", launched_by="command line")
+        db.update_progress("from-cli", step=1, total_steps=1, fraction=1.0, message="b")
+        assert db.progress("from-cli").launched_by == "command line"  # kept from the run's first record
+        assert db.progress("from-cli").message == "b"
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION

@@ -32,6 +32,8 @@ class LiveRecorder:
         run_id: the run's id (chosen before the run starts).
         cancel: the engine's cancel event; set when a stop is requested.
         forward: another event handler to call as well (optional).
+        launched_by: who started the run, "dashboard" or "command line" (the pages say so).
+        estimated_seconds: the run's estimated length, if the starter has not recorded it.
 
     Use it as a context manager, or call :meth:`close` when the run has ended.
     """
@@ -43,8 +45,11 @@ class LiveRecorder:
         cancel: threading.Event,
         forward: Callable[[Event], None] | None = None,
         interval: float = FLUSH_INTERVAL,
+        launched_by: str = "dashboard",
+        estimated_seconds: float | None = None,
     ) -> None:
         self.db, self.run_id, self.cancel, self.forward, self.interval = db, run_id, cancel, forward, interval
+        self.launched_by, self.estimated_seconds = launched_by, estimated_seconds
         self._lock = threading.Lock()
         self._progress: dict[str, Any] | None = None
         self._previews: list[PreviewReady] = []
@@ -79,7 +84,13 @@ class LiveRecorder:
             progress, self._progress = self._progress, None
             previews, self._previews = self._previews, []
         if progress is not None:
-            self.db.update_progress(self.run_id, stoppable=True, **progress)
+            self.db.update_progress(
+                self.run_id,
+                stoppable=True,
+                launched_by=self.launched_by,
+                estimated_seconds=self.estimated_seconds,
+                **progress,
+            )
         for preview in previews:
             self.db.add_preview(preview)
 

@@ -37,7 +37,8 @@ from .events import Measurement, PreviewReady
 
 DEFAULT_DB_PATH = "data/results.sqlite"
 EXPORT_FORMAT = "image-storage-lab/measurements"
-SCHEMA_VERSION = 3  # 2: the loader operation's columns; 3: live runs (recorded_at, run_progress, previews)
+SCHEMA_VERSION = 4  # 2: the loader operation's columns; 3: live runs (recorded_at, run_progress, previews);
+# 4: run_progress.launched_by (command-line runs record their live state too)
 STATUSES = ("running", "finished", "cancelled", "failed", "interrupted")
 
 _SCHEMA = """
@@ -105,7 +106,8 @@ CREATE TABLE IF NOT EXISTS run_progress (
     estimated_seconds REAL,
     stoppable INTEGER NOT NULL DEFAULT 0,
     stop_requested_at REAL,
-    first_chart_at REAL
+    first_chart_at REAL,
+    launched_by TEXT NOT NULL DEFAULT 'dashboard'
 );
 CREATE TABLE IF NOT EXISTS previews (
     run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
@@ -155,6 +157,7 @@ class RunProgress:
     stoppable: bool = False
     stop_requested_at: float | None = None
     first_chart_at: float | None = None
+    launched_by: str = "dashboard"  # or "command line"
 
     def __post_init__(self) -> None:
         self.stoppable = bool(self.stoppable)
@@ -287,6 +290,9 @@ class ResultsDB:
                 connection.execute(f"ALTER TABLE measurements ADD COLUMN {name} {sql_type}")
         if "recorded_at" not in present:  # schema 3: when each measurement was stored
             connection.execute("ALTER TABLE measurements ADD COLUMN recorded_at REAL")
+        progress_columns = {row[1] for row in connection.execute("PRAGMA table_info(run_progress)")}
+        if "launched_by" not in progress_columns:  # schema 4: live state of command-line runs too
+            connection.execute("ALTER TABLE run_progress ADD COLUMN launched_by TEXT NOT NULL DEFAULT 'dashboard'")
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -490,12 +496,16 @@ class ResultsDB:
         message: str,
         estimated_seconds: float | None = None,
         stoppable: bool | None = None,
+        launched_by: str = "dashboard",
     ) -> None:
-        """Where a run is now: its step, the fraction of its estimated time done, what it measures."""
+        """Where a run is now: its step, the fraction of its estimated time done, what it measures.
+
+        ``launched_by`` ("dashboard" or "command line") is kept from the first record of the run.
+        """
         now = time.time()
         self._execute(
             "INSERT INTO run_progress (run_id, launched_at, updated_at, step, total_steps, fraction, message,"
-            " estimated_seconds, stoppable) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " estimated_seconds, stoppable, launched_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT(run_id) DO UPDATE SET updated_at = excluded.updated_at, step = excluded.step,"
             " total_steps = excluded.total_steps, fraction = excluded.fraction, message = excluded.message,"
             " estimated_seconds = COALESCE(excluded.estimated_seconds, run_progress.estimated_seconds),"
@@ -510,6 +520,7 @@ class ResultsDB:
                 message,
                 estimated_seconds,
                 int(bool(stoppable)),
+                launched_by,
             ),
         )
 
