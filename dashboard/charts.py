@@ -33,6 +33,7 @@ from .state import OPERATION_LABELS
 PANEL_WIDTH = 250
 PANEL_HEIGHT = 220
 PANEL_COLUMNS = 3
+TICK_SPACING = 4  # the x axis's labels stay apart when counts differ by this factor or more
 
 # Measurement figures that may be missing (None): kept as floats so charts see numbers.
 NUMERIC_COLUMNS = [
@@ -240,7 +241,9 @@ def count_ticks(counts: Iterable[int]) -> list[int]:
     """The x axis's ticks: every power of ten from 1 up to the largest count, and that count itself.
 
     Vega's own ticks on a log axis land on 1, 3, 20, 100, 300 and skip the end; these
-    are the counts people pick (1, 10, 100, 1,000, ...).
+    are the counts people pick (1, 10, 100, 1,000, ...). A power of ten less than
+    ``TICK_SPACING`` times below the largest count gives way to it: on a panel
+    ``PANEL_WIDTH`` wide, the labels 10,000 and 20,000 would print over each other.
     """
     values = [int(count) for count in counts]
     if not values:
@@ -248,6 +251,8 @@ def count_ticks(counts: Iterable[int]) -> list[int]:
     largest = max(values)
     ticks = [10**power for power in range(len(str(largest))) if 10**power <= largest]
     if largest not in ticks:
+        if ticks and largest < TICK_SPACING * ticks[-1] and len(ticks) > 1:
+            ticks.pop()
         ticks.append(largest)
     return ticks
 

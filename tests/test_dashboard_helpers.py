@@ -324,6 +324,10 @@ def test_count_ticks_reach_the_largest_count():
     assert charts.count_ticks([1, 10, 100, 1000]) == [1, 10, 100, 1000]
     assert charts.count_ticks([1, 10, 100, 500]) == [1, 10, 100, 500]
     assert charts.count_ticks([1]) == [1]
+    # 10,000 and 20,000 would print over each other: the largest count is labelled
+    assert charts.count_ticks([1, 10, 100, 1000, 10_000, 20_000]) == [1, 10, 100, 1000, 20_000]
+    assert charts.count_ticks([1, 10, 50_000]) == [1, 10, 100, 1000, 10_000, 50_000]
+    assert charts.count_ticks([3]) == [1, 3]
 
 
 def test_link_hint_only_for_addresses_of_this_computer():
