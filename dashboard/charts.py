@@ -323,7 +323,15 @@ def disk_frame(frame: pd.DataFrame) -> pd.DataFrame:
     if rows.empty:
         return pd.DataFrame(
             columns=[
-                "run", "run_label", "backend", "format", "count", "measure", "bytes", "bytes_per_image", "files",
+                "run",
+                "run_label",
+                "backend",
+                "format",
+                "count",
+                "measure",
+                "bytes",
+                "bytes_per_image",
+                "files",
                 "megabytes",
             ]
         )

@@ -105,7 +105,9 @@ def _preview_block(items: Sequence[PreviewReady], width: int) -> Image.Image | N
         left = label_width
         for picture, caption in zip(row.images, row.captions):
             block.paste(picture.convert("RGB"), (left, top))
-            draw.text((left, top + picture.height + 4), caption.split(" ✓")[0].split(" ✗")[0], fill=MUTED, font=caption_font)
+            draw.text(
+                (left, top + picture.height + 4), caption.split(" ✓")[0].split(" ✗")[0], fill=MUTED, font=caption_font
+            )
             left += max(picture.width, 110) + 16
     return block
 

@@ -271,7 +271,12 @@ def test_a_launched_run_is_in_the_database_at_once_and_records_progress_and_prev
         assert view.status == "finished", view.error
         assert len(view.measurements) == 8 and all(m.verified for m in view.measurements)
         assert view.fraction == 1.0 and view.total_steps == 8 and view.progress.message == "done"
-        assert {(p.backend, p.count) for p in db.previews(run_id)} == {("png", 1), ("png", 10), ("hdf5", 1), ("hdf5", 10)}
+        assert {(p.backend, p.count) for p in db.previews(run_id)} == {
+            ("png", 1),
+            ("png", 10),
+            ("hdf5", 1),
+            ("hdf5", 10),
+        }
         assert "CIFAR-10 sample" in view.record.source["description"]
         assert view.record.environment.get("cpu_model") is not None  # the engine filled in the reserved run
         times = db.measurement_times(run_id)

@@ -68,7 +68,9 @@ class MdsStore(WriteOncePartsStore):
         if not num_workers:
             options.pop("timeout", None)
         dataset = cls.torch_dataset(path, seed=9176 if seed is None else seed, batch_size=batch_size)
-        return DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_samples, **options)
+        return DataLoader(
+            dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_samples, **options
+        )
 
     def _open_writer(self, folder: Path) -> MDSWriter:
         return MDSWriter(out=str(folder), columns=COLUMNS, size_limit=self.chunk_bytes)

@@ -101,7 +101,11 @@ def _new_measurement(run: _Run, cell: _Cell, cache: str, workers: int) -> Measur
 
 
 def _measure(
-    run: _Run, cell: _Cell, measurement: Measurement, make_loader: Callable[[int], Any], before_epoch: Callable[[], None]
+    run: _Run,
+    cell: _Cell,
+    measurement: Measurement,
+    make_loader: Callable[[int], Any],
+    before_epoch: Callable[[], None],
 ) -> None:
     """Time every repeat (after an unrecorded warm-up for small counts) and verify each epoch.
 
