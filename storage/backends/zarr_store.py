@@ -18,7 +18,7 @@ and written here, shard file by shard file (:mod:`.zarr_shards`, in the format o
 compressors it uses, each shard index checked against its crc32c, chunks encoded and
 decoded on a few threads. ``python benchmarks/article_vs.py --rows zarr --repeats 3``
 (10,000 CIFAR images, 2 shared cores) gave zarr / hdf5-blosc 1.2-2.7x to write,
-1.5-3.0x to read all and 1.5-2.4x per random ``read_one`` (8-21 us) over seven runs,
+1.1-3.0x to read all and 1.5-2.4x per random ``read_one`` (8-21 us) over eight runs,
 depending on the load from other jobs (docs/formats.md has the output); what is left is
 zstd itself, which spends about 20 us encoding and 3 us decoding each 3 KB image on its
 own, where Blosc works on 64 KiB chunks. The default layout is kept. An array whose ``zarr.json`` asks for something else (an index
