@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import tarfile
 
 import h5py
@@ -278,7 +279,7 @@ def test_zarr_inner_chunks_of_several_images(tmp_path, cifar):
         np.testing.assert_array_equal(store.read_batch([133, 8, 77])[0], images[[133, 8, 77]])
 
 
-def test_zarr_single_writes_wait_in_memory_until_a_shard_fills(tmp_path, cifar):
+def test_zarr_single_writes_wait_in_the_open_shard_until_it_fills(tmp_path, cifar):
     images, _ = cifar
     with storage.open_store("zarr", tmp_path / "s", "w", shard_images=10) as store:
         for image_id in range(25):
@@ -287,6 +288,115 @@ def test_zarr_single_writes_wait_in_memory_until_a_shard_fills(tmp_path, cifar):
         np.testing.assert_array_equal(store.read_one(23)[0], images[23])
     with storage.open_store("zarr", tmp_path / "s") as store:
         np.testing.assert_array_equal(store.read_all()[0], images[:25])
+
+
+def write_in_pieces(path, images, labels, **options):
+    """A batch, an append that ends mid-shard, single images, and an append after them."""
+    write("zarr", path, images[:7], labels[:7], **options)
+    with storage.open_store("zarr", path, "a") as store:
+        store.write_batch(images[7:133], labels[7:133])
+        for image_id in range(133, 140):
+            store.write_one(images[image_id], labels[image_id])
+        store.write_batch(images[140:171], labels[140:171])
+
+
+@pytest.mark.parametrize("compressor", [None, "zstd", "blosc", "gzip"])
+@pytest.mark.parametrize("chunk_images", [1, 10])
+def test_zarr_shards_written_here_read_bit_exactly_in_zarr_python(tmp_path, cifar, compressor, chunk_images):
+    images, labels = cifar
+    images = images.copy()
+    images[40:60] = 0  # whole chunks of zeros, which zarr-python itself would leave unwritten
+    write_in_pieces(tmp_path / "s", images, labels, shard_images=40, chunk_images=chunk_images, compressor=compressor)
+    group = zarr.open_group(str(tmp_path / "s" / "images.zarr"), mode="r")
+    array = group["images"]
+    assert (
+        array.shape == (171, 32, 32, 3)
+        and array.chunks == (chunk_images, 32, 32, 3)
+        and array.shards == (40, 32, 32, 3)
+    )
+    np.testing.assert_array_equal(array[:], images[:171])
+    np.testing.assert_array_equal(array[133], images[133])
+    np.testing.assert_array_equal(group["labels"][:], labels[:171])
+    assert not [name for name in os.listdir(tmp_path / "s") if name.startswith(".")]  # no temporary files left
+
+
+@pytest.mark.parametrize("compressor", [None, "zstd", "blosc", "gzip"])
+@pytest.mark.parametrize("chunk_images, separator", [(1, "/"), (10, "/"), (4, ".")])
+def test_zarr_shards_written_by_zarr_python_read_bit_exactly_here(tmp_path, cifar, compressor, chunk_images, separator):
+    """The images array rewritten by zarr-python (its chunk order, all-zero chunks and shards left out)."""
+    from storage.backends.zarr_shards import ShardedImages
+    from storage.backends.zarr_store import make_compressors
+
+    images, labels = cifar
+    write("zarr", tmp_path / "s", images[:170], labels[:170], shard_images=40, chunk_images=chunk_images)
+    replaced = images[::-1][:170].copy()
+    replaced[80:120] = 0  # a whole shard of zeros: zarr-python writes no file for it
+    replaced[7] = 0
+    group = zarr.open_group(str(tmp_path / "s" / "images.zarr"), mode="r+")
+    group.create_array(
+        "images",
+        shape=replaced.shape,
+        chunks=(chunk_images, 32, 32, 3),
+        shards=(40, 32, 32, 3),
+        dtype="uint8",
+        compressors=make_compressors(compressor, 5),
+        fill_value=0,
+        chunk_key_encoding={"name": "default", "separator": separator},
+        overwrite=True,
+    )[:] = replaced
+    with storage.open_store("zarr", tmp_path / "s") as store:
+        assert isinstance(store._images, ShardedImages)
+        np.testing.assert_array_equal(store.read_all()[0], replaced)
+        np.testing.assert_array_equal(store.read_batch([169, 7, 90, 3])[0], replaced[[169, 7, 90, 3]])
+        np.testing.assert_array_equal(store.read_one(41)[0], replaced[41])
+    with storage.open_store("zarr", tmp_path / "s", "a") as store:  # appends into zarr-python's last shard
+        store.write_batch(images[:15], labels[:15])
+    with storage.open_store("zarr", tmp_path / "s") as store:
+        np.testing.assert_array_equal(store.read_all()[0], np.concatenate([replaced, images[:15]]))
+
+
+def test_zarr_array_of_another_layout_is_read_and_written_through_zarr_python(tmp_path, cifar):
+    from storage.backends.zarr_store import ZarrPythonImages
+
+    images, labels = cifar
+    write("zarr", tmp_path / "s", images[:30], labels[:30])
+    group = zarr.open_group(str(tmp_path / "s" / "images.zarr"), mode="r+")
+    group.create_array("images", shape=(30, 32, 32, 3), chunks=(8, 32, 32, 3), dtype="uint8", overwrite=True)[:] = (
+        images[:30]
+    )
+    with storage.open_store("zarr", tmp_path / "s", "a") as store:  # not sharded: not read here
+        assert isinstance(store._images, ZarrPythonImages)
+        store.write_batch(images[30:45], labels[30:45])
+        np.testing.assert_array_equal(store.read_batch([44, 2])[0], images[[44, 2]])
+    with storage.open_store("zarr", tmp_path / "s") as store:
+        np.testing.assert_array_equal(store.read_all()[0], images[:45])
+
+
+def test_zarr_reads_without_python_zstd(tmp_path, cifar, monkeypatch):
+    """numcodecs alone decodes single images when the optional ``zstd`` package is missing."""
+    from storage.backends import zarr_shard_format
+
+    images, labels = cifar
+    write("zarr", tmp_path / "s", images[:50], labels[:50])
+    monkeypatch.setattr(zarr_shard_format, "fast_zstd", None)
+    with storage.open_store("zarr", tmp_path / "s") as store:
+        np.testing.assert_array_equal(store.read_one(17)[0], images[17])
+        np.testing.assert_array_equal(store.read_batch([40, 2, 17])[0], images[[40, 2, 17]])
+
+
+@pytest.mark.parametrize("damage", ["index", "chunk"])
+def test_zarr_damaged_shard_is_reported_with_its_file(tmp_path, cifar, damage):
+    images, labels = cifar
+    write("zarr", tmp_path / "s", images[:100], labels[:100], shard_images=50)
+    shard = tmp_path / "s" / "images.zarr" / "images" / "c" / "1" / "0" / "0" / "0"
+    data = bytearray(shard.read_bytes())
+    data[-20 if damage == "index" else 1] ^= 0xFF  # an index entry, or a zstd frame's magic number
+    shard.write_bytes(bytes(data))
+    with storage.open_store("zarr", tmp_path / "s") as store:
+        np.testing.assert_array_equal(store.read_one(3)[0], images[3])  # the other shard is fine
+        for read in (lambda: store.read_one(50), lambda: store.read_all(), lambda: store.read_batch([50, 1])):
+            with pytest.raises(storage.CorruptDataError, match=re.escape(str(shard))):
+                read()
 
 
 # -- webdataset -----------------------------------------------------------------------------------

@@ -159,7 +159,7 @@ BUILTIN_BACKENDS: tuple[BuiltinBackend, ...] = (
         ),
         "zarr_store",
         "ZarrStore",
-        ("zarr",),
+        ("zarr", "numcodecs", "google-crc32c"),
     ),
     BuiltinBackend(
         BackendInfo(

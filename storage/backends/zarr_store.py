@@ -1,4 +1,4 @@
-"""Zarr v3: one sharded (N,H,W[,C]) uint8 array, one image per inner chunk, written by ``zarr``.
+"""Zarr v3: one sharded (N,H,W[,C]) uint8 array, one image per inner chunk, 1,000 per shard file.
 
 The store folder holds a Zarr v3 group ``images.zarr`` with two arrays, so any Zarr
 reader (``zarr.open_group(path / "images.zarr")["images"]``) opens it:
@@ -7,24 +7,35 @@ reader (``zarr.open_group(path / "images.zarr")["images"]``) opens it:
   ``shard_images`` (1,000) images, each inner chunk compressed on its own (``compressor``
   "zstd" at ``level`` 3 by default; also "blosc", "gzip" or None). One file per shard
   keeps the file count low while a random read fetches only its own image's bytes
-  (through the shard index). Zarr handles every inner chunk separately, at a cost of a few
-  hundred microseconds each on the development machine, so one image per inner chunk
-  makes bulk writes and reads slow; ``chunk_images=10`` (or more) makes them several
-  times faster, at the price of decompressing that many images for one random read.
-* ``labels``: int64, chunks of 10,000.
+  (through the shard index).
+* ``labels``: int64, chunks of 10,000, written through zarr-python.
+
+zarr-python costs a few hundred microseconds per inner chunk (its asyncio codec
+pipeline), which made this backend 20x slower than ``hdf5-blosc`` to write 10,000 CIFAR
+images, 100x slower to read them and 150x per random image. So the images array is read
+and written here, shard file by shard file (:mod:`.zarr_shards`, in the format of
+:mod:`.zarr_shard_format`): the bytes zarr-python writes, encoded by the numcodecs
+compressors it uses, each shard index checked against its crc32c, chunks encoded and
+decoded on a few threads. ``python benchmarks/article_vs.py --rows zarr --repeats 3``
+(10,000 CIFAR images, 2 shared cores) gave zarr / hdf5-blosc 1.2-2.7x to write,
+1.1-3.0x to read all and 1.5-2.4x per random ``read_one`` (8-21 us) over eight runs,
+depending on the load from other jobs (docs/formats.md has the output); what is left is
+zstd itself, which spends about 20 us encoding and 3 us decoding each 3 KB image on its
+own, where Blosc works on 64 KiB chunks. The default layout is kept. An array whose ``zarr.json`` asks for something else (an index
+at the start, another codec, chunks that split an image) is read and written through
+zarr-python, as before.
 
 One image size per store (``variable_shapes=False``): a Zarr array is a regular grid, so
 mixed sizes are refused with :class:`~storage.errors.ImageShapeError` before anything is
 written. Gray (H,W) images make an (N,H,W) array.
 
-Batches go into the arrays as they stream in, in pieces of at most 256 images cut at
-shard boundaries (Zarr holds some bookkeeping per inner chunk while it writes, so this
-keeps memory near the size of a chunk). Single images from ``write_one`` are kept in
-memory until their shard is full (or ``flush``/``close``), so a shard is not read back and
-rewritten for every image. The arrays grow with ``resize`` as images are written; a
-cut-off write is undone by shrinking them back to the committed count and deleting the
-shard files past it, which ``resize`` leaves behind. Zarr keeps no open files, and it
-restarts its I/O thread in a forked child, so a child simply opens the group again.
+Each shard is written to a temporary file in the store folder and renamed over its shard
+file when full, so a shard file is always whole. Images that do not fill a shard (the end
+of a batch, ``write_one`` images) wait in that temporary file, encoded, until the shard
+fills or the batch, ``flush`` or ``close`` commits them; only then does ``zarr.json``
+record the new shape. A cut-off write is undone by dropping the temporary file, deleting
+the shard files past the committed count and setting the shape back. Shard files are
+opened per process, so a forked child reads on its own descriptors.
 """
 
 from __future__ import annotations
@@ -32,6 +43,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,6 +55,8 @@ from ..batch import ImageBatch
 from ..errors import CorruptDataError, ModeError, StoreNotWritableError
 from . import BUILTIN_INFO
 from .npy_store import GrowingArray
+from .zarr_shard_format import UnsupportedLayout, read_layout
+from .zarr_shards import ShardedImages
 
 GROUP = "images.zarr"
 LABEL_CHUNK = 10_000
@@ -58,6 +72,77 @@ def make_compressors(name: str | None, level: int) -> Any:
     if name == "blosc":
         return BloscCodec(cname="zstd", clevel=level, shuffle="shuffle")
     return GzipCodec(level=level)
+
+
+def delete_chunk_files_past(array_folder: Path, length: int, rows: int) -> None:
+    """Delete the shard (or chunk) files wholly past ``length`` rows, which ``resize`` leaves."""
+    folder = array_folder / "c"
+    if not folder.is_dir():
+        return
+    first_unused = math.ceil(length / rows)
+    for entry in os.scandir(folder):
+        if entry.name.isdigit() and int(entry.name) >= first_unused:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+
+
+class ZarrPythonImages:
+    """The images array through zarr-python: for a ``zarr.json`` that :class:`ShardedImages` does not handle.
+
+    Same methods as :class:`ShardedImages`; images go in as they come, in pieces of
+    about ``WRITE_PIECE`` cut at shard boundaries (zarr-python keeps some bookkeeping
+    per inner chunk while it writes, so this keeps memory near the size of a chunk).
+    """
+
+    def __init__(self, group_path: str, mode: str, length: int) -> None:
+        self._group_path, self._mode = group_path, mode
+        self.array = zarr.open_group(group_path, mode=mode, zarr_format=3)["images"]
+        self.written = length
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return tuple(self.array.shape[1:])
+
+    def append(self, first_id: int, images: np.ndarray) -> None:
+        stop = first_id + len(images)
+        if self.array.shape[0] < stop:
+            self.array.resize((stop, *self.image_shape))
+        inner = self.array.chunks[0]
+        shard = (self.array.shards or self.array.chunks)[0]
+        piece = max(inner, WRITE_PIECE // inner * inner)  # whole inner chunks where it can
+        position = first_id
+        while position < stop:
+            piece_stop = min(stop, position - position % inner + piece, (position // shard + 1) * shard)
+            self.array[position:piece_stop] = images[position - first_id : piece_stop - first_id]
+            position = piece_stop
+        self.written = stop
+
+    def commit(self, count: int) -> None:
+        """Written as they came."""
+
+    def rollback(self, count: int) -> None:
+        self.written = min(self.written, count)
+        if self.array.shape[0] > count:
+            self.array.resize((count, *self.image_shape))
+        delete_chunk_files_past(Path(self._group_path) / "images", count, (self.array.shards or self.array.chunks)[0])
+
+    def read_one(self, image_id: int) -> np.ndarray:
+        return np.asarray(self.array[image_id])
+
+    def read_range(self, start: int, stop: int, out: np.ndarray) -> None:
+        out[...] = self.array[start:stop]
+
+    def read_ids(self, ids: np.ndarray, out: np.ndarray) -> None:
+        out[...] = self.array.get_orthogonal_selection((ids,))
+
+    def after_fork(self) -> None:
+        """zarr-python restarts its I/O thread in a forked child; open the array again there."""
+        self.array = zarr.open_group(self._group_path, mode=self._mode, zarr_format=3)["images"]
+
+    def close(self) -> None:
+        """zarr-python holds no open files."""
 
 
 class ZarrStore(ImageStore):
@@ -85,37 +170,54 @@ class ZarrStore(ImageStore):
     def _group_path(self) -> str:
         return str(self.path / GROUP)
 
+    @property
+    def _written(self) -> int:
+        """Images in shard files; the rest of ``len(self)`` wait in the shard being written."""
+        return self._images.written if self._images is not None else 0
+
     def _create(self) -> None:
         zarr.open_group(self._group_path, mode="w", zarr_format=3)
         self._open()
 
     def _open(self) -> None:
+        if getattr(self, "_label_values", None) is not None:  # a forked child: what is in memory is still right
+            if self._images is not None:
+                self._images.after_fork()
+            return
         try:
             self._group = zarr.open_group(self._group_path, mode="r" if self.mode == "r" else "r+", zarr_format=3)
-            self._images = self._group["images"] if "images" in self._group else None
             self._labels = self._group["labels"] if "labels" in self._group else None
+            self._images = self._open_images(self._count) if "images" in self._group else None
         except (FileNotFoundError, KeyError, ValueError) as error:
             raise CorruptDataError(
                 f"{self._group_path} is not a readable Zarr group ({error}); write the store again"
             ) from None
-        if getattr(self, "_label_values", None) is not None:
-            return  # a forked child: what is in memory is still right
         if self._count and (self._images is None or self._labels is None or self._labels.shape[0] < self._count):
             raise CorruptDataError(f"{self._group_path} holds fewer images than the store committed; write it again")
         labels = self._labels[: self._count] if self._count else np.empty(0, np.int64)
         self._label_values = GrowingArray(np.asarray(labels, dtype=np.int64))
-        self._pending: list[np.ndarray] = []  # images not yet in the arrays, from id self._written on
-        self._written = self._count
+
+    def _open_images(self, length: int) -> ShardedImages | ZarrPythonImages:
+        """The images array, read and written directly unless its ``zarr.json`` asks for more."""
+        folder = self.path / GROUP / "images"
+        try:
+            layout = read_layout(folder / "zarr.json")
+        except UnsupportedLayout:
+            return ZarrPythonImages(self._group_path, "r" if self.mode == "r" else "r+", length)
+        return ShardedImages(folder, layout, length, self.path)
 
     def _close(self) -> None:
-        """Zarr holds no open files."""
+        if getattr(self, "_images", None) is not None:
+            self._images.close()
 
     # -- writing ---------------------------------------------------------------------
 
     def _make_arrays(self, image_shape: tuple[int, ...]) -> None:
+        if self._images is not None:
+            self._images.close()
         shard = self.options["shard_images"]
         compressors = make_compressors(self.options["compressor"], self.options["level"])
-        self._images = self._group.create_array(
+        self._group.create_array(
             "images",
             shape=(0, *image_shape),
             chunks=(self.options["chunk_images"], *image_shape),
@@ -128,112 +230,62 @@ class ZarrStore(ImageStore):
         self._labels = self._group.create_array(
             "labels", shape=(0,), chunks=(LABEL_CHUNK,), dtype="int64", compressors=ZstdCodec(level=3), overwrite=True
         )
+        self._images = self._open_images(0)
 
     def _begin_write(self, first_id: int, batch: ImageBatch) -> None:
         super()._begin_write(first_id, batch)
         shape = batch.uniform_shape
-        if self._images is None or (first_id == 0 and tuple(self._images.shape[1:]) != shape):
+        if self._images is None or (first_id == 0 and self._images.image_shape != shape):
             self._make_arrays(shape)
 
     def _write_chunk(self, images, labels: np.ndarray, first_id: int) -> None:
         self._label_values.truncate(first_id)
         self._label_values.append(labels)
-        if len(labels) == 1:  # write_one: keep it in memory until its shard is full
-            self._pending.append(np.array(images, dtype=np.uint8, copy=True))
-            if (first_id + 1) % self.options["shard_images"] == 0:
-                self._write_pending()
-            return
-        self._write_pending()
-        self._store(first_id, images)
-
-    def _write_pending(self) -> None:
-        """Write the single images kept in memory into the arrays."""
-        if self._pending:
-            pending = np.concatenate(self._pending)
-            self._pending = []
-            self._store(self._written, pending)
-
-    def _store(self, start: int, images: np.ndarray) -> None:
-        """Write ``images`` and their labels at ids ``start``.., growing the arrays first.
-
-        Zarr keeps some Python objects per inner chunk while it writes (about 1.5 KB each,
-        whatever the image size), so images go in pieces of about ``WRITE_PIECE``,
-        cut at shard boundaries: memory stays near the size of the chunk being written.
-        """
-        stop = start + len(images)
-        shard = self.options["shard_images"]
-        inner = self.options["chunk_images"]
-        piece = max(inner, WRITE_PIECE // inner * inner)  # whole inner chunks where it can
         try:
-            if self._images.shape[0] < stop:
-                self._images.resize((stop, *self._images.shape[1:]))
-                self._labels.resize((stop,))
-            position = start
-            while position < stop:
-                piece_stop = min(stop, position - position % inner + piece, (position // shard + 1) * shard)
-                self._images[position:piece_stop] = images[position - start : piece_stop - start]
-                position = piece_stop
-            self._labels[start:stop] = self._label_values.values[start:stop]
+            self._images.append(first_id, np.asarray(images))
         except OSError as error:
             raise StoreNotWritableError(f"cannot write to {self._group_path}: {error}") from None
-        self._written = stop
 
     def _commit(self, count: int) -> None:
-        self._write_pending()
+        try:
+            self._images.commit(count)
+            stored = self._labels.shape[0]
+            if stored < count:
+                self._labels.resize((count,))
+                self._labels[stored:count] = self._label_values.values[stored:count]
+        except OSError as error:
+            raise StoreNotWritableError(f"cannot write to {self._group_path}: {error}") from None
 
     def _commit_one(self, count: int) -> None:
-        """One image at a time: kept in memory until its shard fills, or ``flush``/``close``."""
+        """One image at a time: it waits in the shard being written until that fills, or ``flush``/``close``."""
 
     def _rollback(self, count: int) -> None:
-        keep = max(0, count - self._written)
-        self._pending = [np.concatenate(self._pending)[:keep]] if self._pending and keep else []
-        self._write_pending()  # single images before ``count`` that were still in memory
         self._label_values.truncate(count)
-        self._written = min(self._written, count)
         if self._images is None:
             return
         try:
-            if self._images.shape[0] > count:
-                self._images.resize((count, *self._images.shape[1:]))
+            self._images.rollback(count)
+            if self._labels.shape[0] > count:
                 self._labels.resize((count,))
-            self._delete_chunks_past(self._images, count, self.options["shard_images"])
-            self._delete_chunks_past(self._labels, count, LABEL_CHUNK)
+            delete_chunk_files_past(self.path / GROUP / "labels", count, LABEL_CHUNK)
         except OSError as error:
             raise StoreNotWritableError(f"cannot undo an unfinished write in {self._group_path}: {error}") from None
-
-    def _delete_chunks_past(self, array: zarr.Array, length: int, rows: int) -> None:
-        """Delete the shard (or chunk) files wholly past ``length`` rows, which ``resize`` leaves."""
-        folder = self.path / GROUP / array.name.strip("/") / "c"
-        if not folder.is_dir():
-            return
-        first_unused = math.ceil(length / rows)
-        for entry in os.scandir(folder):
-            if entry.name.isdigit() and int(entry.name) >= first_unused:
-                if entry.is_dir(follow_symlinks=False):
-                    shutil.rmtree(entry.path)
-                else:
-                    os.unlink(entry.path)
 
     # -- reading ---------------------------------------------------------------------
 
     def _read_one(self, image_id: int) -> tuple[np.ndarray, int]:
-        if image_id >= self._written:
-            self._write_pending()
-        return np.asarray(self._images[image_id]), int(self._label_values.values[image_id])
+        return self._images.read_one(image_id), int(self._label_values.values[image_id])
 
     def _read_many(self, ids: np.ndarray, out: np.ndarray | None):
         labels = self._label_values.values[ids]
+        if out is None:
+            shape = self._images.image_shape if self._images is not None else ()
+            out = np.empty((len(ids), *shape), np.uint8)
         if len(ids) == 0:
-            shape = tuple(self._images.shape[1:]) if self._images is not None else ()
-            return (out if out is not None else np.empty((0, *shape), np.uint8)), labels
-        if int(ids.max()) >= self._written:
-            self._write_pending()
+            return out, labels
         first = int(ids[0])
         if ids[-1] - first == len(ids) - 1 and np.all(np.diff(ids) == 1):
-            images = self._images[first : int(ids[-1]) + 1]
+            self._images.read_range(first, first + len(ids), out)
         else:
-            images = self._images.get_orthogonal_selection((ids,))
-        if out is None:
-            return np.asarray(images), labels
-        out[...] = images
+            self._images.read_ids(ids, out)
         return out, labels
