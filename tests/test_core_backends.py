@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 
 import h5py
@@ -78,16 +79,148 @@ def test_png_missing_file_is_reported_as_damage(tmp_path, cifar):
 # -- lmdb ------------------------------------------------------------------------------------
 
 
-def test_lmdb_values_are_a_binary_header_and_raw_pixels_not_pickle(tmp_path, cifar):
+def test_lmdb_chunks_are_raw_pixels_with_binary_headers_not_pickle(tmp_path, cifar):
     images, labels = cifar
     with storage.open_store("lmdb", tmp_path / "s", "w") as store:
         store.write_batch(images[:3], labels[:3])
+        store.write_batch(images[3:15], labels[3:15])
+    assert json.loads((tmp_path / "s" / "store.json").read_text())["backend_state"]["layout"] == "chunks"
     with lmdb.open(str(tmp_path / "s"), readonly=True, lock=False) as env, env.begin() as txn:
-        value = txn.get(b"0000000001")
-    assert len(value) == lmdb_store.HEADER.size + 32 * 32 * 3
-    assert lmdb_store.HEADER.unpack_from(value) == (labels[1], 32, 32, 3)
-    assert value[lmdb_store.HEADER.size :] == images[1].tobytes()
-    assert not value.startswith(b"\x80")  # no pickle protocol marker
+        keys = list(txn.cursor().iternext(values=False))
+        records = {key: txn.get(key) for key in keys if key.isdigit()}
+        headers = np.frombuffer(txn.get(b"#chunk:0000000003"), dtype=lmdb_store.HEADER_DTYPE)
+    # Pixel records of up to 5 CIFAR images (15,360 bytes: four 4 KiB pages), keyed by their first id.
+    assert keys == [b"#chunk:0000000000", b"#chunk:0000000003", *(b"%010d" % i for i in (0, 3, 8, 13))]
+    assert records[b"0000000008"] == images[8:13].tobytes()  # the pixels alone, end to end
+    assert b"".join(records.values()) == images[:15].tobytes()
+    assert lmdb_store.HEADER.size == lmdb_store.HEADER_DTYPE.itemsize == 17
+    assert headers["label"].tolist() == labels[3:15].tolist()
+    assert {(h, w, c) for h, w, c in headers[["height", "width", "channels"]].tolist()} == {(32, 32, 3)}
+    assert not any(record.startswith(b"\x80") for record in records.values())  # no pickle protocol marker
+
+
+def test_lmdb_chunks_hold_images_of_different_sizes(tmp_path, cifar):
+    images, labels = cifar
+    mixed = [images[0], images[1][:20, :30], images[2][:, :, 0], images[3][:7]]
+    with storage.open_store("lmdb", tmp_path / "s", "w") as store:
+        store.write_batch(images[:5], labels[:5])
+        store.write_batch(mixed, [1, 2, 3, 4])
+    with lmdb.open(str(tmp_path / "s"), readonly=True, lock=False) as env, env.begin() as txn:
+        headers = np.frombuffer(txn.get(b"#chunk:0000000005"), dtype=lmdb_store.HEADER_DTYPE)
+        assert txn.get(b"0000000005") == b"".join(image.tobytes() for image in mixed)
+    assert headers[["height", "width", "channels"]].tolist() == [(32, 32, 3), (20, 30, 3), (32, 32, 0), (7, 32, 3)]
+    expected = [*images[:5], *mixed]
+    with storage.open_store("lmdb", tmp_path / "s") as store:
+        for image_id in (6, 7, 0, 8, 5):
+            image, label = store.read_one(image_id)
+            np.testing.assert_array_equal(image, expected[image_id])
+            assert label == [*labels[:5], 1, 2, 3, 4][image_id]
+        read, read_labels = store.read_batch([8, 2, 6, 7])
+        for got, image_id in zip(read, [8, 2, 6, 7]):
+            np.testing.assert_array_equal(got, expected[image_id])
+        assert read_labels.tolist() == [4, labels[2], 2, 3]
+
+
+def test_lmdb_record_pages_sets_images_per_record(tmp_path, cifar):
+    images, labels = cifar
+    with storage.open_store("lmdb", tmp_path / "one", "w", record_pages=1) as store:
+        store.write_batch(images[:20], labels[:20])
+    with storage.open_store("lmdb", tmp_path / "many", "w", record_pages=16) as store:
+        store.write_batch(images[:50], labels[:50])
+    for name, per_record in (("one", 1), ("many", 21)):  # 21 x 3,072 bytes fill 16 pages
+        with lmdb.open(str(tmp_path / name), readonly=True, lock=False) as env, env.begin() as txn:
+            assert len(txn.get(b"0000000000")) == per_record * 32 * 32 * 3
+        with storage.open_store("lmdb", tmp_path / name) as store:
+            assert store.options["record_pages"] == (1 if name == "one" else 16)
+            np.testing.assert_array_equal(store.read_one(19)[0], images[19])
+            np.testing.assert_array_equal(store.read_all()[0], images[: 20 if name == "one" else 50])
+    with pytest.raises(storage.ModeError, match="record_pages"):
+        storage.open_store("lmdb", tmp_path / "bad", "w", record_pages=0)
+
+
+def test_lmdb_runs_and_gathers_across_records_and_chunks(tmp_path, cifar, monkeypatch):
+    images, labels = cifar
+    monkeypatch.setattr(lmdb_store.LmdbStore, "chunk_images", 64)
+    with storage.open_store("lmdb", tmp_path / "s", "w") as store:
+        store.write_batch(images[:7], labels[:7])
+        store.write_batch(images[7:], labels[7:])
+    with storage.open_store("lmdb", tmp_path / "s") as store:
+        for start, stop in ((3, 250), (0, 300), (6, 8), (64, 200), (299, 300), (5, 10)):
+            read, read_labels = store.read_batch(np.arange(start, stop))
+            np.testing.assert_array_equal(read, images[start:stop])
+            np.testing.assert_array_equal(read_labels, labels[start:stop])
+        for ids in (np.random.default_rng(1).permutation(300)[:50], np.array([5, 5, 6, 4, 299, 0])):
+            read, read_labels = store.read_batch(ids)
+            np.testing.assert_array_equal(read, images[ids])
+            np.testing.assert_array_equal(read_labels, labels[ids])
+
+
+def write_records_layout_store(path, images, labels, chunk=64):
+    """A store as the lmdb backend wrote it before its chunks layout: one record per image."""
+    path.mkdir()
+    with lmdb.open(str(path), map_size=64 * 2**20) as env, env.begin(write=True) as txn:
+        for image_id, (image, label) in enumerate(zip(images, labels.tolist())):
+            txn.put(b"%010d" % image_id, lmdb_store.HEADER.pack(label, 32, 32, 3) + image.tobytes())
+        for first in range(0, len(images), chunk):
+            txn.put(b"#labels:%010d" % first, labels[first : first + chunk].astype("<i8").tobytes())
+    manifest = {
+        "backend": "lmdb",
+        "format_version": 1,
+        "count": len(images),
+        "state": "complete",
+        "options": {"readahead": False},
+        "backend_state": {"uniform_shape": [32, 32, 3], "mixed_shapes": False},
+    }
+    (path / "store.json").write_text(json.dumps(manifest))
+
+
+def test_lmdb_stores_of_one_record_per_image_are_still_read_and_appended_to(tmp_path, cifar):
+    images, labels = cifar
+    write_records_layout_store(tmp_path / "old", images[:200], labels[:200])
+    with storage.open_store("lmdb", tmp_path / "old") as store:
+        np.testing.assert_array_equal(store.read_one(123)[0], images[123])
+        assert store.read_one(123)[1] == labels[123]
+        read, read_labels = store.read_all()
+        np.testing.assert_array_equal(read, images[:200])
+        np.testing.assert_array_equal(read_labels, labels[:200])
+    with storage.open_store("lmdb", tmp_path / "old", "a") as store:
+        store.write_batch(images[200:], labels[200:])
+        store.write_one(images[0], 5)
+    with lmdb.open(str(tmp_path / "old"), readonly=True, lock=False) as env, env.begin() as txn:
+        assert len(txn.get(b"0000000250")) == lmdb_store.HEADER.size + 32 * 32 * 3  # still one record per image
+        assert txn.get(b"#chunk:0000000200") is None
+    with storage.open_store("lmdb", tmp_path / "old") as store:
+        read, read_labels = store.read_all()
+        np.testing.assert_array_equal(read, np.concatenate([images, images[:1]]))
+        np.testing.assert_array_equal(read_labels, [*labels, 5])
+        ids = [250, 3, 299, 300, 17]
+        np.testing.assert_array_equal(store.read_batch(ids)[0], np.concatenate([images, images[:1]])[ids])
+
+
+def test_lmdb_full_disk_is_an_error_before_the_batch_and_keeps_the_store(tmp_path, cifar, monkeypatch):
+    """Writes go through LMDB's write map; the space is reserved first, where a full disk can fail cleanly."""
+    images, labels = cifar
+    with storage.open_store("lmdb", tmp_path / "s", "w") as store:
+        store.write_batch(images[:100], labels[:100])
+
+        def no_space(fd, offset, length):
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(lmdb_store.os, "posix_fallocate", no_space)
+        with pytest.raises(storage.StoreNotWritableError, match="No space"):
+            store.write_batch(np.concatenate([images] * 20), np.concatenate([labels] * 20))
+        assert len(store) == 100
+    with storage.open_store("lmdb", tmp_path / "s") as store:
+        np.testing.assert_array_equal(store.read_all()[0], images[:100])
+
+
+def test_lmdb_closing_a_writer_gives_back_the_write_maps_unused_file_tail(tmp_path, cifar):
+    images, labels = cifar
+    with storage.open_store("lmdb", tmp_path / "s", "w") as store:
+        store.write_batch(images, labels)
+        assert os.stat(tmp_path / "s" / "data.mdb").st_size == store._env.info()["map_size"]
+        used = (store._env.info()["last_pgno"] + 1) * lmdb_store.PAGE_BYTES
+    assert os.stat(tmp_path / "s" / "data.mdb").st_size == used < images.nbytes * 1.1
 
 
 def test_lmdb_map_grows_instead_of_failing(tmp_path, cifar, monkeypatch):

@@ -58,7 +58,7 @@ BUILTIN_BACKENDS: tuple[BuiltinBackend, ...] = (
         BackendInfo(
             name="lmdb",
             label="LMDB",
-            description="Memory-mapped key-value store, one record per image: fast random reads, one transaction per batch.",
+            description="Memory-mapped key-value store, raw pixels in records of a few images: fast random reads, synced commits.",
         ),
         "lmdb_store",
         "LmdbStore",

@@ -1,8 +1,9 @@
-"""LMDB with PNG values: the ``lmdb`` layout, each image's pixels PNG-compressed.
+"""LMDB with PNG values: the ``lmdb`` backend, each image's pixels PNG-compressed.
 
 Everything but the value format comes from :mod:`storage.lmdb_store` (zero-padded id
 keys, one write transaction per batch, the growing map, shared read-only handles,
-reopening after ``fork``). Each value is the same 17-byte header (label, height, width,
+reopening after ``fork``), in that module's one-record-per-image layout (``"records"``;
+PNG values differ in size): each value is the same 17-byte header (label, height, width,
 channels) followed by the image as a PNG file (Pillow, ``compress_level`` 6 by default)
 instead of raw pixels: smaller on disk, slower to write and read, as the side-by-side
 numbers with plain ``lmdb`` show. Large chunks are encoded and decoded in worker
@@ -20,7 +21,7 @@ from .. import parallel
 from ..base import stack_if_uniform
 from ..errors import CorruptDataError, ModeError
 from . import BUILTIN_INFO
-from .lmdb_store import HEADER, LmdbStore, image_key
+from .lmdb_store import HEADER, RECORDS, LmdbStore, image_key
 from .png_files import IMAGES_PER_TASK, PngCodec, row_shape
 
 
@@ -59,6 +60,7 @@ class LmdbPngStore(LmdbStore):
 
     info = BUILTIN_INFO["lmdb-png"]
     default_options = {"readahead": False, "compress_level": 6, "parallel": True}
+    new_store_layout = RECORDS
 
     def _check_options(self, options: dict[str, Any]) -> None:
         super()._check_options(options)
