@@ -554,7 +554,13 @@ class ImageStore(ABC):
 
     @classmethod
     def torch_loader(
-        cls, path: str | os.PathLike[str], batch_size: int, num_workers: int = 0, *, seed: int | None = None, **options: Any
+        cls,
+        path: str | os.PathLike[str],
+        batch_size: int,
+        num_workers: int = 0,
+        *,
+        seed: int | None = None,
+        **options: Any,
     ) -> Any:
         """One shuffled epoch of the store at ``path``, read the way this format's users read it.
 
