@@ -252,6 +252,11 @@ def _remaining(fraction: float, elapsed: float, estimated: float | None) -> floa
     return max(0.0, (1.0 - fraction) * by_estimate + fraction * by_speed)
 
 
+def launched_from_dashboard(progress: RunProgress | None) -> bool:
+    """Whether a run's live state says the dashboard started it (else the command line, or no live state)."""
+    return progress is not None and progress.launched_by == "dashboard"
+
+
 def read_run(db: ResultsDB, run_id: str) -> RunView | None:
     """The run as the database says now (None if it holds no such run)."""
     record = db.get_run(run_id)
@@ -303,7 +308,7 @@ def read_run(db: ResultsDB, run_id: str) -> RunView | None:
         remaining_seconds=_remaining(fraction, elapsed, estimated) if running else None,
         stoppable=running and progress is not None and progress.stoppable,
         stop_requested=progress is not None and progress.stop_requested_at is not None,
-        from_dashboard=progress is not None and progress.launched_by == "dashboard",
+        from_dashboard=launched_from_dashboard(progress),
         preview_count=db.count_previews(run_id),
         progress=progress,
     )

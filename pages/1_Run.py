@@ -227,9 +227,10 @@ def show_details(current: runner.RunView) -> None:
     """The images read back, the other charts and the table."""
     if current.running and current.progress is not None and current.progress.first_chart_at is None:
         return  # the first chart goes first: the rest waits for the next redraw
-    shown = views.run_chart_specs(current.run_id, current.measurements, for_display=True)
+    names = ("rate", "loader", "disk")  # the time chart is show_progress's
+    shown = views.run_chart_specs(current.run_id, current.measurements, names=names, for_display=True)
     views.render_previews(views.stored_previews(db, current.run_id, current.preview_count))
-    views.render_charts(shown, "run", names=("rate", "loader", "disk"))
+    views.render_charts(shown, "run", names=names)
     views.render_table(charts.measurements_frame(current.measurements), key="run-table")
     if not current.running and current.measurements:
         views.share_button(

@@ -39,8 +39,7 @@ def follow(seen: tuple) -> None:
 st.fragment(follow, run_every=1.0)(db.changes())
 running = runner.running_runs(db)
 for record in running:
-    progress = db.progress(record.id)
-    source = "the dashboard" if progress is not None and progress.launched_by == "dashboard" else "the command line"
+    source = "the dashboard" if runner.launched_from_dashboard(db.progress(record.id)) else "the command line"
     st.info(
         f"Run **{record.id}** is running (started from {source}, {len(db.measurements(record.id))} measurements "
         "so far); this page follows it.",
