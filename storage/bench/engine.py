@@ -83,6 +83,7 @@ from .experiment import (
     validate,
     verified_after_write,
 )
+from .placement import empty_folder, fresh_store_path, remove_emptied_folders, spread_folder
 from .streaming import cycled_source, read_buffer_for
 from .verify import Verification, compare, verify_store
 
@@ -223,9 +224,16 @@ class _Cell:
         return self.folder / "write_one"
 
 
-def _remove(path: Path) -> None:
-    if path.exists():
+def _remove(path: Path | None) -> None:
+    if path is not None and path.exists():
         shutil.rmtree(path, ignore_errors=True)
+
+
+def _settle(written: Path, final: Path) -> Path:
+    """Give the last repeat's store its fixed name (``store``, ``write_one``): a rename, no copy."""
+    _remove(final)
+    written.rename(final)
+    return final
 
 
 def _runs_of(count: int, repeats: int) -> tuple[int, int]:
@@ -278,13 +286,14 @@ def _apply_verification(measurement: Measurement, result: Verification, what: st
 def _measure_write_batch(run: _Run, cell: _Cell) -> Measurement:
     measurement = _measurement(run, cell, "write_batch", "warm")
     warmup, runs = _runs_of(cell.count, run.experiment.repeats)
-    path = cell.batch_store
+    path = None
     try:
         for index in range(runs):
             run.check_cancel()
             label = "warm-up" if index < warmup else f"repeat {index - warmup + 1}/{runs - warmup}"
             run.progress(index / runs, f"{cell.backend} · {cell.count:,} images · write_batch · {label}")
-            _remove(path)
+            empty_folder(path)
+            path = fresh_store_path(spread_folder(cell.folder), "store")
 
             def on_chunk(done: int, total: int, index: int = index) -> None:
                 paused = time.perf_counter()
@@ -306,6 +315,7 @@ def _measure_write_batch(run: _Run, cell: _Cell) -> Measurement:
             started = time.perf_counter()
             os.sync()
             measurement.sync_seconds = time.perf_counter() - started
+        path = _settle(path, cell.batch_store)
         _set_disk(measurement, path)
         cell.store_path = path
         checked = verified_after_write(run.experiment, "write_batch", cell.count)
@@ -320,13 +330,16 @@ def _measure_write_batch(run: _Run, cell: _Cell) -> Measurement:
     except Exception as error:
         _fail(measurement, error)
         cell.write_failed = measurement.error
+    finally:
+        if run.experiment.keep and path is not None and path != cell.batch_store and path.exists():
+            _settle(path, cell.batch_store)  # a kept run shows a stopped write under its usual name
     return measurement
 
 
 def _measure_write_one(run: _Run, cell: _Cell) -> Measurement:
     measurement = _measurement(run, cell, "write_one", "warm")
     warmup, runs = _runs_of(cell.count, run.experiment.repeats)
-    path = cell.one_store
+    path = None
     images, labels, count = cell.images, cell.labels, cell.count
     flushes: list[float] = []
     try:
@@ -334,7 +347,8 @@ def _measure_write_one(run: _Run, cell: _Cell) -> Measurement:
             run.check_cancel()
             label = "warm-up" if index < warmup else f"repeat {index - warmup + 1}/{runs - warmup}"
             run.progress(index / runs, f"{cell.backend} · {count:,} images · write_one · {label}")
-            _remove(path)
+            empty_folder(path)
+            path = fresh_store_path(spread_folder(cell.folder), "write_one")
             started = run.start_timer()
             with _gc_paused():
                 store = registry.open_store(cell.backend, path, "w", **cell.options)
@@ -352,6 +366,7 @@ def _measure_write_one(run: _Run, cell: _Cell) -> Measurement:
                 measurement.samples.append(seconds)
                 flushes.append(flush)
         measurement.flush_seconds = float(np.median(flushes)) if flushes else None
+        path = _settle(path, cell.one_store)
         _set_disk(measurement, path)
         checked = verified_after_write(run.experiment, "write_one", count)
         measurement.verified = _apply_verification(
@@ -367,17 +382,19 @@ def _measure_write_one(run: _Run, cell: _Cell) -> Measurement:
         _fail(measurement, error)
     finally:
         if not run.experiment.keep:
-            _remove(path)
+            empty_folder(path)
+        elif path is not None and path != cell.one_store and path.exists():
+            _settle(path, cell.one_store)
     return measurement
 
 
 def _write_store_for_reads(run: _Run, cell: _Cell) -> None:
     """Write the store that reads use when write_batch itself is not measured."""
-    path = cell.batch_store
     run.progress(0.0, f"{cell.backend} · {cell.count:,} images · writing the store to read")
-    _remove(path)
-    with registry.open_store(cell.backend, path, "w", **cell.options) as store:
+    written = fresh_store_path(spread_folder(cell.folder), "store")
+    with registry.open_store(cell.backend, written, "w", **cell.options) as store:
         store.write_batch(cell.images, cell.labels, progress=lambda done, total: run.tick(0.0))
+    path = _settle(written, cell.batch_store)
     result = verify_store(cell.backend, path, cell.images, cell.labels)
     if not result.verified:
         raise RuntimeError(f"VERIFICATION FAILED (the store written for reading): {result.error}")
@@ -629,8 +646,11 @@ def _run_cell(run: _Run, cell: _Cell) -> None:
                 for workers in experiment.workers:
                     run.record(measure_loader(run, cell, cache, workers))
     finally:
-        if not experiment.keep:
-            _remove(cell.folder)
+        if experiment.keep:
+            remove_emptied_folders(cell.folder, keep={cell.batch_store.name, cell.one_store.name})
+        else:  # the folders stay, empty, until the run ends (see storage.bench.placement)
+            for store in cell.folder.iterdir() if cell.folder.is_dir() else ():
+                empty_folder(store)
 
 
 def _measure_ceilings(run: _Run, images, labels: np.ndarray, read_buffer: np.ndarray | None) -> None:
