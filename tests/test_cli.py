@@ -244,7 +244,7 @@ def test_a_run_killed_midway_is_marked_interrupted_and_keeps_its_measurements(pa
 def test_sigterm_cleans_up_and_marks_the_run_interrupted(paths: dict[str, str]) -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "storage", "bench", "--db", paths["db"], "--work-dir", paths["work"]]
-        + ["--source", "sample", "--backends", "png", "--counts", "3000", "--repeats", "3", "--ops", "write_one"]
+        + ["--source", "sample", "--backends", "png", "--counts", "30000", "--repeats", "3", "--ops", "write_one"]
         + ["--no-progress"],
         cwd=REPO_ROOT,
         stdout=subprocess.DEVNULL,
