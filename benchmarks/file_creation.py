@@ -1,14 +1,12 @@
 """What a benchmark's own deletions cost the next write of a many-file store, side by side.
 
 Each repeat writes ``--files`` small files (2,300 bytes, PNG-sized, 1,000 per folder, as
-the png backend does) in two places, each right after deleting the previous repeat's
-files from it:
+the png backend does) in two ways:
 
-* ``same place``: the folder the previous repeat's files were deleted from, as the
-  engine did before ``storage.bench.placement`` (delete ``store``, write ``store``);
-* ``spread``: a new folder with a random name inside a folder marked with
-  ``mark_top_of_hierarchy``, the previous repeat's folder emptied but kept, as the
-  engine does now.
+* ``same place``: in the folder the previous repeat's files were just deleted from, as
+  the engine did before ``storage.bench.placement`` (delete ``store``, write ``store``);
+* ``new folder``: in a new folder of a run folder made in a top-of-hierarchy folder, the
+  previous repeats' files kept until the end, as the engine does now.
 
 It prints the file system, each repeat's seconds, the medians and their ratio. On ext4
 without a journal the first is many times slower than the second: the allocator checks
@@ -31,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from storage.bench.placement import empty_folder, fresh_store_path, mark_top_of_hierarchy, spread_folder  # noqa: E402
+from storage.bench.placement import RetiredStores, fresh_store_path, spread_folder  # noqa: E402
 
 FILE_BYTES = 2_300
 FILES_PER_FOLDER = 1_000
@@ -80,24 +78,27 @@ def main() -> None:
     payload = os.urandom(FILE_BYTES)
     root = Path(tempfile.mkdtemp(prefix="file-creation-", dir=args.dir))
     try:
-        flagged = mark_top_of_hierarchy(spread_folder(root / "spread"))
-        same_place, spread = [], []
-        previous = None
+        spread_folder(root)
+        new_run = root / "run"  # placed by the allocator as a top-level folder
+        new_run.mkdir()
+        kept = RetiredStores(budget_bytes=2**62)
+        same_place, new_folder = [], []
         for _ in range(args.repeats):
             shutil.rmtree(root / "same" / "store", ignore_errors=True)
             same_place.append(write_files(root / "same" / "store", args.files, payload))
-            empty_folder(previous)
-            previous = fresh_store_path(root / "spread", "store")
-            spread.append(write_files(previous, args.files, payload))
+            path = fresh_store_path(new_run, "store")
+            new_folder.append(write_files(path, args.files, payload))
+            kept.retire(path, 0)
+        kept.delete_all()
     finally:
         shutil.rmtree(root, ignore_errors=True)
     print(f"{args.files:,} files of {FILE_BYTES:,} bytes per repeat in {Path(args.dir).resolve()}")
-    print(f"file system: {file_system_of(Path(args.dir))}; top-of-hierarchy flag set: {flagged}")
-    for label, seconds in (("same place, after deleting", same_place), ("spread, after emptying", spread)):
+    print(f"file system: {file_system_of(Path(args.dir))}")
+    for label, seconds in (("same place, after deleting", same_place), ("new folder, nothing deleted", new_folder)):
         runs = " ".join(f"{value:.2f}" for value in seconds)
         median = statistics.median(seconds)
         print(f"{label:<28} median {median:6.2f} s  {median / args.files * 1e6:7.0f} µs/file   [{runs}]")
-    print(f"same place / spread: {statistics.median(same_place) / statistics.median(spread):.1f}x")
+    print(f"same place / new folder: {statistics.median(same_place) / statistics.median(new_folder):.1f}x")
 
 
 if __name__ == "__main__":

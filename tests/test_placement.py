@@ -14,14 +14,7 @@ import pytest
 import storage
 from storage.backends.png_files import PngFilesStore
 from storage.bench import Experiment, run_experiment
-from storage.bench.placement import (
-    FS_TOPDIR_FL,
-    empty_folder,
-    fresh_store_path,
-    mark_top_of_hierarchy,
-    remove_emptied_folders,
-    spread_folder,
-)
+from storage.bench.placement import FS_TOPDIR_FL, RetiredStores, fresh_store_path, mark_top_of_hierarchy, spread_folder
 
 
 def flags_of(folder: Path) -> int:
@@ -56,68 +49,77 @@ def test_a_file_system_without_the_flag_is_left_alone(tmp_path: Path) -> None:
     assert mark_top_of_hierarchy(tmp_path / "missing") is False
 
 
-def test_fresh_paths_are_new_and_emptied_folders_stay(tmp_path: Path) -> None:
+def test_fresh_paths_are_new(tmp_path: Path) -> None:
     paths = {fresh_store_path(tmp_path, "store") for _ in range(50)}
     assert len(paths) == 50 and all(p.parent == tmp_path and p.name.startswith("store-") for p in paths)
     assert not any(p.exists() for p in paths)
 
-    store = tmp_path / "store-x"
-    (store / "0000").mkdir(parents=True)
-    (store / "0000" / "1.png").write_bytes(b"x" * 100)
-    (store / "labels.csv").write_text("0\n")
-    empty_folder(store)
-    assert store.is_dir() and list(store.iterdir()) == []
-    empty_folder(None)  # nothing written yet
-    empty_folder(tmp_path / "never-made")
 
-    kept = tmp_path / "store"
-    kept.mkdir()
-    full = tmp_path / "store-full"
-    full.mkdir()
-    (full / "f").write_bytes(b"1")
-    remove_emptied_folders(tmp_path, keep={"store"})
-    assert kept.is_dir() and full.is_dir() and not store.exists()
+def make_store(path: Path, files: int = 3) -> Path:
+    (path / "0000").mkdir(parents=True)
+    for index in range(files):
+        (path / "0000" / f"{index}.png").write_bytes(b"x" * 100)
+    return path
 
 
-def test_each_repeat_writes_a_new_folder_and_the_last_keeps_its_name(tmp_path: Path) -> None:
+def test_retired_stores_are_kept_until_the_end_within_the_budget(tmp_path: Path) -> None:
+    retired = RetiredStores(budget_bytes=250)
+    first, second, third = (make_store(tmp_path / name) for name in ("a", "b", "c"))
+    retired.retire(first, 100)
+    retired.retire(second, 100)
+    assert first.exists() and second.exists() and len(retired) == 2 and retired.kept_bytes == 200
+    retired.retire(third, 100)  # 300 > 250: the oldest goes now
+    assert not first.exists() and second.exists() and third.exists() and retired.kept_bytes == 200
+    retired.retire(None, 100)  # nothing written yet
+    retired.retire(tmp_path / "never-made", 100)
+    assert len(retired) == 2
+    retired.delete_all()
+    assert not second.exists() and not third.exists() and retired.kept_bytes == 0
+    assert RetiredStores.for_folder(tmp_path).budget_bytes > 0
+
+
+def test_a_run_frees_no_store_before_it_ends_and_keeps_the_usual_names(tmp_path: Path) -> None:
     """The slowdown this avoids: ext4 without a journal skips recently freed inodes one by one."""
-    opened: list[tuple[Path, list[str]]] = []
+    opened: list[tuple[Path, int]] = []
 
     class RecordingPngStore(PngFilesStore):
         info = dataclasses.replace(storage.backend_info("png"), name="png-recorded")
 
         def __init__(self, path, mode="r", **options):
-            if mode == "w":
-                folder = Path(path).parent
-                earlier = [p for p, _ in opened if p.parent == folder]
-                opened.append((Path(path), [str(e) for e in earlier if e.exists() and any(e.iterdir())]))
+            if mode == "w":  # how many stores of this run are on disk as this one starts
+                run_dir = Path(path).parents[2]
+                opened.append((Path(path), len([p for p in run_dir.glob("*/*/*") if p.is_dir()])))
             super().__init__(path, mode, **options)
 
-    storage.register_backend(RecordingPngStore)
-    try:
+    def run(keep: bool):
+        opened.clear()
         plan = Experiment(
             backends=["png-recorded"],
-            counts=[20],
+            counts=[20, 30],
             operations=["write_batch", "write_one", "read_all"],
             repeats=3,
             source="sample",
             work_dir=str(tmp_path / "runs"),
-            keep=True,
+            keep=keep,
         )
-        summary = run_experiment(plan)
-    finally:
-        storage.unregister_backend("png-recorded")
-    assert summary.status == "finished", summary.error
-    writes = [path for path, _ in opened]
-    assert len(writes) == 2 * 4  # write_batch and write_one: a warm-up and 3 repeats each
-    assert len(set(writes)) == len(writes)  # never the folder a previous repeat used
-    assert all(not still_full for _, still_full in opened)  # earlier repeats were emptied first
-    assert {p.name.split("-")[0] for p in writes} == {"store", "write_one"}
-    cell = Path(summary.run_dir) / "png-recorded" / "20"
-    assert sorted(p.name for p in cell.iterdir()) == ["store", "write_one"]  # kept under their usual names
-    assert all(m.verified for m in summary.measurements)
+        return run_experiment(plan)
+
     storage.register_backend(RecordingPngStore)
     try:
+        summary = run(keep=False)
+        assert summary.status == "finished", summary.error
+        writes = [path for path, _ in opened]
+        assert len(writes) == 2 * 2 * 4  # two counts, write_batch and write_one: a warm-up and 3 repeats each
+        assert len(set(writes)) == len(writes)  # never the folder a previous repeat used
+        assert [alive for _, alive in opened] == list(range(len(opened)))  # none deleted mid-run
+        assert not Path(summary.run_dir).exists()
+        if mark_top_of_hierarchy(tmp_path / "runs"):
+            assert flags_of(tmp_path / "runs") & FS_TOPDIR_FL
+
+        kept = run(keep=True)
+        cell = Path(kept.run_dir) / "png-recorded" / "20"
+        assert sorted(p.name for p in cell.iterdir()) == ["store", "write_one"]  # earlier repeats deleted
+        assert all(m.verified for m in kept.measurements)
         with storage.open_store("png-recorded", cell / "store") as store:
             assert len(store) == 20
     finally:

@@ -1,30 +1,28 @@
-"""Where a benchmark puts each store it writes, so that its own clean-up does not slow the next write.
+"""Where a run puts the stores it writes, so that its own clean-up does not slow its next write.
 
-A benchmark writes a store, deletes it and writes it again, a few seconds apart. On ext4
-without a journal (common on cloud and micro VMs) that is not free: to let a recently
-freed inode reach the disk before it is reused, the allocator skips inodes freed in the
-last minute (six while their inode-table block is dirty), and it checks them one by one,
-from the start of the block group, on *every* file created. A store of 10,000 PNGs
-written where the previous repeat's 10,000 were just deleted paid about 800 µs per
-file instead of about 30 µs, and the figure swung 4x between repeats: it measured the
+A benchmark writes a store, deletes it and writes it again, seconds apart. On ext4
+without a journal (common on cloud and micro VMs) that is not free: to let a freed inode
+reach the disk before it is reused, the allocator skips inodes freed in the last minute
+(six while their inode-table block is unwritten), and it checks them one by one, from the
+start of the block group, before *every* file it creates. A store of 10,000 PNGs written
+where the previous repeat's 10,000 had just been deleted paid about 800 µs per file
+instead of about 30 µs, and the figure swung 4x between repeats: it measured the
 benchmark's own deletions, not the format.
 
-Two things keep a new store out of that space, neither of which changes how the store
-itself is written:
+So a run frees nothing while it measures, within a budget, and starts where no other run
+freed anything:
 
-* the folder that holds the repeats is marked as the top of a directory hierarchy
-  (``chattr +T``, ext2/3/4's ``FS_TOPDIR_FL``), so ext4's Orlov allocator places each
-  folder made in it in a block group of its own, chosen from the folder's name and
-  among groups with more free inodes than average, as it does for home directories;
-* each repeat's folder gets a new random name, so the group chosen differs between
-  repeats and runs;
-* a repeat's store, once measured, is emptied but its folder is kept until the run
-  ends: Orlov prefers the groups with the fewest folders, and a group whose last folder
-  had just been deleted would be its first choice for the next store.
+* the work folder that holds the runs is marked as the top of a directory hierarchy
+  (``chattr +T``, ext2/3/4's ``FS_TOPDIR_FL``), so ext4's Orlov allocator places each run's
+  folder in a block group of its own, preferring groups with few folders and many free
+  inodes, as it does for home directories; the run's stores fill fresh inodes there;
+* each repeat writes a new folder (:func:`fresh_store_path`), and the stores measured
+  already are kept (:class:`RetiredStores`) and deleted when the run ends, unless keeping
+  them would take more than a quarter of the free disk space: then the oldest go at once.
+  Stores that big are LMDB, HDF5 or NumPy files, whose few files cost nothing to reuse.
 
-The flag is not inherited: folders *inside* a store (PNG's folders of 1,000 files) stay
-next to their parent, as they would for a user. On other file systems the flag is
-refused and nothing changes (they do not skip freed inodes this way).
+The flag is not inherited: folders inside a run stay next to it. On other file systems
+the flag is refused and nothing changes (they do not skip freed inodes this way).
 """
 
 from __future__ import annotations
@@ -33,19 +31,22 @@ import os
 import secrets
 import shutil
 import struct
+from collections import deque
 from pathlib import Path
 
-# <linux/fs.h>: the ioctls are defined with a long argument, read and written as an int.
+# <linux/fs.h>: the ioctls are declared with a long argument; ext4 reads and writes an int.
 _FS_IOC_GETFLAGS = 0x80086601
 _FS_IOC_SETFLAGS = 0x40086602
 FS_TOPDIR_FL = 0x00020000
+RETIRED_SHARE_OF_FREE_SPACE = 0.25  # the most a run keeps of stores it has measured, until it ends
 
 
 def mark_top_of_hierarchy(folder: Path) -> bool:
-    """Ask the file system to spread folders made in ``folder`` over the disk.
+    """Ask the file system to spread the folders made in ``folder`` over the disk.
 
     Returns whether the flag is set. Best effort: a file system or platform without
-    the flag (tmpfs, XFS, macOS, Windows) returns False and nothing else happens.
+    the flag (tmpfs, XFS, macOS, Windows), or a folder that is not ours, returns False
+    and nothing else happens.
     """
     try:
         import fcntl
@@ -67,7 +68,7 @@ def mark_top_of_hierarchy(folder: Path) -> bool:
 
 
 def spread_folder(folder: Path) -> Path:
-    """Make ``folder`` (and its parents) and mark it so that folders made in it spread out."""
+    """Make ``folder`` (and its parents) and mark it so that the folders made in it spread out."""
     folder.mkdir(parents=True, exist_ok=True)
     mark_top_of_hierarchy(folder)
     return folder
@@ -81,31 +82,41 @@ def fresh_store_path(folder: Path, stem: str) -> Path:
             return path
 
 
-def empty_folder(folder: Path | None) -> None:
-    """Delete what ``folder`` holds (frees its disk space) but keep the empty folder itself.
+class RetiredStores:
+    """Stores a run has measured and no longer needs, deleted when the run ends.
 
-    The empty folder keeps its block group looking used to the allocator until the run's
-    folder is deleted, so the next store is not placed over the inodes just freed.
+    Keeping them means the run frees no inodes while it measures (see the module's
+    docstring). The bytes kept are bounded: past ``budget_bytes`` the oldest stores are
+    deleted at once.
     """
-    if folder is None or not folder.is_dir():
-        return
-    for entry in os.scandir(folder):
-        if entry.is_dir(follow_symlinks=False):
-            shutil.rmtree(entry.path, ignore_errors=True)
-        else:
-            try:
-                os.unlink(entry.path)
-            except FileNotFoundError:
-                pass
 
+    def __init__(self, budget_bytes: int) -> None:
+        self.budget_bytes = budget_bytes
+        self.kept_bytes = 0
+        self._stores: deque[tuple[Path, int]] = deque()
 
-def remove_emptied_folders(folder: Path, keep: set[str]) -> None:
-    """Remove the empty folders in ``folder`` other than those named in ``keep``."""
-    if not folder.is_dir():
-        return
-    for entry in os.scandir(folder):
-        if entry.name not in keep and entry.is_dir(follow_symlinks=False):
-            try:
-                os.rmdir(entry.path)
-            except OSError:  # not empty: not one this run emptied
-                pass
+    @classmethod
+    def for_folder(cls, folder: Path) -> RetiredStores:
+        """A budget of a quarter of the space free where ``folder`` is."""
+        return cls(int(shutil.disk_usage(folder).free * RETIRED_SHARE_OF_FREE_SPACE))
+
+    def retire(self, path: Path | None, size_bytes: int) -> None:
+        """Keep ``path`` until :meth:`delete_all`, or delete the oldest now if over budget."""
+        if path is None or not path.exists():
+            return
+        self._stores.append((path, size_bytes))
+        self.kept_bytes += size_bytes
+        while self.kept_bytes > self.budget_bytes and self._stores:
+            oldest, size = self._stores.popleft()
+            self.kept_bytes -= size
+            shutil.rmtree(oldest, ignore_errors=True)
+
+    def delete_all(self) -> None:
+        """Delete every store kept (at the end of the run)."""
+        while self._stores:
+            path, _ = self._stores.popleft()
+            shutil.rmtree(path, ignore_errors=True)
+        self.kept_bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._stores)
