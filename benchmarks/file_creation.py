@@ -5,8 +5,8 @@ the png backend does) in two ways:
 
 * ``same place``: in the folder the previous repeat's files were just deleted from, as
   the engine did before ``storage.bench.placement`` (delete ``store``, write ``store``);
-* ``new folder``: in a new folder of a run folder made in a top-of-hierarchy folder, the
-  previous repeats' files kept until the end, as the engine does now.
+* ``new folder``: in a new folder of its own, the previous repeats' files kept until the
+  end, in a run folder made in a top-of-hierarchy folder, as the engine does now.
 
 It prints the file system, each repeat's seconds, the medians and their ratio. On ext4
 without a journal the first is many times slower than the second: the allocator checks
@@ -23,13 +23,19 @@ import os
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from storage.bench.placement import RetiredStores, fresh_store_path, spread_folder  # noqa: E402
+from storage.bench.engine import new_run_id  # noqa: E402
+from storage.bench.placement import (  # noqa: E402
+    RetiredStores,
+    delete_files,
+    fresh_store_path,
+    remove_spent_run_folders,
+    spread_folder,
+)
 
 FILE_BYTES = 2_300
 FILES_PER_FOLDER = 1_000
@@ -76,22 +82,24 @@ def main() -> None:
     args = parser.parse_args()
     Path(args.dir).mkdir(parents=True, exist_ok=True)
     payload = os.urandom(FILE_BYTES)
-    root = Path(tempfile.mkdtemp(prefix="file-creation-", dir=args.dir))
+    work = spread_folder(Path(args.dir))
+    remove_spent_run_folders(work)
+    root = work / new_run_id()  # a run's folder, its folders left at the end as the engine leaves them
+    root.mkdir()
     try:
-        spread_folder(root)
-        new_run = root / "run"  # placed by the allocator as a top-level folder
+        same, new_run = root / "same", root / "run"
         new_run.mkdir()
         kept = RetiredStores(budget_bytes=2**62)
         same_place, new_folder = [], []
         for _ in range(args.repeats):
-            shutil.rmtree(root / "same" / "store", ignore_errors=True)
-            same_place.append(write_files(root / "same" / "store", args.files, payload))
+            shutil.rmtree(same / "store", ignore_errors=True)
+            same_place.append(write_files(same / "store", args.files, payload))
             path = fresh_store_path(new_run, "store")
             new_folder.append(write_files(path, args.files, payload))
             kept.retire(path, 0)
         kept.delete_all()
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        delete_files(root)
     print(f"{args.files:,} files of {FILE_BYTES:,} bytes per repeat in {Path(args.dir).resolve()}")
     print(f"file system: {file_system_of(Path(args.dir))}")
     for label, seconds in (("same place, after deleting", same_place), ("new folder, nothing deleted", new_folder)):

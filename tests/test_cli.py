@@ -85,7 +85,7 @@ def test_bench_prints_a_table_records_the_run_and_writes_json_and_csv(paths: dic
 
     with ResultsDB(paths["db"]) as db:
         assert db.get_run(run_id).status == "finished"
-    assert not any(Path(paths["work"]).iterdir())  # the stores were removed
+    assert not [p for p in Path(paths["work"]).rglob("*") if p.is_file()]  # the stores were removed
 
 
 def test_runs_export_and_import_round_trip(paths: dict[str, str]) -> None:
@@ -260,4 +260,4 @@ def test_sigterm_cleans_up_and_marks_the_run_interrupted(paths: dict[str, str]) 
     with ResultsDB(paths["db"]) as db:
         (run,) = db.list_runs()
     assert run.status == "interrupted"
-    assert not any(Path(paths["work"]).iterdir())
+    assert not [p for p in Path(paths["work"]).rglob("*") if p.is_file()]

@@ -7,6 +7,7 @@ import fcntl
 import os
 import struct
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,15 @@ import pytest
 import storage
 from storage.backends.png_files import PngFilesStore
 from storage.bench import Experiment, run_experiment
-from storage.bench.placement import FS_TOPDIR_FL, RetiredStores, fresh_store_path, mark_top_of_hierarchy, spread_folder
+from storage.bench.placement import (
+    FS_TOPDIR_FL,
+    RetiredStores,
+    delete_files,
+    fresh_store_path,
+    mark_top_of_hierarchy,
+    remove_spent_run_folders,
+    spread_folder,
+)
 
 
 def flags_of(folder: Path) -> int:
@@ -62,19 +71,28 @@ def make_store(path: Path, files: int = 3) -> Path:
     return path
 
 
+def files_in(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file()]
+
+
 def test_retired_stores_are_kept_until_the_end_within_the_budget(tmp_path: Path) -> None:
     retired = RetiredStores(budget_bytes=250)
     first, second, third = (make_store(tmp_path / name) for name in ("a", "b", "c"))
     retired.retire(first, 100)
     retired.retire(second, 100)
     assert first.exists() and second.exists() and len(retired) == 2 and retired.kept_bytes == 200
-    retired.retire(third, 100)  # 300 > 250: the oldest goes now
-    assert not first.exists() and second.exists() and third.exists() and retired.kept_bytes == 200
+    retired.retire(third, 100)  # 300 > 250: the oldest goes now, its folders kept
+    assert not files_in(first) and files_in(second) and files_in(third) and retired.kept_bytes == 200
+    assert (first / "0000").is_dir()
     retired.retire(None, 100)  # nothing written yet
     retired.retire(tmp_path / "never-made", 100)
     assert len(retired) == 2
     retired.delete_all()
-    assert not second.exists() and not third.exists() and retired.kept_bytes == 0
+    assert not files_in(second) and not files_in(third) and retired.kept_bytes == 0 and len(retired) == 0
+    assert (third / "0000").is_dir()
+    retired.retire(third, 100)
+    retired.delete_all(keep_folders=False)
+    assert not third.exists()
     assert RetiredStores.for_folder(tmp_path).budget_bytes > 0
 
 
@@ -112,7 +130,8 @@ def test_a_run_frees_no_store_before_it_ends_and_keeps_the_usual_names(tmp_path:
         assert len(writes) == 2 * 2 * 4  # two counts, write_batch and write_one: a warm-up and 3 repeats each
         assert len(set(writes)) == len(writes)  # never the folder a previous repeat used
         assert [alive for _, alive in opened] == list(range(len(opened)))  # none deleted mid-run
-        assert not Path(summary.run_dir).exists()
+        assert not [p for p in Path(summary.run_dir).rglob("*") if p.is_file()]  # its folders stay a while
+        assert (Path(summary.run_dir) / "png-recorded" / "20").is_dir()
         if mark_top_of_hierarchy(tmp_path / "runs"):
             assert flags_of(tmp_path / "runs") & FS_TOPDIR_FL
 
@@ -124,3 +143,22 @@ def test_a_run_frees_no_store_before_it_ends_and_keeps_the_usual_names(tmp_path:
             assert len(store) == 20
     finally:
         storage.unregister_backend("png-recorded")
+
+
+def test_an_ended_runs_folders_stay_for_ten_minutes_without_their_files(tmp_path: Path) -> None:
+    work = tmp_path / "runs"
+    names = ("20261201-000000-abcdef", "20261130-230000-123456", "20261201-000100-fedcba", "notes")
+    ended, old, live, other = (work / name for name in names)
+    for folder in (ended, old, live, other):
+        make_store(folder / "png" / "10" / "store")
+    delete_files(ended)
+    delete_files(old)
+    assert (ended / "png" / "10" / "store" / "0000").is_dir()
+    assert not [p for p in ended.rglob("*") if p.is_file()]
+    eleven_minutes_ago = time.time() - 660
+    for folder in (old, live, other):
+        os.utime(folder, (eleven_minutes_ago, eleven_minutes_ago))
+    assert remove_spent_run_folders(work) == [old.name]
+    assert not old.exists() and ended.is_dir() and live.is_dir() and other.is_dir()  # recent, live, not a run
+    assert remove_spent_run_folders(work, older_than=-1) == [ended.name]  # a live run always holds files
+    assert live.is_dir()

@@ -36,7 +36,8 @@ system places apart from other runs (:mod:`storage.bench.placement`): on ext4 wi
 journal, writing where the previous repeat's files had just been deleted cost a PNG store
 about 800 µs per file instead of 30, which measured the benchmark's own clean-up. The
 last repeat's store is renamed to ``store`` (or ``write_one``), the name the reads and
-``--keep`` use.
+``--keep`` use. Without ``keep`` the run's files are deleted at the end and its empty
+folders by a run at least ten minutes later.
 
 Cold cache: before every repeat the store is closed, synced and evicted file by file
 (``posix_fadvise(DONTNEED)``), residency is checked with ``mincore`` (``evicted`` records
@@ -91,7 +92,7 @@ from .experiment import (
     validate,
     verified_after_write,
 )
-from .placement import RetiredStores, fresh_store_path, spread_folder
+from .placement import RetiredStores, delete_files, fresh_store_path, remove_spent_run_folders, spread_folder
 from .streaming import cycled_source, read_buffer_for
 from .verify import Verification, compare, verify_store
 
@@ -785,6 +786,7 @@ def run_experiment(
     if not estimate.memory_fits:
         raise InvalidExperimentError(estimate.message)
     remove_leftover_folders(experiment.work_dir, db)
+    remove_spent_run_folders(Path(experiment.work_dir))
     run_id, run_dir = _make_run_dir(experiment.work_dir, run_id)
     environment = capture_environment(experiment.work_dir)
     plan = steps(experiment)
@@ -828,9 +830,9 @@ def run_experiment(
         log.exception("run %s failed", run_id)
         status, error = "failed", f"{type(failure).__name__}: {failure}"
     finally:
-        run.retired.delete_all()
+        run.retired.delete_all(keep_folders=not experiment.keep)  # a kept run shows only its last stores
         if not experiment.keep:
-            shutil.rmtree(run_dir, ignore_errors=True)
+            delete_files(run_dir)  # its empty folders go in a run ten minutes later (see placement)
         environment["peak_rss_bytes"] = peak_rss_bytes()
         if db is not None:
             db.finish_run(run_id, status, error, environment)
