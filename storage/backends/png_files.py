@@ -12,7 +12,7 @@ write roll back cleanly.
 
 ``write_one`` keeps images in a write-behind group (:mod:`storage.write_behind`) and
 writes each group as a batch, so single images are encoded on all cores too: at 10,000
-CIFAR images about 70 µs per image instead of 170 µs one at a time. A PNG file therefore
+CIFAR images about 80 µs per image instead of 170 µs one at a time. A PNG file therefore
 appears when its group is written (within a second, at 4,096 images, or at ``flush()``
 and ``close()``); ``read_one`` answers from the group before that.
 """

@@ -148,7 +148,7 @@ class _Run:
     cancel: threading.Event | None
     weights: list[float]
     plan: list[tuple[str, int, str, str]]
-    retired: RetiredStores = field(default_factory=lambda: RetiredStores(0))  # see storage.bench.placement
+    retired: RetiredStores  # stores measured, deleted when the run ends (see storage.bench.placement)
     measurements: list[Measurement] = field(default_factory=list)
     ceilings: dict[tuple[int, int], float] = field(default_factory=dict)  # (count, workers) -> images/s in memory
     step: int = 0
@@ -234,8 +234,8 @@ class _Cell:
         return self.folder / "write_one"
 
 
-def _remove(path: Path | None) -> None:
-    if path is not None and path.exists():
+def _remove(path: Path) -> None:
+    if path.exists():
         shutil.rmtree(path, ignore_errors=True)
 
 
@@ -249,6 +249,12 @@ def _settle(written: Path, final: Path) -> Path:
     _remove(final)
     written.rename(final)
     return final
+
+
+def _settle_stopped_write(path: Path | None, final: Path) -> None:
+    """In a kept run, give a write that stopped midway its usual name too."""
+    if path is not None and path != final and path.exists():
+        _settle(path, final)
 
 
 def _runs_of(count: int, repeats: int) -> tuple[int, int]:
@@ -346,8 +352,8 @@ def _measure_write_batch(run: _Run, cell: _Cell) -> Measurement:
         _fail(measurement, error)
         cell.write_failed = measurement.error
     finally:
-        if run.experiment.keep and path is not None and path != cell.batch_store and path.exists():
-            _settle(path, cell.batch_store)  # a kept run shows a stopped write under its usual name
+        if run.experiment.keep:
+            _settle_stopped_write(path, cell.batch_store)
     return measurement
 
 
@@ -396,10 +402,10 @@ def _measure_write_one(run: _Run, cell: _Cell) -> Measurement:
     except Exception as error:
         _fail(measurement, error)
     finally:
-        if not run.experiment.keep:
+        if run.experiment.keep:
+            _settle_stopped_write(path, cell.one_store)
+        else:
             run.retired.retire(path, cell.pixel_bytes)
-        elif path is not None and path != cell.one_store and path.exists():
-            _settle(path, cell.one_store)
     return measurement
 
 
@@ -790,8 +796,8 @@ def run_experiment(
     run_id, run_dir = _make_run_dir(experiment.work_dir, run_id)
     environment = capture_environment(experiment.work_dir)
     plan = steps(experiment)
-    run = _Run(run_id, experiment, run_dir, source, db, on_event, cancel, estimate.step_seconds, plan)
-    run.retired = RetiredStores.for_folder(run_dir)
+    retired = RetiredStores.for_folder(run_dir)
+    run = _Run(run_id, experiment, run_dir, source, db, on_event, cancel, estimate.step_seconds, plan, retired)
     if db is not None:
         db.create_run(run_id, experiment.to_dict(), environment, _source_summary(experiment, source))
     status, error = "failed", None

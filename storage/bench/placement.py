@@ -19,8 +19,7 @@ freed anything:
 * each repeat writes a new folder (:func:`fresh_store_path`), and the stores measured
   already are kept (:class:`RetiredStores`) and deleted when the run ends, unless keeping
   them would take more than a quarter of the free disk space: then the oldest go at once.
-  Stores that big are LMDB, HDF5 or NumPy files, whose few files cost nothing to reuse.
-
+  Stores that big are LMDB, HDF5 or NumPy files, whose few files cost nothing to reuse;
 * when a run ends, its files are deleted but its folders are kept, empty, for ten minutes
   (:func:`delete_files`, :func:`remove_spent_run_folders`): Orlov prefers the block
   groups with the fewest folders, and a group whose folders had just been deleted would
@@ -150,6 +149,7 @@ def delete_files(folder: Path) -> None:
 
 
 def holds_files(folder: Path) -> bool:
+    """Whether any file lies anywhere under ``folder``."""
     return any(files for _, _, files in os.walk(folder))
 
 
