@@ -8,6 +8,7 @@ a non-zero exit code: 2 for bad arguments, 1 for everything else, 130 for Ctrl-C
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -15,7 +16,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -362,12 +363,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         # Recorded live in the database like a dashboard run: its progress and previews show on
         # the Run page, and Stop there ends it as Ctrl+C does here.
-        run_id, cancel = new_run_id(), threading.Event()
+        run_id, cancel, interrupt = new_run_id(), threading.Event(), threading.Event()
         try:
-            with LiveRecorder(
-                db, run_id, cancel, forward=on_event, launched_by="command line", estimated_seconds=estimate.seconds
-            ) as recorder:
-                summary = run_experiment(experiment, db, recorder.on_event, cancel, run_id=run_id)
+            with (
+                LiveRecorder(
+                    db, run_id, cancel, forward=on_event, launched_by="command line", estimated_seconds=estimate.seconds
+                ) as recorder,
+                _signals_set(interrupt),
+            ):
+                summary = run_experiment(experiment, db, recorder.on_event, cancel, run_id=run_id, interrupt=interrupt)
         finally:
             bar.close()
         storage_measurements = [m for m in summary.measurements if m.operation != "loader"]
@@ -526,6 +530,33 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 def _terminate(signum, frame) -> NoReturn:
     raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _signals_set(interrupt: threading.Event) -> Iterator[None]:
+    """While a run measures, Ctrl+C and SIGTERM set ``interrupt`` instead of raising.
+
+    The engine then stops at its next check, within about a second, and ends the run as
+    interrupted. A KeyboardInterrupt raised by the handler itself could land anywhere:
+    in a ``__del__`` (which drops it, so the run went on) or in a worker pool's start-up
+    (which left the pool unable to run anything). A second signal raises at once, for a
+    run that no longer reaches its checks.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame) -> None:
+        if interrupt.is_set():
+            raise KeyboardInterrupt
+        interrupt.set()
+
+    previous = {number: signal.signal(number, stop) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

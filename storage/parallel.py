@@ -55,11 +55,35 @@ def run_tasks(function: Callable[..., Any], argument_tuples: Sequence[tuple]) ->
     pool = process_pool()
     if pool is None or len(argument_tuples) < 2:
         return [function(*arguments) for arguments in argument_tuples]
-    futures: list[Future] = [pool.submit(function, *arguments) for arguments in argument_tuples]
+    futures: list[Future] = []
     try:
+        futures.extend(pool.submit(function, *arguments) for arguments in argument_tuples)
         return [future.result() for future in futures]
     except BaseException:
         for future in futures:
             future.cancel()
-        wait(futures)
+        if _is_running(pool):
+            wait(futures)
+        else:
+            _discard(pool)
         raise
+
+
+def _is_running(pool: ProcessPoolExecutor) -> bool:
+    """Whether the pool's manager thread runs: without it, a submitted task never ends.
+
+    The first ``submit`` starts the workers and then that thread; an exception between the
+    two (Ctrl+C) leaves a pool that accepts tasks and never runs them.
+    """
+    manager = getattr(pool, "_executor_manager_thread", None)
+    return manager is not None and manager.is_alive()
+
+
+def _discard(pool: ProcessPoolExecutor) -> None:
+    """Stop a pool that cannot run tasks, so the next call starts a new one."""
+    global _pool
+    if _pool is pool:
+        _pool = None
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.terminate()  # idle workers waiting for tasks: nothing is lost
+    pool.shutdown(wait=False, cancel_futures=True)

@@ -241,7 +241,8 @@ def test_a_run_killed_midway_is_marked_interrupted_and_keeps_its_measurements(pa
     assert not (Path(paths["work"]) / run.id).exists()
 
 
-def test_sigterm_cleans_up_and_marks_the_run_interrupted(paths: dict[str, str]) -> None:
+@pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_cleans_up_and_marks_the_run_interrupted(paths: dict[str, str], signal_number: int) -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "storage", "bench", "--db", paths["db"], "--work-dir", paths["work"]]
         + ["--source", "sample", "--backends", "png", "--counts", "30000", "--repeats", "3", "--ops", "write_one"]
@@ -254,7 +255,7 @@ def test_sigterm_cleans_up_and_marks_the_run_interrupted(paths: dict[str, str]) 
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not any(Path(paths["work"]).glob("*/png")):
         time.sleep(0.05)
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(signal_number)
     _, stderr = process.communicate(timeout=30)
     assert process.returncode == 130 and "Traceback" not in stderr
     with ResultsDB(paths["db"]) as db:

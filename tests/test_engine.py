@@ -215,6 +215,25 @@ def test_cancelling_stops_within_a_second_and_cleans_up(tmp_path: Path) -> None:
     assert not [p for p in Path(summary.run_dir).rglob("*") if p.is_file()]
 
 
+def test_an_interrupt_ends_the_run_as_interrupted_at_its_next_check(tmp_path: Path) -> None:
+    interrupt = threading.Event()
+    interrupted_at: list[float] = []
+
+    def on_event(event) -> None:
+        if isinstance(event, MeasurementRecorded) and not interrupt.is_set():
+            interrupt.set()  # as the command line's signal handler does, during the write_one that follows
+            interrupted_at.append(time.perf_counter())
+
+    plan = experiment(tmp_path, backends=["png"], counts=[3000], operations=["write_batch", "write_one"])
+    with ResultsDB(tmp_path / "r.sqlite") as db:
+        with pytest.raises(KeyboardInterrupt):
+            run_experiment(plan, db, on_event, interrupt=interrupt)
+        (run,) = db.list_runs()
+        assert run.status == "interrupted" and len(db.measurements(run.id)) == 1
+    assert time.perf_counter() - interrupted_at[0] < 1.5
+    assert not [p for p in (tmp_path / "runs").rglob("*") if p.is_file()]
+
+
 def test_cancelling_inside_write_batch_rolls_back(tmp_path: Path) -> None:
     cancel = threading.Event()
 

@@ -146,6 +146,7 @@ class _Run:
     db: Any
     on_event: Callable[[Event], None] | None
     cancel: threading.Event | None
+    interrupt: threading.Event | None
     weights: list[float]
     plan: list[tuple[str, int, str, str]]
     retired: RetiredStores  # stores measured, deleted when the run ends (see storage.bench.placement)
@@ -164,6 +165,14 @@ class _Run:
             self.on_event(event)
 
     def check_cancel(self) -> None:
+        """Stop here if asked to: the checks sit where a run can stop cleanly.
+
+        An interrupt (a signal, see ``run_experiment``) is raised as KeyboardInterrupt here
+        rather than from the signal handler, which could land anywhere: inside a worker
+        pool's start-up, or in a ``__del__`` that swallows it.
+        """
+        if self.interrupt is not None and self.interrupt.is_set():
+            raise KeyboardInterrupt
         if self.cancel is not None and self.cancel.is_set():
             raise RunCancelled("the run was cancelled")
 
@@ -180,8 +189,7 @@ class _Run:
 
     def tick(self, inner: float) -> None:
         """Check for cancel and report progress every ~0.25 s; time spent here is paused."""
-        if self.cancel is not None and self.cancel.is_set():
-            raise RunCancelled("the run was cancelled")
+        self.check_cancel()
         now = time.perf_counter()
         if now - self.last_progress >= PROGRESS_INTERVAL:
             self.progress(inner)
@@ -760,6 +768,7 @@ def run_experiment(
     on_event: Callable[[Event], None] | None = None,
     cancel: threading.Event | None = None,
     run_id: str | None = None,
+    interrupt: threading.Event | None = None,
 ) -> RunSummary:
     """Run ``experiment`` and return how it went; measurements go to ``db`` as they finish.
 
@@ -771,6 +780,9 @@ def run_experiment(
             in the thread running the experiment.
         cancel: set it (from any thread) to stop the run within about a second.
         run_id: the run's id, when the caller has chosen one already (default: a new one).
+        interrupt: set it (from a signal handler, say) to end the run as ``interrupted``
+            within about a second, as KeyboardInterrupt does, but at a point where the run
+            can stop cleanly.
 
     Returns:
         A :class:`RunSummary`; its status is ``finished``, ``cancelled``, ``failed`` (a
@@ -797,7 +809,9 @@ def run_experiment(
     environment = capture_environment(experiment.work_dir)
     plan = steps(experiment)
     retired = RetiredStores.for_folder(run_dir)
-    run = _Run(run_id, experiment, run_dir, source, db, on_event, cancel, estimate.step_seconds, plan, retired)
+    run = _Run(
+        run_id, experiment, run_dir, source, db, on_event, cancel, interrupt, estimate.step_seconds, plan, retired
+    )
     if db is not None:
         db.create_run(run_id, experiment.to_dict(), environment, _source_summary(experiment, source))
     status, error = "failed", None

@@ -1,0 +1,61 @@
+"""The shared worker pool: results in order, and a pool whose start-up was interrupted is replaced."""
+
+from __future__ import annotations
+
+import os
+import signal
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import process as process_module
+
+import pytest
+
+from storage import parallel
+
+needs_two_cores = pytest.mark.skipif(parallel.worker_count() < 2, reason="the pool is used with two cores or more")
+
+
+def _pid_and_square(number: int) -> tuple[int, int]:
+    return os.getpid(), number * number
+
+
+@needs_two_cores
+def test_tasks_run_in_worker_processes_and_come_back_in_order() -> None:
+    results = parallel.run_tasks(_pid_and_square, [(number,) for number in range(8)])
+    assert [square for _, square in results] == [number * number for number in range(8)]
+    assert os.getpid() not in {pid for pid, _ in results}
+
+
+@needs_two_cores
+def test_an_interrupt_during_the_pools_start_up_does_not_leave_a_pool_that_never_runs(monkeypatch) -> None:
+    # Ctrl+C between starting the workers and starting the pool's manager thread left a
+    # pool that accepted tasks and never ran them: the next call waited forever.
+    parallel._pool = None
+    start_manager = ProcessPoolExecutor._start_executor_manager_thread
+    broken_workers = []
+
+    def interrupted_before_the_manager_thread_starts(pool: ProcessPoolExecutor) -> None:
+        pool._launch_processes()
+        broken_workers.extend(pool._processes.values())
+        pool._executor_manager_thread = process_module._ExecutorManagerThread(pool)
+        raise KeyboardInterrupt  # where the signal landed in a command line run that then hung
+
+    monkeypatch.setattr(
+        ProcessPoolExecutor, "_start_executor_manager_thread", interrupted_before_the_manager_thread_starts
+    )
+    with pytest.raises(KeyboardInterrupt):
+        parallel.run_tasks(_pid_and_square, [(2,), (3,)])
+    assert parallel._pool is None  # dropped, so the next call starts a new pool
+    for worker in broken_workers:
+        worker.join(timeout=10)
+    assert broken_workers and not any(worker.is_alive() for worker in broken_workers)
+    monkeypatch.setattr(ProcessPoolExecutor, "_start_executor_manager_thread", start_manager)
+    signal.signal(signal.SIGALRM, _took_too_long)
+    signal.alarm(30)
+    try:
+        assert [square for _, square in parallel.run_tasks(_pid_and_square, [(2,), (3,)])] == [4, 9]
+    finally:
+        signal.alarm(0)
+
+
+def _took_too_long(signum, frame) -> None:
+    raise TimeoutError("run_tasks hung on a pool whose start-up was interrupted")
