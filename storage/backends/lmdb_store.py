@@ -47,10 +47,12 @@ of faulting each one in (see ``_prepare_transaction`` for why and the figures). 
 map also sets the file's size to the map's; closing a store that wrote shrinks the file
 back to the pages in use. A writer keeps the kernel's normal read-ahead on its map: with
 it off every page written through the map is faulted in alone, which cost 2.4 times the
-CPU time of a batch. 100,000 CIFAR images: 0.16-0.17 s on a quiet machine (0.57 s
-before), 0.3 of the time of the article's pickled LMDB; of it about 0.03 s filling
-pages, 0.045 s LMDB copying the records, 0.085 s the commits' syncs
-(``python benchmarks/article_vs.py --rows lmdb_write_batch``).
+CPU time of a batch. 100,000 CIFAR images: 0.155-0.165 s on a quiet machine (0.57 s
+before), 0.24 of the time of the article's pickled LMDB; of it about 0.03 s filling
+pages, 0.03-0.045 s LMDB copying the records, 0.085 s the commits' syncs, and the rest
+Python building the records' keys and slices (a fixed stride for a one-size batch:
+computing each image's bounds cost 0.015 s more) (``python benchmarks/article_vs.py
+--rows lmdb_write_batch``).
 
 LMDB's ``map_size`` is an address-space reservation; the map grows before a batch that
 would not fit (and again on ``MapFullError``), so a store never fails for being full.
@@ -342,20 +344,24 @@ class LmdbStore(ImageStore):
 
     def _put_chunk(self, images, labels: np.ndarray, first_id: int) -> None:
         """The chunk's pixel records (slices of the caller's array itself when it is contiguous) and its headers."""
-        if isinstance(images, np.ndarray):
-            pixels = np.ascontiguousarray(images).reshape(-1)
-            size = pixels.size // len(labels)
-            bounds = [index * size for index in range(len(labels) + 1)]
+        if isinstance(images, np.ndarray):  # one size: a record is a fixed stride of the flat pixels
+            flat = memoryview(np.ascontiguousarray(images).reshape(-1))
+            size = len(flat) // len(labels)
+            stride = images_per_record(size, self.options["record_pages"]) * size
+            records = [
+                (image_key(first_id + start // size), flat[start : start + stride])
+                for start in range(0, len(flat), stride)
+            ]
         else:
             pixels = np.concatenate([np.ascontiguousarray(image).reshape(-1) for image in images])
             bounds = [0, *itertools.accumulate(image.size for image in images)]
-        largest = max(stop - start for start, stop in itertools.pairwise(bounds))
-        per_record = images_per_record(largest, self.options["record_pages"])
-        flat = memoryview(pixels)
-        records = [
-            (image_key(first_id + index), flat[bounds[index] : bounds[min(index + per_record, len(labels))]])
-            for index in range(0, len(labels), per_record)
-        ]
+            largest = max(stop - start for start, stop in itertools.pairwise(bounds))
+            per_record = images_per_record(largest, self.options["record_pages"])
+            flat = memoryview(pixels)
+            records = [
+                (image_key(first_id + index), flat[bounds[index] : bounds[min(index + per_record, len(labels))]])
+                for index in range(0, len(labels), per_record)
+            ]
         cursor = self._txn.cursor()
         consumed, added = cursor.putmulti(records, append=True)
         if added != len(records):
