@@ -44,7 +44,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, RandomSampler
 from torch.utils.data import default_collate as torch_default_collate
 
 from . import registry
-from .base import ImageStore
+from .base import ImageStore, current_pid
 from .errors import StorageError
 from .sharded import SHARDED_BACKEND, ShardedStore, ShardInfo
 
@@ -167,9 +167,9 @@ class _LazyStore:
     @property
     def store(self) -> ImageStore | ShardedStore:
         """This process's open store (a forked worker opens its own on first use)."""
-        if self._store is None or self._store_pid != os.getpid():
+        if self._store is None or self._store_pid != current_pid():
             self._store = self._open_store()
-            self._store_pid = os.getpid()
+            self._store_pid = current_pid()
         return self._store
 
     def close(self) -> None:

@@ -9,6 +9,7 @@ checks the clear error instead, or skips visibly with the reason.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import pickle
 import shutil
@@ -19,6 +20,7 @@ import tempfile
 import textwrap
 import tracemalloc
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -416,6 +418,8 @@ def test_reopening_read_only_refuses_writes(backend, tmp_path, cifar):
 
 def test_reading_in_a_forked_child(backend, info, tmp_path, cifar):
     """A store opened (and used) before fork must still read correctly in the child."""
+    if not storage.store_class(backend).fork_safe:
+        pytest.skip(f"{backend} must not be forked once used (fork_safe False): see the spawned-child test")
     images, labels = cifar
     write_store(backend, tmp_path / "s", images[:60], labels[:60])
     with storage.open_store(backend, tmp_path / "s") as store:
@@ -443,6 +447,24 @@ def test_reading_in_a_forked_child(backend, info, tmp_path, cifar):
         os.waitpid(pid, 0)
         os.close(read_end)
         assert answer == b"1", "the forked child read wrong images"
+        read, _ = store.read_batch([0, 1])  # the parent's handles still work
+        assert_same_images(info, images[:2], read)
+
+
+def test_reading_in_a_spawned_child(backend, info, tmp_path, cifar):
+    """A store that cannot be forked travels to a spawned worker (as DataLoader workers over it start) and reads there."""
+    if storage.store_class(backend).fork_safe:
+        pytest.skip(f"{backend} is read in a forked child (see the forked-child test)")
+    images, labels = cifar
+    write_store(backend, tmp_path / "s", images[:60], labels[:60])
+    with storage.open_store(backend, tmp_path / "s", "r") as store:
+        store.read_one(0)
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            read, read_labels = pool.submit(store.read_batch, np.arange(59, -1, -1)).result(timeout=120)
+            child_pid = pool.submit(os.getpid).result(timeout=60)
+        assert child_pid != os.getpid()
+        assert np.array_equal(read_labels, labels[:60][::-1])
+        assert_same_images(info, images[:60][::-1], read)
         read, _ = store.read_batch([0, 1])  # the parent's handles still work
         assert_same_images(info, images[:2], read)
 
