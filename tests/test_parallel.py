@@ -59,3 +59,21 @@ def test_an_interrupt_during_the_pools_start_up_does_not_leave_a_pool_that_never
 
 def _took_too_long(signum, frame) -> None:
     raise TimeoutError("run_tasks hung on a pool whose start-up was interrupted")
+
+
+def test_the_cached_process_id_is_the_childs_after_fork() -> None:
+    from storage.base import current_pid
+
+    assert current_pid() == os.getpid()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: answer through the pipe, never return into pytest
+        try:
+            os.write(write_end, b"1" if current_pid() == os.getpid() != os.getppid() else b"0")
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    answer = os.read(read_end, 1)
+    os.waitpid(pid, 0)
+    os.close(read_end)
+    assert answer == b"1"
