@@ -1,4 +1,4 @@
-"""The shared worker pool: results in order, and a pool whose start-up was interrupted is replaced."""
+"""Worker processes: the shared pool (results in order, replaced when its start-up was interrupted) and the cached process id."""
 
 from __future__ import annotations
 
