@@ -335,15 +335,18 @@ def row_webp(source, work: Path, repeats: int) -> None:
         ("webp quality 0, method 0", {"quality": 0, "method": 0}),
     ]
     print(f"\nwebp lossless write_batch, {count:,} images (ms per image; both cores), and one-core Pillow encode alone")
+    # The stores are deleted after the row, not between writes: on ext4 without a journal a new
+    # file skips every inode freed in the last minute, one by one (benchmarks/file_creation.py),
+    # which made each write after a deleted store pay for the deletion.
+    written = []
     for label, options in settings:
         seconds = []
         for _ in range(repeats):
             folder = fresh(work)
-
+            written.append(folder)
             seconds.append(timed_store_write("webp", folder / "s", images, labels, **options) / count)
             with storage.open_store("webp", folder / "s") as store:
                 check("webp", store.read_all()[0], images)
-            shutil.rmtree(folder)
         encode = []
         for _ in range(repeats):
 
@@ -364,6 +367,8 @@ def row_webp(source, work: Path, repeats: int) -> None:
             f"  {label:<44} store {summary(seconds, 1e3)} ms/image ({'OK' if per_image <= 0.5e-3 else 'over'} 0.5 ms)"
             f"  encode alone {summary(encode, 1e3)} ms/image"
         )
+    for folder in written:
+        shutil.rmtree(folder)
 
 
 def row_rss_million(source, work: Path, repeats: int) -> None:
