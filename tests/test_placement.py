@@ -17,10 +17,12 @@ from storage.backends.png_files import PngFilesStore
 from storage.bench import Experiment, run_experiment
 from storage.bench.placement import (
     FS_TOPDIR_FL,
+    RUN_FOLDER_NAME,
     RetiredStores,
     delete_files,
     fresh_store_path,
     mark_top_of_hierarchy,
+    new_run_id,
     remove_spent_run_folders,
     spread_folder,
 )
@@ -162,3 +164,10 @@ def test_an_ended_runs_folders_stay_for_ten_minutes_without_their_files(tmp_path
     assert not old.exists() and ended.is_dir() and live.is_dir() and other.is_dir()  # recent, live, not a run
     assert remove_spent_run_folders(work, older_than=-1) == [ended.name]  # a live run always holds files
     assert live.is_dir()
+
+
+def test_run_ids_are_the_folder_names_that_cleanup_recognises() -> None:
+    run_ids = {new_run_id() for _ in range(50)}
+    assert len(run_ids) == 50
+    assert all(RUN_FOLDER_NAME.fullmatch(run_id) for run_id in run_ids)
+    assert not RUN_FOLDER_NAME.fullmatch("notes") and not RUN_FOLDER_NAME.fullmatch(min(run_ids) + "x")

@@ -49,7 +49,6 @@ from __future__ import annotations
 import gc
 import logging
 import os
-import secrets
 import shutil
 import threading
 import time
@@ -92,7 +91,14 @@ from .experiment import (
     validate,
     verified_after_write,
 )
-from .placement import RetiredStores, delete_files, fresh_store_path, remove_spent_run_folders, spread_folder
+from .placement import (
+    RetiredStores,
+    delete_files,
+    fresh_store_path,
+    new_run_id,
+    remove_spent_run_folders,
+    spread_folder,
+)
 from .streaming import cycled_source, read_buffer_for
 from .verify import Verification, compare, verify_store
 
@@ -117,11 +123,6 @@ METHODS = {
 
 class RunCancelled(Exception):
     """Raised inside a run (also from write_batch's progress callback) to stop it."""
-
-
-def new_run_id() -> str:
-    """A sortable, unique run id such as ``20261124-041500-ab12cd`` (UTC time + random)."""
-    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
 
 
 @contextmanager

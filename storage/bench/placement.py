@@ -48,7 +48,12 @@ _FS_IOC_SETFLAGS = 0x40086602
 FS_TOPDIR_FL = 0x00020000
 RETIRED_SHARE_OF_FREE_SPACE = 0.25  # the most a run keeps of stores it has measured, until it ends
 SPENT_FOLDER_SECONDS = 600  # an ended run's empty folder is kept this long (the kernel's window is six minutes)
-RUN_FOLDER_NAME = re.compile(r"\d{8}-\d{6}-[0-9a-f]{6}")  # storage.bench.engine.new_run_id
+RUN_FOLDER_NAME = re.compile(r"\d{8}-\d{6}-[0-9a-f]{6}")  # what new_run_id makes, and the run's folder is named
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id such as ``20261124-041500-ab12cd`` (UTC time + random); its folder has that name."""
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
 
 
 def mark_top_of_hierarchy(folder: Path) -> bool:
