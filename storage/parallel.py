@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, wait
 from typing import Any
@@ -35,9 +37,32 @@ def process_pool() -> ProcessPoolExecutor | None:
     if worker_count() < 2 or multiprocessing.current_process().daemon:
         return None
     if _pool is None or _pool_pid != os.getpid() or getattr(_pool, "_broken", False):
-        _pool = ProcessPoolExecutor(worker_count(), mp_context=multiprocessing.get_context("fork"))
+        _pool = ProcessPoolExecutor(
+            worker_count(),
+            mp_context=multiprocessing.get_context("fork"),
+            initializer=exit_with_parent,
+            initargs=(os.getpid(),),
+        )
         _pool_pid = os.getpid()
     return _pool
+
+
+def exit_with_parent(parent_pid: int, interval: float = 1.0) -> None:
+    """In a worker: exit within ``interval`` seconds once the process that started it is gone.
+
+    A parent killed outright (SIGKILL, the out-of-memory killer) cannot tell its workers to
+    stop, and idle workers would wait for work forever. A thread that watches the parent's
+    id does it instead; ``prctl(PR_SET_PDEATHSIG)`` would not do, because it fires when the
+    *thread* that started the pool ends, and a dashboard run starts it from a thread that
+    ends while the pool is still in use.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(interval)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def split_ranges(total: int, parts: int, minimum: int) -> list[tuple[int, int]]:

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures import process as process_module
+from pathlib import Path
 
 import pytest
 
 from storage import parallel
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 needs_two_cores = pytest.mark.skipif(parallel.worker_count() < 2, reason="the pool is used with two cores or more")
 
@@ -77,3 +83,38 @@ def test_the_cached_process_id_is_the_childs_after_fork() -> None:
     os.waitpid(pid, 0)
     os.close(read_end)
     assert answer == b"1"
+
+
+KILLED_PARENT = """
+import os, signal
+from storage import parallel
+
+def worker_pid(_):
+    return os.getpid()
+
+print(*set(parallel.run_tasks(worker_pid, [(n,) for n in range(8)])), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (an exited process that nobody reaped yet counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+@needs_two_cores
+def test_workers_exit_when_their_parent_is_killed_outright() -> None:
+    child = subprocess.run(
+        [sys.executable, "-c", KILLED_PARENT], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    worker_pids = [int(pid) for pid in child.stdout.split()]
+    assert len(worker_pids) >= 1
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(pid) for pid in worker_pids):
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in worker_pids), "workers outlived their killed parent"
