@@ -61,6 +61,10 @@ class StoreNotWritableError(StorageError, PermissionError):
     """A store folder that cannot be created or written (permissions, read-only disk)."""
 
 
+class StoreInUseError(StorageError, RuntimeError):
+    """A store that another open store of this process holds in a way that excludes this one."""
+
+
 class StoreExistsError(StorageError, FileExistsError):
     """Creating a store where a folder that is not a store already holds files."""
 

@@ -223,6 +223,17 @@ def test_lmdb_closing_a_writer_gives_back_the_write_maps_unused_file_tail(tmp_pa
     assert os.stat(tmp_path / "s" / "data.mdb").st_size == used < images.nbytes * 1.1
 
 
+def test_lmdb_opened_twice_in_one_process_says_it_is_in_use_not_corrupt(tmp_path, cifar):
+    images, labels = cifar
+    writer = storage.open_store("lmdb", tmp_path / "s", "w")
+    writer.write_batch(images[:3], labels[:3])
+    with pytest.raises(storage.StoreInUseError, match="already open for writing in this process; close that store"):
+        storage.open_store("lmdb", tmp_path / "s")
+    writer.close()
+    with storage.open_store("lmdb", tmp_path / "s") as reader:  # nothing was harmed
+        assert np.array_equal(reader.read_all()[0], images[:3])
+
+
 def test_lmdb_map_grows_instead_of_failing(tmp_path, cifar, monkeypatch):
     images, labels = cifar
     monkeypatch.setattr(lmdb_store, "INITIAL_MAP_BYTES", 64 * 1024)

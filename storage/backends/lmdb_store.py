@@ -85,7 +85,7 @@ import numpy as np
 from .. import mapped_files
 from ..base import ImageStore, stack_if_uniform
 from ..batch import ImageBatch, Shape
-from ..errors import CorruptDataError, ModeError, StoreNotWritableError
+from ..errors import CorruptDataError, ModeError, StoreInUseError, StoreNotWritableError
 from . import BUILTIN_INFO
 from .lmdb_layout import (  # noqa: F401  (HEADER, HEADER_DTYPE, encode_record: the layout, for lmdb-png and readers)
     CHUNK_PREFIX,
@@ -156,6 +156,18 @@ def release_reader(path: Path) -> None:
         del _readers[key]
 
 
+def _open_error(path: Path, error: Exception) -> Exception:
+    """The library's error for an environment that would not open: in use, not writable, or damaged."""
+    if "already open in this process" in str(error):  # py-lmdb says so with a plain lmdb.Error
+        return StoreInUseError(
+            f"the LMDB store at {path} is already open for writing in this process; close that store "
+            "first (LMDB allows one open environment per file per process)"
+        )
+    if isinstance(error, (PermissionError, lmdb.ReadonlyError)):
+        return StoreNotWritableError(f"cannot open the LMDB store at {path}: {error}; check its permissions")
+    return CorruptDataError(f"cannot open the LMDB environment at {path}: {error}")
+
+
 class LmdbStore(ImageStore):
     """LMDB records of chunks of images: raw pixels plus one binary header per image."""
 
@@ -204,10 +216,7 @@ class LmdbStore(ImageStore):
                 self._reserved_until = self._filled_until = 0  # bytes of the data file allocated, filled
                 self._batch_end = 0  # where the map's room for the batch being written ends
         except (lmdb.Error, OSError) as error:
-            raise CorruptDataError(
-                f"cannot open the LMDB environment at {self.path}: {error} "
-                "(if another store in this process has it open for writing, close that one first)"
-            ) from None
+            raise _open_error(self.path, error) from None
 
     def _close(self) -> None:
         if self._read_txn is not None:
