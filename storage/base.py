@@ -519,6 +519,9 @@ class ImageStore(ABC):
                 raise ImageShapeError(
                     f"out has shape {out.shape} and dtype {out.dtype}; it must be a C-contiguous {expected} uint8 array"
                 )
+        if not id_array.size:  # the same empty answer from every backend, shaped like the store's images
+            empty = np.empty((0, *(self.uniform_shape or ())), dtype=np.uint8) if out is None else out
+            return empty, np.empty(0, dtype=np.int64)
         return self._read_many(id_array, out)
 
     def read_all(self, out: np.ndarray | None = None) -> tuple[np.ndarray | list[np.ndarray], np.ndarray]:

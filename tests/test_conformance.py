@@ -391,6 +391,8 @@ def test_empty_read_batch(backend, tmp_path, cifar):
     with storage.open_store(backend, tmp_path / "s") as store:
         read, read_labels = store.read_batch([])
         assert len(read) == 0 and len(read_labels) == 0
+        assert read.shape == (0, 32, 32, 3) and read.dtype == np.uint8  # stacks with other batches of the store
+        assert read_labels.dtype == np.int64
 
 
 def test_iteration_is_in_id_order(backend, info, tmp_path, cifar):
