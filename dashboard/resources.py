@@ -16,8 +16,9 @@ from pathlib import Path
 import streamlit as st
 
 from storage import ImageStore, datasets, open_store
-from storage.base import MANIFEST_NAME
+from storage.base import MANIFEST_NAME, read_manifest
 from storage.bench import ResultsDB
+from storage.errors import StorageError
 
 from . import config
 from .state import SOURCE_KEYWORDS
@@ -96,6 +97,14 @@ class FoundStore:
 
 
 @st.cache_data(ttl=10, show_spinner=False)
+def backend_written_in(path: str) -> str | None:
+    """The backend named in the store manifest at ``path``; None when there is no readable one."""
+    try:
+        return str(read_manifest(Path(path))["backend"])
+    except (StorageError, OSError):
+        return None
+
+
 def find_stores(roots: tuple[str, ...], max_depth: int = 5, limit: int = 200) -> list[FoundStore]:
     """Stores (folders holding a ``store.json``) under ``roots``, newest first, each once.
 

@@ -84,7 +84,11 @@ columns[1].text_input("Store folder", key=K_PATH, placeholder="e.g. data/runs/<r
 
 
 def open_clicked() -> None:
-    st.session_state[OPENED] = (st.session_state[K_BACKEND], st.session_state[K_PATH].strip())
+    path = st.session_state[K_PATH].strip()
+    written = resources.backend_written_in(path)  # a store says which backend wrote it
+    if written in available:
+        st.session_state[K_BACKEND] = written
+    st.session_state[OPENED] = (st.session_state[K_BACKEND], path)
     st.session_state[K_PAGE] = 1
 
 

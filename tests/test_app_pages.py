@@ -526,6 +526,20 @@ def test_explore_reports_wrong_paths_and_backends_as_messages(isolated):
     assert "label 2" in at.image[0].proto.imgs[0].caption
 
 
+def test_explore_opens_a_typed_folder_with_the_backend_that_wrote_it(isolated):
+    folder = isolated / "plain"
+    with storage.open_store("hdf5", folder, "w") as store:
+        store.write_batch(np.zeros((3, 8, 8, 3), np.uint8), [0, 1, 2])
+    at = page(EXPLORE)
+    assert at.selectbox(key="explore_backend").value != "hdf5"
+    at.text_input(key="explore_path").set_value(str(folder)).run()
+    button(at, "Open store").click().run()
+    assert_clean(at)
+    assert not at.error
+    assert at.selectbox(key="explore_backend").value == "hdf5"
+    assert {m.label: m.value for m in at.metric}["Images"] == "3"
+
+
 def test_run_that_would_not_fit_is_refused_with_a_warning():
     at = page(RUN, formats="png", counts="2000000000", max_count="1")
     assert_clean(at)
