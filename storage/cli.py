@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -21,11 +22,17 @@ from pathlib import Path
 from typing import NoReturn
 
 from . import datasets, registry
-from .errors import DiskSpaceError, StorageError
+from .datasets.image_folder import SKIPPED_FILES_LOGGER, skipping_bad_files
+from .errors import BadImageFileError, DiskSpaceError, ImageShapeError, StorageError
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+SKIP_BAD_HELP = (
+    "image folders: skip files that are empty or not images Pillow reads (each is named on stderr) "
+    "instead of stopping at the first; ignored for CIFAR-10, whose batches load whole or not at all"
+)
+KEPT_LAYOUT = "<backend>/<count>/store, and write_one's at <backend>/<count>/write_one"
 
 
 class UsageError(Exception):
@@ -202,10 +209,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--cold", action="store_true", help="also measure reads with the page cache evicted")
     bench.add_argument("--source", default="auto", help="sample, cifar10, auto (default) or a folder")
+    bench.add_argument("--skip-bad", action="store_true", help=SKIP_BAD_HELP)
     bench.add_argument("--seed", type=non_negative_int, default=0, help="seed of the random ids (0)")
     bench.add_argument("--json", metavar="FILE", help="write the measurements (with the environment) as JSON")
     bench.add_argument("--csv", metavar="FILE", help="write the measurements as CSV")
-    bench.add_argument("--keep", action="store_true", help="keep the stores under the work folder")
+    bench.add_argument(
+        "--keep",
+        action="store_true",
+        help=f"keep the stores, under <work-dir>/<run-id>/, each at {KEPT_LAYOUT}; "
+        "with --distributed each sharded store is <work-dir>/<run-id>/<backend>/<count>",
+    )
     bench.add_argument("--work-dir", default="data/runs", help="where runs write their stores (data/runs)")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
     bench.add_argument(
@@ -257,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--to", dest="backend", required=True, type=backend_name, metavar="BACKEND")
     convert.add_argument("dest", metavar="DEST")
     convert.add_argument("--limit", type=positive_int, default=None, help="write only the first N images")
+    convert.add_argument("--skip-bad", action="store_true", help=SKIP_BAD_HELP)
     convert.add_argument(
         "--shards",
         type=positive_int,
@@ -314,8 +328,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .bench.live import LiveRecorder
     from .bench.report import loader_table, measurements_table
 
-    if args.source not in ("auto", "sample", "cifar10") and not Path(args.source).expanduser().exists():
-        raise UsageError(f"the source folder {args.source} does not exist")
+    _check_source_exists(args.source)
+    if args.distributed and args.skip_bad:
+        raise UsageError(
+            "--skip-bad does not work with --distributed, whose tasks read the source files themselves; "
+            "remove the bad files from the folder, or run without --distributed"
+        )
     if args.distributed:
         from .cli_distributed import bench_distributed
 
@@ -370,6 +388,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                     db, run_id, cancel, forward=on_event, launched_by="command line", estimated_seconds=estimate.seconds
                 ) as recorder,
                 _signals_set(interrupt),
+                _loading_source(args.skip_bad),
             ):
                 summary = run_experiment(experiment, db, recorder.on_event, cancel, run_id=run_id, interrupt=interrupt)
         finally:
@@ -384,6 +403,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             f"\nrun {summary.run_id}: {summary.status} in {summary.wall_seconds:.1f} s, "
             f"peak memory {summary.peak_rss_bytes / 1e6:,.0f} MB; source: {summary.source_description}"
         )
+        if args.keep and Path(summary.run_dir).is_dir():
+            print(f"kept the stores under {summary.run_dir}/ (each at {KEPT_LAYOUT})")
         if args.json:
             _write_output(args.json, db.export_json([summary.run_id]))
             print(f"wrote {args.json}")
@@ -448,36 +469,123 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_convert(args: argparse.Namespace) -> int:
+def _check_source_exists(source: str) -> None:
+    if source not in ("auto", "sample", "cifar10") and not Path(source).expanduser().exists():
+        raise UsageError(f"the source folder {source} does not exist")
+
+
+@contextlib.contextmanager
+def _loading_source(skip_bad: bool) -> Iterator[None]:
+    """Load an image folder as ``--skip-bad`` says; without it, a bad file's error names the switch.
+
+    The source is loaded deep inside the engine from its one-string spec, so the choice
+    travels as a context (see :func:`storage.datasets.image_folder.skipping_bad_files`).
+    """
+    try:
+        with skipping_bad_files(skip_bad):
+            yield
+    except BadImageFileError as error:
+        if skip_bad:
+            raise
+        raise BadImageFileError(f"{error}, or pass --skip-bad to skip such files") from None
+
+
+def _image_shapes(images: object) -> set[tuple[int, ...]]:
+    if hasattr(images, "shape"):  # one (N,H,W[,C]) array
+        return {tuple(images.shape[1:])}
+    return {tuple(image.shape) for image in images}
+
+
+def _channels(shape: tuple[int, ...]) -> int:
+    return shape[2] if len(shape) == 3 else 1
+
+
+def _check_backend_takes(backend: str, images: object, source: str) -> None:
+    """Refuse, before DEST exists, images the backend would refuse at its first write.
+
+    The store makes the same checks, but only once it has been created: the refused write
+    is rolled back and leaves an empty store at DEST, which looks like a finished one.
+    """
+    info = registry.backend_info(backend)
+    shapes = _image_shapes(images)
+    refused = sorted({_channels(shape) for shape in shapes} - set(info.channels))
+    if refused:
+        found, stored = " and ".join(map(str, refused)), ", ".join(map(str, info.channels))
+        raise ImageShapeError(
+            f"the source {source} has images with {found} channel(s), which the {backend} backend cannot store "
+            f"(it stores {stored} channel(s)); convert those images first, or choose a backend that stores "
+            "1, 3 and 4 channels (png, lmdb, hdf5)"
+        )
+    if len(shapes) > 1 and not info.variable_shapes:
+        examples = ", ".join(map(str, sorted(shapes)[:3])) + (", ..." if len(shapes) > 3 else "")
+        raise ImageShapeError(
+            f"the source {source} has images of {len(shapes)} shapes ({examples}), but the {backend} backend "
+            "stores one image shape per store; resize the images to one size first, or choose a backend "
+            "with variable sizes (png, lmdb, hdf5)"
+        )
+
+
+@contextlib.contextmanager
+def _removed_on_failure(dest: str) -> Iterator[None]:
+    """Delete ``dest`` if the block fails and ``dest`` did not exist before it.
+
+    A failed write is rolled back to an empty store marked complete, which a later reader
+    would take for a finished conversion. A ``dest`` that existed before is left as the
+    store's rollback leaves it: it may hold something the user wants.
+    """
+    existed = os.path.lexists(dest)
+    try:
+        yield
+    except BaseException:
+        if not existed:
+            shutil.rmtree(dest, ignore_errors=True)
+        raise
+
+
+def _write_store(backend: str, dest: str, images: object, labels: object) -> float:
+    """Write every image into a new store at ``dest``; return the seconds it took."""
     from tqdm import tqdm
 
+    started = time.perf_counter()
+    with (
+        _removed_on_failure(dest),
+        tqdm(total=len(labels), file=sys.stderr, unit="img", unit_scale=True) as bar,
+        registry.open_store(backend, dest, "w") as store,
+    ):
+
+        def progress(done: int, total: int) -> None:
+            bar.update(done - bar.n)
+
+        store.write_batch(images, labels, progress=progress)
+    return time.perf_counter() - started
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
     from .bench.verify import verify_store
 
     source = args.source
-    if source not in ("auto", "sample", "cifar10") and not Path(source).expanduser().exists():
-        raise UsageError(f"the source folder {source} does not exist")
+    _check_source_exists(source)
     if args.shards is None and (args.scheduler or args.workers):
         raise UsageError("--scheduler and --workers need --shards N (they run a sharded conversion on Dask)")
     if args.shards is not None:
         if args.scheduler and args.workers:
             raise UsageError("--workers sizes a LocalCluster; with --scheduler the cluster has its own workers")
+        if args.skip_bad:
+            raise UsageError(
+                "--skip-bad does not work with --shards, whose tasks read the source files themselves; "
+                "remove the bad files from the folder, or convert without --shards"
+            )
         from .cli_distributed import convert_sharded
 
         return convert_sharded(args)
-    data = datasets.load_source(source)
+    with _loading_source(args.skip_bad):
+        data = datasets.load_source(source)
     images, labels = data.images, data.labels
     if args.limit is not None and args.limit < len(labels):
         images, labels = datasets.take(images, labels, args.limit)
+    _check_backend_takes(args.backend, images, source)
     print(f"{data.description}: writing {len(labels):,} images to {args.dest} ({args.backend})", file=sys.stderr)
-    started = time.perf_counter()
-    with tqdm(total=len(labels), file=sys.stderr, unit="img", unit_scale=True) as bar:
-
-        def progress(done: int, total: int) -> None:
-            bar.update(done - bar.n)
-
-        with registry.open_store(args.backend, args.dest, "w") as store:
-            store.write_batch(images, labels, progress=progress)
-    seconds = time.perf_counter() - started
+    seconds = _write_store(args.backend, args.dest, images, labels)
     with registry.open_store(args.backend, args.dest, "r") as store:
         count, usage = len(store), store.disk_usage()
     sample = min(count, 1000)
@@ -564,6 +672,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.showwarning = _show_warning
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s", stream=sys.stderr)
     logging.getLogger("storage.datasets").setLevel(logging.ERROR)  # its warnings also come as warnings.warn
+    logging.getLogger(SKIPPED_FILES_LOGGER).setLevel(logging.WARNING)  # except which file --skip-bad left out, and why
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)  # a terminated run cleans up and is marked interrupted
     args = build_parser().parse_args(argv)

@@ -14,9 +14,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
-from storage import open_store
+from storage import open_store, registry
 from storage.bench import ResultsDB
 from storage.bench.engine import remove_leftover_folders
 
@@ -129,6 +131,104 @@ def test_convert_writes_a_store_with_the_library(tmp_path: Path) -> None:
     assert full.returncode == 0, full.stderr
     with open_store("lmdb", tmp_path / "all") as store:
         assert len(store) == 5085
+
+
+def save_image(path: Path, shape: tuple[int, ...], value: int = 7) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full(shape, value, np.uint8)).save(path)
+    return path
+
+
+def test_convert_refuses_images_the_backend_cannot_store_before_writing_anything(tmp_path: Path) -> None:
+    rgba, mixed = tmp_path / "rgba", tmp_path / "mixed"
+    save_image(rgba / "a" / "x.png", (4, 4, 4))
+    save_image(mixed / "a" / "x.png", (4, 4, 3))
+    save_image(mixed / "a" / "y.png", (5, 6, 3))
+    dest = tmp_path / "out"
+    _assert_one_line_error(storage_cli("convert", str(rgba), "--to", "jpeg", str(dest)), "4 channel(s)", "jpeg")
+    assert not dest.exists()
+    _assert_one_line_error(storage_cli("convert", str(mixed), "--to", "zarr", str(dest)), "2 shapes", "zarr")
+    assert not dest.exists()
+
+    assert storage_cli("convert", "sample", "--to", "jpeg", str(dest), "--limit", "5").returncode == 0
+    _assert_one_line_error(storage_cli("convert", str(rgba), "--to", "jpeg", str(dest)), "4 channel(s)")
+    with open_store("jpeg", dest) as store:
+        assert len(store) == 5  # the store already there is left alone
+
+
+def test_a_failed_convert_removes_the_store_it_created_and_only_that(tmp_path: Path) -> None:
+    if not registry.backend_info("webp").available:
+        pytest.skip("the webp backend is unavailable here")
+    too_wide = tmp_path / "wide"
+    save_image(too_wide / "a" / "x.png", (1, 16_384, 3))  # WebP's limit is 16,383 pixels a side
+    dest = tmp_path / "new" / "store"
+    result = storage_cli("convert", str(too_wide), "--to", "webp", str(dest))
+    assert result.returncode != 0
+    assert not dest.exists() and (tmp_path / "new").is_dir()
+
+    existing = tmp_path / "existing"
+    assert storage_cli("convert", "sample", "--to", "webp", str(existing), "--limit", "3").returncode == 0
+    assert storage_cli("convert", str(too_wide), "--to", "webp", str(existing)).returncode != 0
+    assert (existing / "store.json").is_file()  # a folder that was there before is not removed
+
+
+def test_skip_bad_lets_bench_and_convert_pass_a_bad_file(paths: dict[str, str], tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    save_image(folder / "a" / "good.png", (8, 8, 3))
+    empty = folder / "a" / "empty.png"
+    empty.write_bytes(b"")
+    dest = tmp_path / "out"
+
+    stopped = storage_cli("convert", str(folder), "--to", "png", str(dest))
+    _assert_one_line_error(stopped, f"{empty} is empty (0 bytes)", "or pass --skip-bad to skip such files")
+    assert not dest.exists()
+    benched = storage_cli("bench", "--source", str(folder), "--db", paths["db"], "--work-dir", paths["work"])
+    errors = [line for line in benched.stderr.splitlines() if line.startswith("error: ")]
+    assert benched.returncode == 1 and len(errors) == 1 and "--skip-bad" in errors[0]
+
+    converted = storage_cli("convert", str(folder), "--to", "png", str(dest), "--skip-bad")
+    assert converted.returncode == 0, converted.stderr
+    assert f"warning: skipping {empty}: it is empty (0 bytes)\n" in converted.stderr
+    with open_store("png", dest) as store:
+        assert len(store) == 1
+    skipped = bench(
+        paths, "--source", str(folder), "--skip-bad", "--counts", "2", "--repeats", "1", "--backends", "lmdb"
+    )
+    assert skipped.returncode == 0, skipped.stderr
+    assert "1 images" in skipped.stdout and f"skipping {empty}: it is empty" in skipped.stderr
+
+
+def test_skip_bad_is_ignored_for_cifar10_and_refused_where_tasks_read_the_files(tmp_path: Path) -> None:
+    cifar = storage_cli("convert", "sample", "--to", "lmdb", str(tmp_path / "s"), "--limit", "5", "--skip-bad")
+    assert cifar.returncode == 0, cifar.stderr
+    sharded = storage_cli("convert", "sample", "--to", "lmdb", str(tmp_path / "d"), "--shards", "2", "--skip-bad")
+    _assert_one_line_error(sharded, "--skip-bad", "--shards")
+    assert sharded.returncode == 2 and not (tmp_path / "d").exists()
+    distributed = storage_cli("bench", "--distributed", "--skip-bad", "--db", str(tmp_path / "r.sqlite"))
+    _assert_one_line_error(distributed, "--skip-bad", "--distributed")
+    assert distributed.returncode == 2
+
+
+def test_bench_keep_says_where_the_stores_are(paths: dict[str, str]) -> None:
+    kept = bench(paths, "--backends", "lmdb", "--counts", "5", "--repeats", "1", "--keep")
+    assert kept.returncode == 0, kept.stderr
+    run_id = kept.stdout.split("\nrun ", 1)[1].split(":", 1)[0]
+    run_dir = Path(paths["work"]) / run_id
+    assert f"kept the stores under {run_dir}/ (each at <backend>/<count>/store" in kept.stdout
+    with open_store("lmdb", run_dir / "lmdb" / "5" / "store") as store:
+        assert len(store) == 5
+    assert (run_dir / "lmdb" / "5" / "write_one").is_dir()
+    not_kept = bench(paths, "--backends", "lmdb", "--counts", "5", "--repeats", "1")
+    assert not_kept.returncode == 0 and "kept the stores" not in not_kept.stdout
+    assert "<work-dir>/<run-id>/" in storage_cli("bench", "--help").stdout
+
+
+def test_download_cifar10_refuses_and_keeps_an_archive_with_the_wrong_md5(tmp_path: Path) -> None:
+    placed = tmp_path / "cifar-10-python.tar.gz"
+    placed.write_bytes(b"not the real archive")
+    result = storage_cli("download-cifar10", "--root", str(tmp_path))
+    _assert_one_line_error(result, f"the archive at {placed} has md5 ", "replace it with the real")
+    assert placed.read_bytes() == b"not the real archive"
 
 
 def test_download_cifar10_finds_a_complete_copy_without_the_network(tmp_path: Path) -> None:

@@ -35,6 +35,7 @@ from storage.datasets import (
     load_source,
     take,
 )
+from storage.datasets.image_folder import SKIPPED_FILES_LOGGER, skipping_bad_files
 from storage.errors import (
     BadImageFileError,
     CorruptDataError,
@@ -384,6 +385,28 @@ def test_wrong_md5_leaves_nothing_and_a_retry_succeeds(tmp_path, server, archive
     assert len(load_cifar10(folder)[0]) == 18
 
 
+def test_archive_already_there_with_the_wrong_md5_is_refused_and_kept(tmp_path, server, archive_bytes):
+    server.files["/c.tgz"] = archive_bytes
+    placed = tmp_path / "cifar-10-python.tar.gz"
+    placed.write_bytes(b"an archive the user placed by hand, but not the right one")
+    with pytest.raises(DownloadError) as caught:
+        download_cifar10(tmp_path, url=server.url("/c.tgz"), md5=md5_of(archive_bytes), progress=False)
+    message = str(caught.value)
+    assert f"the archive at {placed} has md5 {md5_of(placed.read_bytes())}, expected {md5_of(archive_bytes)}" in message
+    assert "delete it" in message.lower() and "replace it with the real cifar-10-python.tar.gz" in message
+    assert placed.read_bytes() == b"an archive the user placed by hand, but not the right one"
+    assert server.requests == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cifar-10-python.tar.gz"]
+
+
+def test_archive_already_there_that_does_not_extract_is_kept(tmp_path):
+    placed = tmp_path / "cifar-10-python.tar.gz"
+    placed.write_bytes(b"not gzip" * 10)
+    with pytest.raises(CorruptDataError, match="not a readable .tar.gz.*left in place"):
+        download_cifar10(tmp_path, url="http://127.0.0.1:9/unused", md5=None, progress=False)
+    assert placed.read_bytes() == b"not gzip" * 10
+
+
 def test_truncated_transfer_removes_the_part_file(tmp_path, server, archive_bytes):
     server.files["/c.tgz"] = archive_bytes
     server.truncate.add("/c.tgz")
@@ -578,6 +601,42 @@ def test_skip_bad_skips_and_reports(folder_with_bad_files, caplog):
     assert all(isinstance(reason, str) and reason for _, reason in skipped)
     assert "empty.png" in str(record[0].message)
     assert sum("skipping" in message for message in caplog.messages) == 3
+
+
+def test_skip_messages_say_which_file_and_why(folder_with_bad_files, caplog):
+    with pytest.warns(SkippedFilesWarning, match=SKIPPED_FILES_LOGGER):
+        load_image_folder(folder_with_bad_files, skip_bad=True)
+    messages = [record.getMessage() for record in caplog.records if record.name == SKIPPED_FILES_LOGGER]
+    root = folder_with_bad_files
+    assert messages[0] == f"skipping {root / 'a' / 'empty.png'}: it is empty (0 bytes)"
+    assert messages[1].startswith(f"skipping {root / 'b' / 'text.png'}: it is not an image Pillow can read (")
+    assert messages[2].startswith(f"skipping {root / 'b' / 'truncated.png'}: it is not an image Pillow can read (")
+    assert not any("delete it" in message for message in messages)
+
+
+def test_skipping_bad_files_sets_the_default_of_this_thread_only(folder_with_bad_files):
+    with pytest.raises(BadImageFileError, match="empty"):
+        load_source(str(folder_with_bad_files))
+    outcome: list[str] = []
+
+    def load_in_another_thread() -> None:
+        try:
+            load_image_folder(folder_with_bad_files)
+            outcome.append("loaded")
+        except BadImageFileError:
+            outcome.append("refused")
+
+    with skipping_bad_files(), pytest.warns(SkippedFilesWarning, match="skipped 3 unreadable"):
+        source = load_source(str(folder_with_bad_files))
+        other = threading.Thread(target=load_in_another_thread)
+        other.start()
+        other.join()
+        with pytest.raises(BadImageFileError):
+            load_image_folder(folder_with_bad_files, skip_bad=False)
+    assert len(source) == 2
+    assert outcome == ["refused"]
+    with pytest.raises(BadImageFileError):
+        load_image_folder(folder_with_bad_files)
 
 
 def test_decompression_bomb_is_refused(tmp_path, monkeypatch):

@@ -172,7 +172,7 @@ def _unsafe_member_reason(member: tarfile.TarInfo, target: Path) -> str | None:
     return None
 
 
-def _safe_members(tar: tarfile.TarFile, target: Path, archive: Path) -> list[tarfile.TarInfo]:
+def _safe_members(tar: tarfile.TarFile, target: Path, archive: Path, fate: str) -> list[tarfile.TarInfo]:
     """All members of ``tar``, refusing the archive if any would escape ``target``."""
     members = tar.getmembers()
     for member in members:
@@ -180,45 +180,58 @@ def _safe_members(tar: tarfile.TarFile, target: Path, archive: Path) -> list[tar
         if reason is not None:
             raise DownloadError(
                 f"refusing to extract {archive}: member {member.name!r} is unsafe ({reason}). The archive is "
-                f"not the official CIFAR-10 one; it was deleted, run `{DOWNLOAD_COMMAND}` again"
+                f"not the official CIFAR-10 one; {fate}"
             )
     return members
 
 
-def _extract(archive: Path, root: Path) -> Path:
-    """Extract ``archive`` safely into ``root/cifar-10-batches-py``, all or nothing."""
+def _extract(archive: Path, root: Path, fate: str) -> Path:
+    """Extract ``archive`` safely into ``root/cifar-10-batches-py``, all or nothing.
+
+    ``fate`` ends each error message: what became of the archive and what to do next.
+    """
     final = root / CIFAR10_DIRNAME
     staging = Path(tempfile.mkdtemp(prefix=".cifar-10-extract-", dir=root)).resolve()
     try:
         try:
             with tarfile.open(archive, "r:gz") as tar:
-                members = _safe_members(tar, staging, archive)
+                members = _safe_members(tar, staging, archive, fate)
                 if hasattr(tarfile, "data_filter"):
                     tar.extractall(staging, members=members, filter="data")
                 else:  # pragma: no cover - Python without extraction filters
                     tar.extractall(staging, members=members)
         except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as error:
-            raise CorruptDataError(
-                f"{archive} is not a readable .tar.gz archive ({error}); it was deleted, run `{DOWNLOAD_COMMAND}` again"
-            ) from None
+            raise CorruptDataError(f"{archive} is not a readable .tar.gz archive ({error}); {fate}") from None
         extracted = staging / CIFAR10_DIRNAME
         if batch_folder(extracted) != extracted:
-            raise CorruptDataError(
-                f"{archive} holds no {CIFAR10_DIRNAME}/ folder with CIFAR-10 batches; it was deleted, "
-                f"run `{DOWNLOAD_COMMAND}` again"
-            )
+            raise CorruptDataError(f"{archive} holds no {CIFAR10_DIRNAME}/ folder with CIFAR-10 batches; {fate}")
         try:
             load_cifar10_folder(extracted)
         except CorruptDataError as error:
-            raise CorruptDataError(
-                f"{archive} holds a damaged CIFAR-10 batch ({error}); it was deleted, run `{DOWNLOAD_COMMAND}` again"
-            ) from None
+            raise CorruptDataError(f"{archive} holds a damaged CIFAR-10 batch ({error}); {fate}") from None
         if final.exists():
             os.replace(final, staging / "previous")
         os.replace(extracted, final)
         return final
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _check_placed_archive(archive: Path, md5: str | None) -> None:
+    """Refuse an archive already at ``archive`` whose md5 is wrong, and leave it where it is.
+
+    It may be a file the user put there by hand (the advice when there is no network);
+    deleting it and then, offline, asking for it at that very path would go in a circle.
+    """
+    if md5 is None:
+        return
+    found = _md5(archive)
+    if found != md5.lower():
+        raise DownloadError(
+            f"the archive at {archive} has md5 {found}, expected {md5.lower()}; it is not the official "
+            f"{CIFAR10_ARCHIVE_NAME} or it is incomplete. Delete it and run `{DOWNLOAD_COMMAND}` again, "
+            f"or replace it with the real {CIFAR10_ARCHIVE_NAME}"
+        )
 
 
 def _existing_cifar10(folder: Path) -> bool:
@@ -245,11 +258,12 @@ def download_cifar10(
 
     Nothing is done when ``root/cifar-10-batches-py`` already holds all six batches and
     they load; the download is skipped when the archive is already there with the right
-    md5. The download goes to a ``.part`` file that is removed on any failure, and the
-    archive is extracted into a temporary folder that is moved into place only once
-    complete, so an interrupted run never leaves a half-written folder behind. Archive
-    members that would land outside the target folder (absolute paths, ``..``, links
-    pointing outside, device files) are refused.
+    md5. An archive already there with another md5 is refused and left in place: it may
+    be one the user put there by hand. The download goes to a ``.part`` file that is
+    removed on any failure, and the archive is extracted into a temporary folder that is
+    moved into place only once complete, so an interrupted run never leaves a
+    half-written folder behind. Archive members that would land outside the target
+    folder (absolute paths, ``..``, links pointing outside, device files) are refused.
 
     Args:
         root: Folder to download into; defaults to the data folder (``data/``).
@@ -264,7 +278,8 @@ def download_cifar10(
         The path of the ``cifar-10-batches-py`` folder.
 
     Raises:
-        DownloadError: no network, a broken transfer, an md5 mismatch, or an unsafe archive.
+        DownloadError: no network, a broken transfer, an md5 mismatch (of the download or
+            of an archive already there), or an unsafe archive.
         CorruptDataError: the archive is not a readable CIFAR-10 .tar.gz.
         DiskSpaceError: not enough free space for the archive and its contents.
     """
@@ -276,13 +291,13 @@ def download_cifar10(
         logger.info("CIFAR-10 already present at %s", final)
         return final
     archive = root / CIFAR10_ARCHIVE_NAME
-    if archive.is_file() and (md5 is None or _md5(archive) == md5.lower()):
+    if archive.is_file():
+        _check_placed_archive(archive, md5)
         logger.info("using the archive already at %s", archive)
-    else:
-        _remove(archive)
-        _download_archive(url, archive, md5, timeout, progress, on_progress)
+        return _extract(archive, root, f"it was left in place: delete it or replace it with the real {archive.name}")
+    _download_archive(url, archive, md5, timeout, progress, on_progress)
     try:
-        return _extract(archive, root)
+        return _extract(archive, root, f"it was deleted, run `{DOWNLOAD_COMMAND}` again")
     except (DownloadError, CorruptDataError):
         _remove(archive)
         raise

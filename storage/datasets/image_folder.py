@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import warnings
 from collections.abc import Iterator
+from contextvars import ContextVar
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,10 @@ from ..errors import (
 )
 
 logger = logging.getLogger("storage.datasets")
+SKIPPED_FILES_LOGGER = "storage.datasets.skipped"
+"""The logger that names each file ``skip_bad`` leaves out, apart so a quiet caller can still show it."""
+skip_log = logging.getLogger(SKIPPED_FILES_LOGGER)
+_skip_bad_default: ContextVar[bool] = ContextVar("skip_bad_default", default=False)
 
 
 class SkippedFilesWarning(UserWarning):
@@ -53,6 +59,28 @@ def class_folders(root: Path) -> list[Path]:
     )
 
 
+@contextlib.contextmanager
+def skipping_bad_files(enabled: bool = True) -> Iterator[None]:
+    """Within the block, :func:`load_image_folder` called without ``skip_bad`` uses ``enabled``.
+
+    This is how ``--skip-bad`` reaches the loader: a source travels as one string
+    (``load_source``, ``Experiment.source``), which has no room for options, and the engine
+    loads it in the thread that runs the experiment. Other threads keep the default, False.
+    """
+    token = _skip_bad_default.set(enabled)
+    try:
+        yield
+    finally:
+        _skip_bad_default.reset(token)
+
+
+def _bad_file(path: Path, problem: str, remedy: str) -> BadImageFileError:
+    """The error for a file that cannot be loaded; ``problem`` stays apart for the skip message."""
+    error = BadImageFileError(f"{path} {problem}; {remedy}")
+    error.problem = problem
+    return error
+
+
 def _pixels(image: Image.Image, path: Path) -> np.ndarray:
     """``image`` as a uint8 array whose channel count follows its mode (see load_image_folder)."""
     mode = image.mode
@@ -64,9 +92,10 @@ def _pixels(image: Image.Image, path: Path) -> np.ndarray:
         return (np.array(image).astype(np.uint16) >> 8).astype(np.uint8)
     if mode in ("I", "F"):
         kind = "32-bit integer" if mode == "I" else "floating-point"
-        raise BadImageFileError(
-            f"{path} has {kind} pixels (mode {mode}), which have no fixed 0..255 range; "
-            "convert it to an 8-bit image first (for instance scale it and save it as an 8-bit PNG)"
+        raise _bad_file(
+            path,
+            f"has {kind} pixels (mode {mode}), which have no fixed 0..255 range",
+            "convert it to an 8-bit image first (for instance scale it and save it as an 8-bit PNG)",
         )
     if mode == "P":
         return np.array(image.convert("RGBA" if "transparency" in image.info else "RGB"))
@@ -78,17 +107,18 @@ def _pixels(image: Image.Image, path: Path) -> np.ndarray:
 def _bomb_error(path: Path, error: Exception) -> BadImageFileError:
     match = re.search(r"\((\d+) pixels\)", str(error))
     count = f"{int(match.group(1)):,} pixels" if match else "more pixels than allowed"
-    return BadImageFileError(
-        f"{path} has {count}, above Pillow's limit of {Image.MAX_IMAGE_PIXELS:,} "
-        "(PIL.Image.MAX_IMAGE_PIXELS); it may be a decompression bomb. Remove it, or raise the "
-        "limit if you trust the file"
+    return _bad_file(
+        path,
+        f"has {count}, above Pillow's limit of {Image.MAX_IMAGE_PIXELS:,} (PIL.Image.MAX_IMAGE_PIXELS), "
+        "so it may be a decompression bomb",
+        "remove it, or raise the limit if you trust the file",
     )
 
 
 def _read_image(path: Path) -> np.ndarray:
     """Decode ``path`` fully (so truncated files fail here), refusing decompression bombs."""
     if path.stat().st_size == 0:
-        raise BadImageFileError(f"{path} is empty (0 bytes); delete it or replace it with a real image")
+        raise _bad_file(path, "is empty (0 bytes)", "delete it or replace it with a real image")
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
@@ -100,13 +130,13 @@ def _read_image(path: Path) -> np.ndarray:
         except BadImageFileError:
             raise
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as error:
-            raise BadImageFileError(
-                f"{path} is not an image Pillow can read ({error}); delete it, or move it out of the image folder"
+            raise _bad_file(
+                path, f"is not an image Pillow can read ({error})", "delete it, or move it out of the image folder"
             ) from None
 
 
 def _skip(path: Path, error: BadImageFileError, skipped: list[tuple[Path, str]] | None, found: list) -> None:
-    logger.warning("skipping %s", error)
+    skip_log.warning("skipping %s: it %s", path, getattr(error, "problem", error))
     found.append((path, str(error)))
     if skipped is not None:
         skipped.append((path, str(error)))
@@ -117,7 +147,7 @@ def _warn_skipped(root: Path, found: list[tuple[Path, str]]) -> None:
     more = f" and {len(found) - 5} more" if len(found) > 5 else ""
     warnings.warn(
         f"skipped {len(found)} unreadable file(s) in {root}: {names}{more}; "
-        "see the log (logger 'storage.datasets') for the reason of each",
+        f"see the log (logger {SKIPPED_FILES_LOGGER!r}) for the reason of each",
         SkippedFilesWarning,
         stacklevel=3,
     )
@@ -140,7 +170,7 @@ def _check_image_root(root: Path) -> list[Path]:
 
 def load_image_folder(
     root: str | os.PathLike[str],
-    skip_bad: bool = False,
+    skip_bad: bool | None = None,
     skipped: list[tuple[Path, str]] | None = None,
 ) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
     """Load images stored as ``root/<class name>/<image file>`` (torchvision ImageFolder layout).
@@ -161,7 +191,9 @@ def load_image_folder(
     Args:
         root: The folder holding one subfolder per class.
         skip_bad: Skip unreadable files (empty, not an image, decompression bomb) instead
-            of raising; they are reported with a :class:`SkippedFilesWarning` and the log.
+            of raising; they are reported with a :class:`SkippedFilesWarning` and a log line
+            each (logger ``storage.datasets.skipped``). None (the default) means False,
+            or what an enclosing :func:`skipping_bad_files` block says.
         skipped: If given, ``(path, reason)`` is appended for each skipped file.
 
     Returns:
@@ -173,6 +205,7 @@ def load_image_folder(
         BadImageFileError: a file is empty, not a readable image, or too large (unless ``skip_bad``).
     """
     root = Path(root).expanduser()
+    skip_bad = _skip_bad_default.get() if skip_bad is None else skip_bad
     classes = _check_image_root(root)
     images: list[np.ndarray] = []
     labels: list[int] = []
