@@ -45,7 +45,7 @@ from torch.utils.data import default_collate as torch_default_collate
 
 from . import registry
 from .base import ImageStore, current_pid
-from .errors import StorageError
+from .errors import ImageShapeError, StorageError
 from .sharded import SHARDED_BACKEND, ShardedStore, ShardInfo
 
 DEFAULT_TIMEOUT = 120.0  # seconds a worker may take for one batch before the loader gives up
@@ -121,7 +121,22 @@ def collate(batch: Any) -> Any:
     """``[images, labels]`` of a :class:`SampleBatch` without a copy; else torch's ``default_collate``."""
     if isinstance(batch, SampleBatch):
         return [batch.images, batch.labels]
+    _check_one_image_size(batch)
     return torch_default_collate(batch)
+
+
+def _check_one_image_size(samples: Any) -> None:
+    """Refuse a batch of differently sized images, saying what to do (torch's own error says "stack expects")."""
+    if not isinstance(samples, (list, tuple)):
+        return
+    shapes = sorted({tuple(sample[0].shape) for sample in samples if isinstance(sample, (list, tuple)) and sample
+                     and isinstance(sample[0], torch.Tensor)})  # fmt: skip
+    if len(shapes) > 1:
+        raise ImageShapeError(
+            f"a batch cannot stack images of {len(shapes)} sizes ({shapes[0]} and {shapes[-1]}, among others): "
+            "give the dataset a transform that brings them to one size (e.g. torchvision's Resize), "
+            "or use batch_size=1, or pass collate_fn=list to get lists of samples"
+        )
 
 
 def collate_samples(samples: Sequence[dict]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

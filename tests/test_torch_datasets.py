@@ -245,6 +245,17 @@ def broken_transform(image: torch.Tensor) -> torch.Tensor:
     return image
 
 
+def test_a_batch_of_images_of_several_sizes_is_refused_with_what_to_do(tmp_path):
+    images = [np.full((8, 8, 3), 1, np.uint8), np.full((6, 10, 3), 2, np.uint8), np.full((8, 8, 3), 3, np.uint8)]
+    with storage.open_store("hdf5", tmp_path / "mixed", "w") as store:
+        store.write_batch(images, [0, 1, 2])
+    dataset = StoreDataset("hdf5", tmp_path / "mixed")
+    with pytest.raises(storage.ImageShapeError, match="cannot stack images of 2 sizes.*transform.*batch_size=1"):
+        next(iter(make_loader(dataset, batch_size=3, num_workers=0)))
+    singles = [image for image, _ in make_loader(dataset, batch_size=1, num_workers=0)]
+    assert sorted(tuple(image.shape) for image in singles) == [(1, 6, 10, 3), (1, 8, 8, 3), (1, 8, 8, 3)]
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_a_transform_that_raises_names_itself_and_the_image(stores, workers):
     dataset = StoreDataset("lmdb", stores["lmdb"], transform=broken_transform)
