@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from . import datasets, registry
-from .datasets.image_folder import SKIPPED_FILES_LOGGER, skipping_bad_files
+from .datasets.image_folder import SKIPPED_FILES_LOGGER
 from .errors import BadImageFileError, DiskSpaceError, ImageShapeError, StorageError
 
 EXIT_FAILED = 1
@@ -348,6 +348,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         caches=["warm", "cold"] if args.cold else ["warm"],
         repeats=args.repeats,
         source=args.source,
+        skip_bad=args.skip_bad,
         seed=args.seed,
         keep=args.keep,
         work_dir=args.work_dir,
@@ -388,7 +389,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                     db, run_id, cancel, forward=on_event, launched_by="command line", estimated_seconds=estimate.seconds
                 ) as recorder,
                 _signals_set(interrupt),
-                _loading_source(args.skip_bad),
+                _naming_skip_bad(args.skip_bad),
             ):
                 summary = run_experiment(experiment, db, recorder.on_event, cancel, run_id=run_id, interrupt=interrupt)
         finally:
@@ -475,15 +476,10 @@ def _check_source_exists(source: str) -> None:
 
 
 @contextlib.contextmanager
-def _loading_source(skip_bad: bool) -> Iterator[None]:
-    """Load an image folder as ``--skip-bad`` says; without it, a bad file's error names the switch.
-
-    The source is loaded deep inside the engine from its one-string spec, so the choice
-    travels as a context (see :func:`storage.datasets.image_folder.skipping_bad_files`).
-    """
+def _naming_skip_bad(skip_bad: bool) -> Iterator[None]:
+    """Without ``--skip-bad``, a bad image file's error ends by naming the switch."""
     try:
-        with skipping_bad_files(skip_bad):
-            yield
+        yield
     except BadImageFileError as error:
         if skip_bad:
             raise
@@ -578,8 +574,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
         from .cli_distributed import convert_sharded
 
         return convert_sharded(args)
-    with _loading_source(args.skip_bad):
-        data = datasets.load_source(source)
+    with _naming_skip_bad(args.skip_bad):
+        data = datasets.load_source(source, skip_bad=args.skip_bad)
     images, labels = data.images, data.labels
     if args.limit is not None and args.limit < len(labels):
         images, labels = datasets.take(images, labels, args.limit)

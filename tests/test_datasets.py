@@ -35,7 +35,7 @@ from storage.datasets import (
     load_source,
     take,
 )
-from storage.datasets.image_folder import SKIPPED_FILES_LOGGER, skipping_bad_files
+from storage.datasets.image_folder import SKIPPED_FILES_LOGGER
 from storage.errors import (
     BadImageFileError,
     CorruptDataError,
@@ -614,29 +614,13 @@ def test_skip_messages_say_which_file_and_why(folder_with_bad_files, caplog):
     assert not any("delete it" in message for message in messages)
 
 
-def test_skipping_bad_files_sets_the_default_of_this_thread_only(folder_with_bad_files):
+def test_load_source_skips_bad_files_only_when_asked(folder_with_bad_files):
     with pytest.raises(BadImageFileError, match="empty"):
         load_source(str(folder_with_bad_files))
-    outcome: list[str] = []
-
-    def load_in_another_thread() -> None:
-        try:
-            load_image_folder(folder_with_bad_files)
-            outcome.append("loaded")
-        except BadImageFileError:
-            outcome.append("refused")
-
-    with skipping_bad_files(), pytest.warns(SkippedFilesWarning, match="skipped 3 unreadable"):
-        source = load_source(str(folder_with_bad_files))
-        other = threading.Thread(target=load_in_another_thread)
-        other.start()
-        other.join()
-        with pytest.raises(BadImageFileError):
-            load_image_folder(folder_with_bad_files, skip_bad=False)
+    with pytest.warns(SkippedFilesWarning, match="skipped 3 unreadable"):
+        source = load_source(str(folder_with_bad_files), skip_bad=True)
     assert len(source) == 2
-    assert outcome == ["refused"]
-    with pytest.raises(BadImageFileError):
-        load_image_folder(folder_with_bad_files)
+    assert len(load_source("sample", skip_bad=True)) == 5085  # CIFAR-10 sources ignore it
 
 
 def test_decompression_bomb_is_refused(tmp_path, monkeypatch):

@@ -798,7 +798,7 @@ def run_experiment(
     """
     started = time.perf_counter()
     experiment = validate(experiment)
-    source = datasets.load_source(experiment.source)
+    source = datasets.load_source(experiment.source, skip_bad=experiment.skip_bad)
     estimate = estimate_experiment(experiment, db, raw_image_bytes=_mean_image_bytes(source.images))
     if not estimate.disk_fits:
         raise DiskSpaceError(estimate.message)

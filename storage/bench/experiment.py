@@ -47,6 +47,7 @@ class Experiment:
             once (the page cache state before a write does not matter to it).
         repeats: recorded repeats of every measurement.
         source: ``"auto"``, ``"sample"``, ``"cifar10"`` or a folder path.
+        skip_bad: an image-folder source skips files it cannot read instead of failing.
         seed: seeds the random ids of ``read_random``, ``read_one`` and the previews.
         keep: keep the stores under ``work_dir/<run id>`` after the run.
         work_dir: where each run makes its own folder.
@@ -62,6 +63,7 @@ class Experiment:
     caches: list[str] = field(default_factory=lambda: ["warm"])
     repeats: int = 3
     source: str = "auto"
+    skip_bad: bool = False
     seed: int = 0
     keep: bool = False
     work_dir: str = "data/runs"
@@ -148,6 +150,7 @@ def validate(experiment: Experiment) -> Experiment:
         caches=[cache for cache in CACHES if cache in caches],
         repeats=repeats,
         source=str(experiment.source),
+        skip_bad=bool(experiment.skip_bad),
         seed=int(experiment.seed),
         keep=bool(experiment.keep),
         work_dir=str(experiment.work_dir),

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
 import warnings
 from collections.abc import Iterator
-from contextvars import ContextVar
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +21,6 @@ logger = logging.getLogger("storage.datasets")
 SKIPPED_FILES_LOGGER = "storage.datasets.skipped"
 """The logger that names each file ``skip_bad`` leaves out, apart so a quiet caller can still show it."""
 skip_log = logging.getLogger(SKIPPED_FILES_LOGGER)
-_skip_bad_default: ContextVar[bool] = ContextVar("skip_bad_default", default=False)
 
 
 class SkippedFilesWarning(UserWarning):
@@ -57,21 +54,6 @@ def class_folders(root: Path) -> list[Path]:
         (entry for entry in root.iterdir() if entry.is_dir() and not entry.name.startswith(".")),
         key=lambda entry: entry.name,
     )
-
-
-@contextlib.contextmanager
-def skipping_bad_files(enabled: bool = True) -> Iterator[None]:
-    """Within the block, :func:`load_image_folder` called without ``skip_bad`` uses ``enabled``.
-
-    This is how ``--skip-bad`` reaches the loader: a source travels as one string
-    (``load_source``, ``Experiment.source``), which has no room for options, and the engine
-    loads it in the thread that runs the experiment. Other threads keep the default, False.
-    """
-    token = _skip_bad_default.set(enabled)
-    try:
-        yield
-    finally:
-        _skip_bad_default.reset(token)
 
 
 def _bad_file(path: Path, problem: str, remedy: str) -> BadImageFileError:
@@ -170,7 +152,7 @@ def _check_image_root(root: Path) -> list[Path]:
 
 def load_image_folder(
     root: str | os.PathLike[str],
-    skip_bad: bool | None = None,
+    skip_bad: bool = False,
     skipped: list[tuple[Path, str]] | None = None,
 ) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
     """Load images stored as ``root/<class name>/<image file>`` (torchvision ImageFolder layout).
@@ -192,8 +174,7 @@ def load_image_folder(
         root: The folder holding one subfolder per class.
         skip_bad: Skip unreadable files (empty, not an image, decompression bomb) instead
             of raising; they are reported with a :class:`SkippedFilesWarning` and a log line
-            each (logger ``storage.datasets.skipped``). None (the default) means False,
-            or what an enclosing :func:`skipping_bad_files` block says.
+            each (logger ``storage.datasets.skipped``).
         skipped: If given, ``(path, reason)`` is appended for each skipped file.
 
     Returns:
@@ -205,7 +186,6 @@ def load_image_folder(
         BadImageFileError: a file is empty, not a readable image, or too large (unless ``skip_bad``).
     """
     root = Path(root).expanduser()
-    skip_bad = _skip_bad_default.get() if skip_bad is None else skip_bad
     classes = _check_image_root(root)
     images: list[np.ndarray] = []
     labels: list[int] = []

@@ -58,8 +58,8 @@ def _cifar_source(images: np.ndarray, labels: np.ndarray, class_names: list[str]
     return DataSource(images, labels, class_names, kind, root, description)
 
 
-def _image_folder_source(root: Path) -> DataSource:
-    images, labels, class_names = load_image_folder(root)
+def _image_folder_source(root: Path, skip_bad: bool = False) -> DataSource:
+    images, labels, class_names = load_image_folder(root, skip_bad=skip_bad)
     shapes = {image.shape[:2] for image in images}
     sizes = "one size" if len(shapes) == 1 else f"{len(shapes)} sizes"
     description = f"image folder {display_path(root)}: {len(images):,} images, {len(class_names)} classes, {sizes}"
@@ -77,7 +77,7 @@ def _is_sample(folder: Path) -> bool:
     return folder.resolve() == SAMPLE_CIFAR10_DIR.resolve()
 
 
-def _source_from_path(path: Path) -> DataSource:
+def _source_from_path(path: Path, skip_bad: bool = False) -> DataSource:
     if not path.exists():
         raise DataNotFoundError(
             f"data source {path} does not exist; pass an existing folder, 'auto', 'sample' or 'cifar10'"
@@ -91,7 +91,7 @@ def _source_from_path(path: Path) -> DataSource:
         images, labels, class_names = load_cifar10_folder(folder)
         return _cifar_source(images, labels, class_names, "sample" if _is_sample(folder) else "cifar10", folder)
     if _has_image_subfolder(path):
-        return _image_folder_source(path)
+        return _image_folder_source(path, skip_bad)
     raise DataNotFoundError(
         f"{path} is neither a CIFAR-10 folder (data_batch_1..5 / test_batch files, directly or in a "
         f"{CIFAR10_DIRNAME} subfolder) nor an image folder (<root>/<class name>/<image file>); "
@@ -100,7 +100,10 @@ def _source_from_path(path: Path) -> DataSource:
 
 
 def load_source(
-    source: str | os.PathLike[str] = "auto", *, data_folder: str | os.PathLike[str] | None = None
+    source: str | os.PathLike[str] = "auto",
+    *,
+    data_folder: str | os.PathLike[str] | None = None,
+    skip_bad: bool = False,
 ) -> DataSource:
     """Load a data set named by one string, as the CLI and the dashboard pass it.
 
@@ -114,6 +117,9 @@ def load_source(
             ``"./sample"`` for a folder named like a keyword.
         data_folder: The data folder to look in for the full CIFAR-10; defaults to
             :func:`data_dir`.
+        skip_bad: For an image folder, skip files that cannot be read (empty, not an
+            image, too large) instead of failing, as ``load_image_folder`` does; CIFAR-10
+            sources ignore it.
 
     Returns:
         A :class:`DataSource`.
@@ -127,7 +133,7 @@ def load_source(
     base = Path(data_folder).expanduser() if data_folder is not None else data_dir()
     if isinstance(source, str) and source in ("auto", "sample", "cifar10"):
         return _source_from_keyword(source, base)
-    return _source_from_path(Path(source).expanduser())
+    return _source_from_path(Path(source).expanduser(), skip_bad)
 
 
 def _source_from_keyword(keyword: str, base: Path) -> DataSource:
