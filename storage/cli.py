@@ -579,6 +579,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
     images, labels = data.images, data.labels
     if args.limit is not None and args.limit < len(labels):
         images, labels = datasets.take(images, labels, args.limit)
+    elif args.limit is not None and args.limit > len(labels):
+        print(f"--limit {args.limit:,}: the source has {len(labels):,} images; converting all of them", file=sys.stderr)
     _check_backend_takes(args.backend, images, source)
     print(f"{data.description}: writing {len(labels):,} images to {args.dest} ({args.backend})", file=sys.stderr)
     seconds = _write_store(args.backend, args.dest, images, labels)

@@ -127,8 +127,9 @@ def test_convert_writes_a_store_with_the_library(tmp_path: Path) -> None:
     with open_store("hdf5", dest) as store:
         assert len(store) == 300
 
-    full = storage_cli("convert", str(SAMPLE), "--to", "lmdb", str(tmp_path / "all"))
+    full = storage_cli("convert", str(SAMPLE), "--to", "lmdb", str(tmp_path / "all"), "--limit", "100000")
     assert full.returncode == 0, full.stderr
+    assert "--limit 100,000: the source has 5,085 images; converting all of them" in full.stderr
     with open_store("lmdb", tmp_path / "all") as store:
         assert len(store) == 5085
 
