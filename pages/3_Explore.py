@@ -115,10 +115,10 @@ except OSError as error:
     views.show_error(f"{path}: {error.strerror or error}", what="Cannot open the store")
     st.stop()
 
-# Class names: a store kept by a run knows its source through the results database.
-class_names = None
+# Class names: kept in the store (convert writes them), or, for a store kept by a run, its source's.
+class_names = store.class_names
 run_id = resources.FoundStore(str(store.path), backend, size).run_id
-if run_id:
+if run_id and not class_names:
     try:
         record = resources.results_db().get_run(run_id)
         class_names = (record.source or {}).get("class_names") if record else None
@@ -132,7 +132,13 @@ metrics[2].metric("Disk (allocated)", f"{usage.allocated_bytes / 1e6:,.2f} MB")
 metrics[3].metric("Files", f"{usage.files:,}")
 st.caption(
     f"`{config.display_path(store.path)}` · image shape {store.uniform_shape or 'varies'}"
-    + (f" · labels are classes of run {run_id}" if class_names else " · labels shown as numbers")
+    + (
+        " · labels named by the store"
+        if store.class_names
+        else f" · labels are classes of run {run_id}"
+        if class_names
+        else " · labels shown as numbers"
+    )
 )
 
 if size == 0:

@@ -20,7 +20,7 @@ import json
 import os
 import shutil
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -33,6 +33,7 @@ from .errors import (
     ImageIndexError,
     ImageShapeError,
     IncompleteStoreError,
+    LabelError,
     ModeError,
     ReadOnlyStoreError,
     StoreExistsError,
@@ -239,6 +240,7 @@ class ImageStore(ABC):
         self.options = {**self.default_options, **options}
         self._count = 0
         self.backend_state: dict[str, Any] = {}
+        self.class_names: list[str] | None = None
         self._create()
         self._write_manifest("complete")
 
@@ -258,6 +260,8 @@ class ImageStore(ABC):
         self.options = {**self.default_options, **manifest.get("options", {})}
         self._count = int(manifest["count"])
         self.backend_state = dict(manifest.get("backend_state", {}))
+        names = manifest.get("class_names")
+        self.class_names = [str(name) for name in names] if isinstance(names, list) else None
         self._open()
         if manifest.get("state") != "complete":
             self._rollback(self._count)
@@ -272,10 +276,24 @@ class ImageStore(ABC):
             "options": self.options,
             "backend_state": self.backend_state,
         }
+        if self.class_names is not None:
+            manifest["class_names"] = self.class_names
         try:
             write_file_atomically(self.path / MANIFEST_NAME, json.dumps(manifest, indent=1).encode())
         except OSError as error:
             raise StoreNotWritableError(f"cannot update {self.path / MANIFEST_NAME}: {error}") from None
+
+    def set_class_names(self, class_names: Sequence[str]) -> None:
+        """Name the labels: label ``i`` is ``class_names[i]``. Kept in the manifest, read back as ``class_names``.
+
+        The pixels and labels of every backend hold numbers only; without the names a store
+        converted from a folder of class subfolders would lose what its labels mean.
+        """
+        self._require_writable()
+        if isinstance(class_names, str) or not all(isinstance(name, str) for name in class_names):
+            raise LabelError(f"class names must be a list of strings, got {class_names!r}")
+        self.class_names = list(class_names)
+        self._write_manifest("writing" if self._dirty else "complete")
 
     def close(self) -> None:
         """Finish pending writes (marking the store complete) and release file handles."""

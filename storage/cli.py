@@ -538,8 +538,8 @@ def _removed_on_failure(dest: str) -> Iterator[None]:
         raise
 
 
-def _write_store(backend: str, dest: str, images: object, labels: object) -> float:
-    """Write every image into a new store at ``dest``; return the seconds it took."""
+def _write_store(backend: str, dest: str, images: object, labels: object, class_names: list[str]) -> float:
+    """Write every image, and the names of the labels, into a new store at ``dest``; return the seconds it took."""
     from tqdm import tqdm
 
     started = time.perf_counter()
@@ -552,6 +552,8 @@ def _write_store(backend: str, dest: str, images: object, labels: object) -> flo
         def progress(done: int, total: int) -> None:
             bar.update(done - bar.n)
 
+        if class_names:
+            store.set_class_names(class_names)
         store.write_batch(images, labels, progress=progress)
     return time.perf_counter() - started
 
@@ -583,7 +585,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         print(f"--limit {args.limit:,}: the source has {len(labels):,} images; converting all of them", file=sys.stderr)
     _check_backend_takes(args.backend, images, source)
     print(f"{data.description}: writing {len(labels):,} images to {args.dest} ({args.backend})", file=sys.stderr)
-    seconds = _write_store(args.backend, args.dest, images, labels)
+    seconds = _write_store(args.backend, args.dest, images, labels, list(data.class_names or []))
     with registry.open_store(args.backend, args.dest, "r") as store:
         count, usage = len(store), store.disk_usage()
     sample = min(count, 1000)

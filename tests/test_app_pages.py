@@ -538,6 +538,18 @@ def test_explore_opens_a_typed_folder_with_the_backend_that_wrote_it(isolated):
     assert not at.error
     assert at.selectbox(key="explore_backend").value == "hdf5"
     assert {m.label: m.value for m in at.metric}["Images"] == "3"
+    assert "labels shown as numbers" in texts(at)
+
+
+def test_explore_names_labels_with_the_class_names_a_store_keeps(isolated):
+    folder = isolated / "named"
+    with storage.open_store("lmdb", folder, "w") as store:
+        store.set_class_names(["cat", "dog", "bird"])
+        store.write_batch(np.zeros((3, 8, 8, 3), np.uint8), [0, 1, 2])
+    at = page(EXPLORE, backend="lmdb", path=str(folder), id="1")
+    assert_clean(at)
+    assert "labels named by the store" in texts(at)
+    assert at.image[0].proto.imgs[0].caption.startswith("#1 dog")
 
 
 def test_run_that_would_not_fit_is_refused_with_a_warning():

@@ -126,6 +126,7 @@ def test_convert_writes_a_store_with_the_library(tmp_path: Path) -> None:
     )
     with open_store("hdf5", dest) as store:
         assert len(store) == 300
+        assert store.class_names[:3] == ["airplane", "automobile", "bird"] and len(store.class_names) == 10
 
     full = storage_cli("convert", str(SAMPLE), "--to", "lmdb", str(tmp_path / "all"), "--limit", "100000")
     assert full.returncode == 0, full.stderr

@@ -471,6 +471,27 @@ def test_reading_in_a_spawned_child(backend, info, tmp_path, cifar):
         assert_same_images(info, images[:2], read)
 
 
+def test_class_names_are_kept_with_the_store(backend, info, tmp_path, cifar):
+    images, labels = cifar
+    with storage.open_store(backend, tmp_path / "s", "w") as store:
+        assert store.class_names is None
+        store.set_class_names(["airplane", "automobile", "bird"])
+        store.write_batch(images[:4], labels[:4])
+    with storage.open_store(backend, tmp_path / "s") as store:
+        assert store.class_names == ["airplane", "automobile", "bird"]
+        with pytest.raises(storage.ReadOnlyStoreError):
+            store.set_class_names(["cat"])
+    if info.appendable:
+        with storage.open_store(backend, tmp_path / "s", "a") as store:
+            store.write_batch(images[4:6], labels[4:6])
+        with storage.open_store(backend, tmp_path / "s") as store:
+            assert len(store) == 6 and store.class_names == ["airplane", "automobile", "bird"]
+    with storage.open_store(backend, tmp_path / "s", "w") as store:  # a new store starts without names
+        assert store.class_names is None
+        with pytest.raises(storage.LabelError, match="list of strings"):
+            store.set_class_names("cat")
+
+
 def test_read_only_store_pickles_for_worker_processes(backend, info, tmp_path, cifar):
     images, labels = cifar
     write_store(backend, tmp_path / "s", images[:5], labels[:5])
