@@ -670,6 +670,9 @@ def _signals_set(interrupt: threading.Event) -> Iterator[None]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return the exit code."""
     warnings.showwarning = _show_warning
+    # Lance warns at every fork once it is imported. The forks here (the encoding pool, the
+    # DataLoader workers of fork-safe formats) never use Lance; its own loaders spawn theirs.
+    warnings.filterwarnings("ignore", message="lance is not fork-safe")
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s", stream=sys.stderr)
     logging.getLogger("storage.datasets").setLevel(logging.ERROR)  # its warnings also come as warnings.warn
     logging.getLogger(SKIPPED_FILES_LOGGER).setLevel(logging.WARNING)  # except which file --skip-bad left out, and why

@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -75,6 +76,7 @@ class LanceStore(ImageStore):
 
         if transform is not None:
             raise TypeError("Lance's LanceDataset yields whole batches and takes no per-image transform")
+        _quiet_sampler_warning()
         with cls(path, "r") as store:
             uri, version = store.dataset_uri, store.backend_state["version"]
         return LanceDataset(
@@ -250,5 +252,12 @@ def _shard_by_worker(seed: int, worker_id: int) -> None:
     from lance.sampler import ShardedBatchSampler
     from torch.utils.data import get_worker_info
 
+    _quiet_sampler_warning()
     info = get_worker_info()
     info.dataset.sampler = ShardedBatchSampler(worker_id, info.num_workers, randomize=True, seed=seed)
+
+
+def _quiet_sampler_warning() -> None:
+    """Hide the warning Lance gives about itself: its own ``LanceDataset`` passes ``with_row_id``
+    to its own ``ShardedBatchSampler``, which ignores it, once per epoch and worker."""
+    warnings.filterwarnings("ignore", message="with_row_id is not supported for ShardedBatchSampler")
