@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -32,6 +34,7 @@ from storage.cycled import CycledImages
 from storage.errors import DiskSpaceError, UnknownBackendError
 
 BACKENDS = ["png", "lmdb", "hdf5"]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def experiment(tmp_path: Path, **changes) -> Experiment:
@@ -355,3 +358,18 @@ def test_a_wrong_image_in_a_streamed_read_fails_verification(tmp_path: Path, str
     write, read_all = summary.measurements
     assert summary.status == "failed"
     assert not read_all.verified and "image 5100" in read_all.error
+
+
+def test_memory_backed_before_a_write_leaves_no_file_and_no_resident_memory(tmp_path: Path) -> None:
+    script = (
+        "import resource, sys; from pathlib import Path; from storage.bench.engine import _back_memory_for_write\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "_back_memory_for_write(256 * 2**20, Path(sys.argv[1]))\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT
+    )
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) * 1024 < 32 * 2**20  # the 282 MB went through the page cache, not this process
+    assert list(tmp_path.iterdir()) == []
