@@ -23,7 +23,7 @@ from typing import NoReturn
 
 from . import datasets, registry
 from .datasets.image_folder import SKIPPED_FILES_LOGGER
-from .errors import BadImageFileError, DiskSpaceError, ImageShapeError, StorageError
+from .errors import BadImageFileError, DiskSpaceError, StorageError
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -486,41 +486,6 @@ def _naming_skip_bad(skip_bad: bool) -> Iterator[None]:
         raise BadImageFileError(f"{error}, or pass --skip-bad to skip such files") from None
 
 
-def _image_shapes(images: object) -> set[tuple[int, ...]]:
-    if hasattr(images, "shape"):  # one (N,H,W[,C]) array
-        return {tuple(images.shape[1:])}
-    return {tuple(image.shape) for image in images}
-
-
-def _channels(shape: tuple[int, ...]) -> int:
-    return shape[2] if len(shape) == 3 else 1
-
-
-def _check_backend_takes(backend: str, images: object, source: str) -> None:
-    """Refuse, before DEST exists, images the backend would refuse at its first write.
-
-    The store makes the same checks, but only once it has been created: the refused write
-    is rolled back and leaves an empty store at DEST, which looks like a finished one.
-    """
-    info = registry.backend_info(backend)
-    shapes = _image_shapes(images)
-    refused = sorted({_channels(shape) for shape in shapes} - set(info.channels))
-    if refused:
-        found, stored = " and ".join(map(str, refused)), ", ".join(map(str, info.channels))
-        raise ImageShapeError(
-            f"the source {source} has images with {found} channel(s), which the {backend} backend cannot store "
-            f"(it stores {stored} channel(s)); convert those images first, or choose a backend that stores "
-            "1, 3 and 4 channels (png, lmdb, hdf5)"
-        )
-    if len(shapes) > 1 and not info.variable_shapes:
-        examples = ", ".join(map(str, sorted(shapes)[:3])) + (", ..." if len(shapes) > 3 else "")
-        raise ImageShapeError(
-            f"the source {source} has images of {len(shapes)} shapes ({examples}), but the {backend} backend "
-            "stores one image shape per store; resize the images to one size first, or choose a backend "
-            "with variable sizes (png, lmdb, hdf5)"
-        )
-
-
 @contextlib.contextmanager
 def _removed_on_failure(dest: str) -> Iterator[None]:
     """Delete ``dest`` if the block fails and ``dest`` did not exist before it.
@@ -583,7 +548,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         images, labels = datasets.take(images, labels, args.limit)
     elif args.limit is not None and args.limit > len(labels):
         print(f"--limit {args.limit:,}: the source has {len(labels):,} images; converting all of them", file=sys.stderr)
-    _check_backend_takes(args.backend, images, source)
+    registry.check_backend_takes(args.backend, images, source)
     print(f"{data.description}: writing {len(labels):,} images to {args.dest} ({args.backend})", file=sys.stderr)
     seconds = _write_store(args.backend, args.dest, images, labels, list(data.class_names or []))
     with registry.open_store(args.backend, args.dest, "r") as store:

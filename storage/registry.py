@@ -20,7 +20,7 @@ from typing import Any
 
 from .backends import BUILTIN_BACKENDS
 from .base import BackendInfo, ImageStore
-from .errors import BackendUnavailableError, UnknownBackendError
+from .errors import BackendUnavailableError, ImageShapeError, UnknownBackendError
 
 
 @dataclass
@@ -179,3 +179,39 @@ def _registration(name: str) -> _Registration:
 
 for _builtin in BUILTIN_BACKENDS:
     register_backend(_builtin.locator, _builtin.info, _builtin.requires)
+
+
+def _image_shapes(images: object) -> set[tuple[int, ...]]:
+    if hasattr(images, "shape"):  # one (N,H,W[,C]) array
+        return {tuple(images.shape[1:])}
+    return {tuple(image.shape) for image in images}
+
+
+def _channels(shape: tuple[int, ...]) -> int:
+    return shape[2] if len(shape) == 3 else 1
+
+
+def check_backend_takes(backend: str, images: object, source: str) -> None:
+    """Refuse, before anything is written, images the backend would refuse at its first write.
+
+    The store makes the same checks, but only once it exists: ``convert`` would leave an
+    empty store behind, and a benchmark run would fail after measuring other backends.
+    ``source`` names the images in the message.
+    """
+    info = backend_info(backend)
+    shapes = _image_shapes(images)
+    refused = sorted({_channels(shape) for shape in shapes} - set(info.channels))
+    if refused:
+        found, stored = " and ".join(map(str, refused)), ", ".join(map(str, info.channels))
+        raise ImageShapeError(
+            f"the source {source} has images with {found} channel(s), which the {backend} backend cannot store "
+            f"(it stores {stored} channel(s)); convert those images first, or choose a backend that stores "
+            "1, 3 and 4 channels (png, lmdb, hdf5)"
+        )
+    if len(shapes) > 1 and not info.variable_shapes:
+        examples = ", ".join(map(str, sorted(shapes)[:3])) + (", ..." if len(shapes) > 3 else "")
+        raise ImageShapeError(
+            f"the source {source} has images of {len(shapes)} shapes ({examples}), but the {backend} backend "
+            "stores one image shape per store; resize the images to one size first, or choose a backend "
+            "with variable sizes (png, lmdb, hdf5)"
+        )

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import storage
 from storage import datasets, open_store, store_class
 from storage.bench import (
     Experiment,
@@ -373,3 +374,17 @@ def test_memory_backed_before_a_write_leaves_no_file_and_no_resident_memory(tmp_
     assert done.returncode == 0, done.stderr
     assert int(done.stdout) * 1024 < 32 * 2**20  # the 282 MB went through the page cache, not this process
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_backend_that_cannot_store_the_source_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    for index, size in enumerate([(8, 8), (12, 6), (8, 8)]):
+        path = folder / ("a" if index % 2 else "b") / f"{index}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((*size, 3), index, np.uint8)).save(path)
+    plan = experiment(tmp_path, backends=["png", "zarr"], counts=[3], source=str(folder))
+    with ResultsDB(tmp_path / "r.sqlite") as db:
+        with pytest.raises(storage.ImageShapeError, match="2 shapes.*zarr backend stores one image shape"):
+            run_experiment(plan, db)
+        assert db.list_runs() == []
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*"))

@@ -826,12 +826,15 @@ def run_experiment(
     Raises:
         UnknownBackendError, InvalidExperimentError: bad parameters, before anything runs.
         DataNotFoundError, CorruptDataError, BadImageFileError: the source cannot be loaded.
+        ImageShapeError: a backend cannot store the source's images (channels, mixed sizes).
         DiskSpaceError: the run needs more disk space than is free.
         InvalidExperimentError: (also) the run needs more memory than is available.
     """
     started = time.perf_counter()
     experiment = validate(experiment)
     source = datasets.load_source(experiment.source, skip_bad=experiment.skip_bad)
+    for backend in experiment.backends:  # before anything runs, not after the other backends
+        registry.check_backend_takes(backend, source.images, source.description)
     estimate = estimate_experiment(experiment, db, raw_image_bytes=_mean_image_bytes(source.images))
     if not estimate.disk_fits:
         raise DiskSpaceError(estimate.message)
