@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -329,6 +330,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .bench.report import loader_table, measurements_table
 
     _check_source_exists(args.source)
+    _check_work_dir(args.work_dir)
     if args.distributed and args.skip_bad:
         raise UsageError(
             "--skip-bad does not work with --distributed, whose tasks read the source files themselves; "
@@ -468,6 +470,19 @@ def cmd_download(args: argparse.Namespace) -> int:
     folder = datasets.download_cifar10(root=args.root, progress=True)
     print(f"CIFAR-10 is in {folder}")
     return 0
+
+
+def _check_work_dir(work_dir: str) -> None:
+    """Refuse a --work-dir that cannot be made or written to, naming the option."""
+    folder = Path(work_dir).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise UsageError(
+            f"--work-dir {work_dir}: {error.strerror or error}; give a folder this user can create and write to"
+        ) from None
 
 
 def _check_source_exists(source: str) -> None:

@@ -364,3 +364,15 @@ def test_a_signal_cleans_up_and_marks_the_run_interrupted(paths: dict[str, str],
         (run,) = db.list_runs()
     assert run.status == "interrupted"
     assert not [p for p in Path(paths["work"]).rglob("*") if p.is_file()]
+
+
+def test_a_work_dir_that_cannot_be_made_is_a_usage_error_naming_the_option(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = storage_cli(
+        "bench", "--db", str(tmp_path / "r.sqlite"), "--work-dir", str(blocker / "runs"), "--backends", "lmdb",
+        "--counts", "10", "--source", "sample",
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert f"--work-dir {blocker / 'runs'}: Not a directory; give a folder" in result.stderr
+    assert "Traceback" not in result.stderr
