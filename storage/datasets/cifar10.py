@@ -47,6 +47,7 @@ CIFAR10_CLASS_NAMES = (
 )
 CIFAR10_FULL_SIZE = 60_000
 DOWNLOAD_COMMAND = "python -m storage download-cifar10"
+REPLACE_HINT = f"for the copy in the data folder: delete the folder and run `{DOWNLOAD_COMMAND}`"
 SAMPLE_CIFAR10_DIR = PROJECT_ROOT / "data" / "cifar-10-sample" / CIFAR10_DIRNAME
 
 _IMAGE_SIZE = 32 * 32 * 3
@@ -92,15 +93,15 @@ class _CifarUnpickler(pickle.Unpickler):
         except KeyError:
             raise CorruptDataError(
                 f"{self._path} asks to load {module}.{name}, which a CIFAR-10 batch never contains; "
-                "refusing to unpickle it. The file is not a genuine CIFAR-10 batch: delete it and "
-                f"re-download with `{DOWNLOAD_COMMAND}`"
+                "refusing to unpickle it. The file is not a genuine CIFAR-10 batch: replace it with the "
+                f"original from cifar-10-python.tar.gz ({REPLACE_HINT})"
             ) from None
 
 
 def _corrupt(path: Path, problem: str) -> CorruptDataError:
     return CorruptDataError(
         f"{path} is not a readable CIFAR-10 file ({problem}); it is probably truncated or damaged: "
-        f"delete it and re-download with `{DOWNLOAD_COMMAND}`"
+        f"replace it with the original from cifar-10-python.tar.gz ({REPLACE_HINT})"
     )
 
 
