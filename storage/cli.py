@@ -429,6 +429,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from .bench import ResultsDB
     from .bench.report import runs_table
 
+    if not Path(args.db).expanduser().is_file():  # not created just to say it is empty
+        print(f"no results database at {args.db} yet; start one with: python -m storage bench --counts 10,1000")
+        return 0
     with ResultsDB(args.db) as db:
         runs = db.list_runs(limit=args.limit)
     if not runs:
@@ -441,6 +444,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from .bench import ResultsDB
 
+    if not Path(args.db).expanduser().is_file():
+        raise UsageError(f"no results database at {args.db}; pass --db with the file your runs were recorded in")
     with ResultsDB(args.db) as db:
         text = db.export_json(args.run_ids) if args.format == "json" else db.export_csv(args.run_ids)
     if args.output:
@@ -458,11 +463,22 @@ def cmd_import(args: argparse.Namespace) -> int:
     if not path.is_file():
         raise UsageError(f"no file {args.file}")
     text = path.read_text()
-    with ResultsDB(args.db) as db:
-        run_ids = db.import_json(text)
+    database = Path(args.db).expanduser()
+    created = not database.exists()
+    try:
+        with ResultsDB(database) as db:
+            known = {run.id for run in db.list_runs()}
+            run_ids = db.import_json(text)
+    except StorageError:
+        if created:  # a file that could not be imported leaves no empty database behind
+            for leftover in (database, *database.parent.glob(database.name + "-*")):
+                leftover.unlink(missing_ok=True)
+        raise
     for run_id in run_ids:
         print(run_id)
-    print(f"imported {len(run_ids)} run(s) into {args.db}", file=sys.stderr)
+    new_ids = [run_id for run_id in run_ids if run_id not in known]
+    already = f"; {len(run_ids) - len(new_ids)} already there, left as they were" if len(new_ids) < len(run_ids) else ""
+    print(f"imported {len(new_ids)} run(s) into {args.db}{already}", file=sys.stderr)
     return 0
 
 

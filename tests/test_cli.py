@@ -115,6 +115,8 @@ def test_runs_export_and_import_round_trip(paths: dict[str, str]) -> None:
             m.to_dict() for m in original.measurements(run_ids)
         ]
     assert storage_cli("runs", "--db", other_db).stdout.count("(imported)") == 2
+    again = storage_cli("import", str(export_file), "--db", other_db)
+    assert again.returncode == 0 and "imported 0 run(s)" in again.stderr and "2 already there" in again.stderr
 
 
 def test_convert_writes_a_store_with_the_library(tmp_path: Path) -> None:
@@ -297,11 +299,16 @@ def test_a_database_that_is_not_sqlite_is_refused(paths: dict[str, str]) -> None
 
 
 def test_exporting_an_unknown_run_and_importing_a_missing_file(paths: dict[str, str]) -> None:
-    _assert_one_line_error(storage_cli("export", "20990101-000000-000000", "--db", paths["db"]), "no run")
+    _assert_one_line_error(storage_cli("export", "20990101-000000-000000", "--db", paths["db"]), "no results database")
+    listing = storage_cli("runs", "--db", paths["db"])
+    assert listing.returncode == 0 and "no results database" in listing.stdout
     _assert_one_line_error(storage_cli("import", paths["tmp"] + "/nothing.json", "--db", paths["db"]), "no file")
     bad = Path(paths["tmp"], "bad.json")
     bad.write_text('{"hello": 1}')
     _assert_one_line_error(storage_cli("import", str(bad), "--db", paths["db"]), "not a list of measurements")
+    assert list(Path(paths["tmp"]).iterdir()) == [bad]  # no database made by any of them
+    ResultsDB(paths["db"]).close()
+    _assert_one_line_error(storage_cli("export", "20990101-000000-000000", "--db", paths["db"]), "no run")
 
 
 def test_a_run_killed_midway_is_marked_interrupted_and_keeps_its_measurements(paths: dict[str, str]) -> None:
