@@ -99,6 +99,22 @@ def test_lmdb_chunks_are_raw_pixels_with_binary_headers_not_pickle(tmp_path, cif
     assert not any(record.startswith(b"\x80") for record in records.values())  # no pickle protocol marker
 
 
+def test_lmdb_a_truncated_record_is_reported_by_scattered_and_run_reads(tmp_path, cifar):
+    images, labels = cifar
+    with storage.open_store("lmdb", tmp_path / "s", "w") as store:
+        store.write_batch(images[:20], labels[:20])
+    environment = lmdb.open(str(tmp_path / "s"), subdir=True)
+    with environment.begin(write=True) as txn:
+        txn.put(b"%010d" % 5, images[5].tobytes()[:100])  # the record of images 5..9, cut short
+    environment.close()
+    with storage.open_store("lmdb", tmp_path / "s") as store:
+        assert np.array_equal(store.read_batch([12, 3])[0], images[[12, 3]])  # other records still read
+        with pytest.raises(storage.CorruptDataError, match="holds 100 bytes"):
+            store.read_batch([12, 7, 3])
+        with pytest.raises(storage.CorruptDataError, match="holds 100 bytes"):
+            store.read_batch([5, 6, 7])
+
+
 def test_lmdb_chunks_hold_images_of_different_sizes(tmp_path, cifar):
     images, labels = cifar
     mixed = [images[0], images[1][:20, :30], images[2][:, :, 0], images[3][:7]]

@@ -75,6 +75,7 @@ the store.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -552,6 +553,9 @@ class LmdbStore(ImageStore):
         grouped = records if order is None else records[order]
         bounds = np.concatenate([[0], np.flatnonzero(np.diff(grouped)) + 1, [len(ids)]]).tolist()
         grouped, positions = grouped.tolist(), positions.tolist()
+        id_list, order_list = ids.tolist(), None if order is None else order.tolist()
+        out_bytes = memoryview(out.reshape(-1)) if uniform is not None else None
+        image_bytes = math.prod(uniform) if uniform is not None else 0
         with self._env.begin(buffers=True) as txn:
             for begin, end in itertools.pairwise(bounds):
                 if begin == end:
@@ -560,20 +564,25 @@ class LmdbStore(ImageStore):
                 value = txn.get(b"%010d" % record_id)
                 if value is None:
                     raise CorruptDataError(f"images {record_id}.. are missing from the LMDB store at {self.path}")
-                targets = slice(begin, end) if order is None else order[begin:end]
-                group = ids[targets]
-                chunk = index.chunks[positions[begin if order is None else int(order[begin])]]
+                chunk = index.chunks[positions[begin if order_list is None else order_list[begin]]]
                 if uniform is None:
-                    images += [chunk.image(value, image_id)[0] for image_id in group.tolist()]
+                    targets = slice(begin, end) if order is None else order[begin:end]
+                    images += [chunk.image(value, image_id)[0] for image_id in ids[targets].tolist()]
                     continue
                 if chunk.shape != uniform:
                     raise CorruptDataError(f"the LMDB chunk of images {chunk.first_id}.. is not of shape {uniform}")
-                pixels = chunk.record_images(value, record_id)
-                first = int(group[0]) - record_id
-                if order is None and group[-1] - group[0] == end - begin - 1:
-                    out[begin:end] = pixels[first : first + end - begin]  # a run of ids: one slice
-                else:
-                    out[targets] = pixels[group - record_id]
+                if end - begin > 1 and order is None and id_list[end - 1] - id_list[begin] == end - begin - 1:
+                    pixels = chunk.record_images(value, record_id)  # a run of ids: one slice
+                    first = id_list[begin] - record_id
+                    out[begin:end] = pixels[first : first + end - begin]
+                    continue
+                for group_index in range(begin, end):  # scattered ids: a byte copy each, no NumPy call
+                    target = group_index if order_list is None else order_list[group_index]
+                    start = (id_list[target] - record_id) * image_bytes
+                    if start + image_bytes > len(value):
+                        chunk.record_images(value, record_id)  # raises, naming the record's true size
+                        raise CorruptDataError(f"image {id_list[target]} is missing from the LMDB store at {self.path}")
+                    out_bytes[target * image_bytes : (target + 1) * image_bytes] = value[start : start + image_bytes]
         labels = index.labels[ids]
         if uniform is not None:
             return out, labels
