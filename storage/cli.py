@@ -271,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--to", dest="backend", required=True, type=backend_name, metavar="BACKEND")
     convert.add_argument("dest", metavar="DEST")
     convert.add_argument("--limit", type=positive_int, default=None, help="write only the first N images")
+    convert.add_argument("--no-progress", action="store_true", help="no progress bar")
     convert.add_argument("--skip-bad", action="store_true", help=SKIP_BAD_HELP)
     convert.add_argument(
         "--shards",
@@ -534,14 +535,16 @@ def _removed_on_failure(dest: str) -> Iterator[None]:
         raise
 
 
-def _write_store(backend: str, dest: str, images: object, labels: object, class_names: list[str]) -> float:
+def _write_store(
+    backend: str, dest: str, images: object, labels: object, class_names: list[str], progress_bar: bool = True
+) -> float:
     """Write every image, and the names of the labels, into a new store at ``dest``; return the seconds it took."""
     from tqdm import tqdm
 
     started = time.perf_counter()
     with (
         _removed_on_failure(dest),
-        tqdm(total=len(labels), file=sys.stderr, unit="img", unit_scale=True) as bar,
+        tqdm(total=len(labels), file=sys.stderr, unit="img", unit_scale=True, disable=not progress_bar) as bar,
         registry.open_store(backend, dest, "w") as store,
     ):
 
@@ -581,7 +584,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
         print(f"--limit {args.limit:,}: the source has {len(labels):,} images; converting all of them", file=sys.stderr)
     registry.check_backend_takes(args.backend, images, source)
     print(f"{data.description}: writing {len(labels):,} images to {args.dest} ({args.backend})", file=sys.stderr)
-    seconds = _write_store(args.backend, args.dest, images, labels, list(data.class_names or []))
+    seconds = _write_store(
+        args.backend, args.dest, images, labels, list(data.class_names or []), progress_bar=not args.no_progress
+    )
     with registry.open_store(args.backend, args.dest, "r") as store:
         count, usage = len(store), store.disk_usage()
     sample = min(count, 1000)

@@ -130,8 +130,11 @@ def test_convert_writes_a_store_with_the_library(tmp_path: Path) -> None:
         assert len(store) == 300
         assert store.class_names[:3] == ["airplane", "automobile", "bird"] and len(store.class_names) == 10
 
-    full = storage_cli("convert", str(SAMPLE), "--to", "lmdb", str(tmp_path / "all"), "--limit", "100000")
+    full = storage_cli(
+        "convert", str(SAMPLE), "--to", "lmdb", str(tmp_path / "all"), "--limit", "100000", "--no-progress"
+    )
     assert full.returncode == 0, full.stderr
+    assert "%|" in result.stderr and "%|" not in full.stderr  # the progress bar, and --no-progress without it
     assert "--limit 100,000: the source has 5,085 images; converting all of them" in full.stderr
     with open_store("lmdb", tmp_path / "all") as store:
         assert len(store) == 5085

@@ -243,7 +243,9 @@ def test_lmdb_opened_twice_in_one_process_says_it_is_in_use_not_corrupt(tmp_path
     images, labels = cifar
     writer = storage.open_store("lmdb", tmp_path / "s", "w")
     writer.write_batch(images[:3], labels[:3])
-    with pytest.raises(storage.StoreInUseError, match="already open for writing in this process; close that store"):
+    with pytest.raises(
+        storage.StoreInUseError, match="already open in this process by another store object: close that one first"
+    ):
         storage.open_store("lmdb", tmp_path / "s")
     writer.close()
     with storage.open_store("lmdb", tmp_path / "s") as reader:  # nothing was harmed

@@ -161,8 +161,9 @@ def _open_error(path: Path, error: Exception) -> Exception:
     """The library's error for an environment that would not open: in use, not writable, or damaged."""
     if "already open in this process" in str(error):  # py-lmdb says so with a plain lmdb.Error
         return StoreInUseError(
-            f"the LMDB store at {path} is already open for writing in this process; close that store "
-            "first (LMDB allows one open environment per file per process)"
+            f"the LMDB store at {path} is already open in this process by another store object: close that "
+            "one first (LMDB allows one open environment per file per process; only read-only stores share one, "
+            "so a store open for writing excludes every other)"
         )
     if isinstance(error, (PermissionError, lmdb.ReadonlyError)):
         return StoreNotWritableError(f"cannot open the LMDB store at {path}: {error}; check its permissions")
