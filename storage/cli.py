@@ -331,6 +331,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .bench.report import loader_table, measurements_table
 
     _check_source_exists(args.source)
+    _check_db_folder(args.db)
     _check_work_dir(args.work_dir)
     if args.distributed and args.skip_bad:
         raise UsageError(
@@ -487,6 +488,16 @@ def cmd_download(args: argparse.Namespace) -> int:
     folder = datasets.download_cifar10(root=args.root, progress=True)
     print(f"CIFAR-10 is in {folder}")
     return 0
+
+
+def _check_db_folder(db: str) -> None:
+    """Refuse a --db whose folder cannot be made, naming the option, before anything else is created."""
+    try:
+        Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(
+            f"--db {db}: {error.strerror or error}; give a file in a folder this user can write to"
+        ) from None
 
 
 def _check_work_dir(work_dir: str) -> None:

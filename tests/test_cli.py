@@ -386,3 +386,14 @@ def test_a_work_dir_that_cannot_be_made_is_a_usage_error_naming_the_option(tmp_p
     assert result.returncode == 2
     assert f"--work-dir {blocker / 'runs'}: Not a directory; give a folder" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_database_folder_that_cannot_be_made_is_a_usage_error_and_creates_nothing(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = storage_cli(
+        "bench", "--db", str(blocker / "r.sqlite"), "--work-dir", str(tmp_path / "runs"), "--backends", "lmdb",
+        "--counts", "10", "--source", "sample",
+    )  # fmt: skip
+    assert result.returncode == 2 and f"--db {blocker / 'r.sqlite'}: " in result.stderr
+    assert list(tmp_path.iterdir()) == [blocker]

@@ -819,3 +819,12 @@ def test_describe_available_sources(tmp_path):
 def test_data_dir_follows_the_environment(data_home):
     assert datasets.data_dir() == data_home
     assert describe_available_sources()["data_dir"] == data_home
+
+
+def test_an_image_folder_description_counts_shapes_with_their_channels(tmp_path):
+    save(tmp_path / "a" / "rgb.png", np.zeros((16, 16, 3), np.uint8))
+    save(tmp_path / "b" / "rgba.png", np.zeros((16, 16, 4), np.uint8))
+    assert load_source(str(tmp_path)).description.endswith("2 images, 2 classes, 2 shapes")
+    (tmp_path / "b" / "rgba.png").unlink()
+    save(tmp_path / "b" / "rgb.png", np.zeros((16, 16, 3), np.uint8))
+    assert load_source(str(tmp_path)).description.endswith("2 images, 2 classes, one shape")

@@ -60,8 +60,8 @@ def _cifar_source(images: np.ndarray, labels: np.ndarray, class_names: list[str]
 
 def _image_folder_source(root: Path, skip_bad: bool = False) -> DataSource:
     images, labels, class_names = load_image_folder(root, skip_bad=skip_bad)
-    shapes = {image.shape[:2] for image in images}
-    sizes = "one size" if len(shapes) == 1 else f"{len(shapes)} sizes"
+    shapes = {image.shape for image in images}  # sizes and channel counts: a store holds one shape or many
+    sizes = "one shape" if len(shapes) == 1 else f"{len(shapes)} shapes"
     description = f"image folder {display_path(root)}: {len(images):,} images, {len(class_names)} classes, {sizes}"
     return DataSource(images, labels, class_names, "image-folder", root, description)
 
