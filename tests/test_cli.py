@@ -376,24 +376,22 @@ def test_a_signal_cleans_up_and_marks_the_run_interrupted(paths: dict[str, str],
     assert not [p for p in Path(paths["work"]).rglob("*") if p.is_file()]
 
 
-def test_a_work_dir_that_cannot_be_made_is_a_usage_error_naming_the_option(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "blocked, message",
+    [("--work-dir", "--work-dir {path}: Not a directory; give a folder"), ("--db", "--db {path}: ")],
+)
+def test_a_folder_that_cannot_be_made_is_a_usage_error_naming_the_option(
+    tmp_path: Path, blocked: str, message: str
+) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
+    places = {"--db": str(tmp_path / "r.sqlite"), "--work-dir": str(tmp_path / "runs")}
+    places[blocked] = str(blocker / "inside")
     result = storage_cli(
-        "bench", "--db", str(tmp_path / "r.sqlite"), "--work-dir", str(blocker / "runs"), "--backends", "lmdb",
+        "bench", "--db", places["--db"], "--work-dir", places["--work-dir"], "--backends", "lmdb",
         "--counts", "10", "--source", "sample",
     )  # fmt: skip
     assert result.returncode == 2
-    assert f"--work-dir {blocker / 'runs'}: Not a directory; give a folder" in result.stderr
+    assert message.format(path=places[blocked]) in result.stderr
     assert "Traceback" not in result.stderr
-
-
-def test_a_database_folder_that_cannot_be_made_is_a_usage_error_and_creates_nothing(tmp_path: Path) -> None:
-    blocker = tmp_path / "a-file"
-    blocker.write_text("not a folder")
-    result = storage_cli(
-        "bench", "--db", str(blocker / "r.sqlite"), "--work-dir", str(tmp_path / "runs"), "--backends", "lmdb",
-        "--counts", "10", "--source", "sample",
-    )  # fmt: skip
-    assert result.returncode == 2 and f"--db {blocker / 'r.sqlite'}: " in result.stderr
-    assert list(tmp_path.iterdir()) == [blocker]
+    assert list(tmp_path.iterdir()) == [blocker]  # nothing created
