@@ -96,7 +96,6 @@ class FoundStore:
         return relative.parts[0] if relative.parts else None
 
 
-@st.cache_data(ttl=10, show_spinner=False)
 def backend_written_in(path: str) -> str | None:
     """The backend named in the store manifest at ``path``; None when there is no readable one."""
     try:
@@ -105,6 +104,7 @@ def backend_written_in(path: str) -> str | None:
         return None
 
 
+@st.cache_data(ttl=10, show_spinner=False)
 def find_stores(roots: tuple[str, ...], max_depth: int = 5, limit: int = 200) -> list[FoundStore]:
     """Stores (folders holding a ``store.json``) under ``roots``, newest first, each once.
 
