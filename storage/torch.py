@@ -121,12 +121,15 @@ def collate(batch: Any) -> Any:
     """``[images, labels]`` of a :class:`SampleBatch` without a copy; else torch's ``default_collate``."""
     if isinstance(batch, SampleBatch):
         return [batch.images, batch.labels]
-    _check_one_image_size(batch)
-    return torch_default_collate(batch)
+    try:
+        return torch_default_collate(batch)
+    except RuntimeError:
+        _check_one_image_size(batch)  # torch's own error only says "stack expects each tensor to be equal size"
+        raise
 
 
 def _check_one_image_size(samples: Any) -> None:
-    """Refuse a batch of differently sized images, saying what to do (torch's own error says "stack expects")."""
+    """Refuse a batch of differently sized images, saying what to do; looked at only once collating failed."""
     if not isinstance(samples, (list, tuple)):
         return
     shapes = sorted({tuple(sample[0].shape) for sample in samples if isinstance(sample, (list, tuple)) and sample
@@ -136,7 +139,7 @@ def _check_one_image_size(samples: Any) -> None:
             f"a batch cannot stack images of {len(shapes)} sizes ({shapes[0]} and {shapes[-1]}, among others): "
             "give the dataset a transform that brings them to one size (e.g. torchvision's Resize), "
             "or use batch_size=1, or pass collate_fn=list to get lists of samples"
-        )
+        ) from None
 
 
 def collate_samples(samples: Sequence[dict]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
