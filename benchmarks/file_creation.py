@@ -28,11 +28,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from storage.bench.engine import new_run_id  # noqa: E402
 from storage.bench.placement import (  # noqa: E402
     RetiredStores,
     delete_files,
     fresh_store_path,
+    new_run_id,
     remove_spent_run_folders,
     spread_folder,
 )
