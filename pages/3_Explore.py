@@ -116,7 +116,7 @@ except OSError as error:
     st.stop()
 
 # Class names: kept in the store (convert writes them), or, for a store kept by a run, its source's.
-class_names = store.class_names
+class_names, labels_note = store.class_names, "labels named by the store"
 run_id = resources.FoundStore(str(store.path), backend, size).run_id
 if run_id and not class_names:
     try:
@@ -124,22 +124,16 @@ if run_id and not class_names:
         class_names = (record.source or {}).get("class_names") if record else None
     except StorageError:
         class_names = None
+    labels_note = f"labels are classes of run {run_id}"
+if not class_names:
+    labels_note = "labels shown as numbers"
 
 metrics = st.columns(4)
 metrics[0].metric("Format", backend_info(backend).label)
 metrics[1].metric("Images", f"{size:,}")
 metrics[2].metric("Disk (allocated)", f"{usage.allocated_bytes / 1e6:,.2f} MB")
 metrics[3].metric("Files", f"{usage.files:,}")
-st.caption(
-    f"`{config.display_path(store.path)}` · image shape {store.uniform_shape or 'varies'}"
-    + (
-        " · labels named by the store"
-        if store.class_names
-        else f" · labels are classes of run {run_id}"
-        if class_names
-        else " · labels shown as numbers"
-    )
-)
+st.caption(f"`{config.display_path(store.path)}` · image shape {store.uniform_shape or 'varies'} · {labels_note}")
 
 if size == 0:
     st.info("This store holds no images.")
