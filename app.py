@@ -2,12 +2,15 @@
 
 The other pages live in ``pages/`` and their helpers in ``dashboard/``. Set
 ``IMAGE_STORAGE_LAB_DB`` and ``IMAGE_STORAGE_LAB_RUNS`` to keep the results database and
-the run folders somewhere other than ``data/``.
+the run folders somewhere other than ``data/``, ``IMAGE_STORAGE_LAB_ROOTS`` to name the
+folders the pages may read, and ``IMAGE_STORAGE_LAB_READ_ONLY=1`` on a server shared on a
+network (see ``dashboard.access``).
 """
 
 import streamlit as st
 
-from dashboard import config, resources, views
+from dashboard import access, config, resources, views
+from dashboard.text import plain
 from storage import backend_info, backends
 from storage.datasets import describe_available_sources, download_cifar10
 
@@ -28,7 +31,7 @@ sources = describe_available_sources()
 if sources["cifar10_present"]:
     st.success(
         f"Using the **full CIFAR-10** (60,000 images, 32×32 pixels, 10 classes) at "
-        f"`{config.display_path(sources['cifar10_dir'])}`.",
+        f"{plain(config.display_path(sources['cifar10_dir']))}.",
         icon=":material/dataset:",
     )
 else:
@@ -39,10 +42,18 @@ else:
         icon=":material/dataset:",
     )
 st.caption(
-    "A folder of your own images (one subfolder per class, any format Pillow reads) can be "
-    "chosen as the data source on the Run page."
+    "Photos: 100 real ImageNet validation photos (JPEG, a few hundred pixels wide) are bundled too "
+    "(“Photos: bundled ImageNet sample” on the Run page), and a folder of your own images (one subfolder "
+    f"per class, any format Pillow reads) can be the data source, under the allowed folders: {plain(access.describe_roots())}."
 )
-if st.button("Download CIFAR-10", help=f"Fetch the 170 MB archive into {config.display_path(sources['data_dir'])}"):
+read_only = access.read_only()
+if read_only:
+    st.caption(f":material/lock: {access.READ_ONLY_NOTE}")
+if st.button(
+    "Download CIFAR-10",
+    help=f"Fetch the 170 MB archive into {config.display_path(sources['data_dir'])}",
+    disabled=read_only,
+):
     bar = st.progress(0.0, text="Connecting…")
 
     def on_progress(done: int, total: int | None) -> None:
@@ -61,7 +72,7 @@ if st.button("Download CIFAR-10", help=f"Fetch the 170 MB archive into {config.d
     else:
         resources.clear_source_cache()
         st.session_state["home_flash"] = (
-            f"CIFAR-10 is ready at `{config.display_path(folder)}`; runs on “Automatic” now use it."
+            f"CIFAR-10 is ready at {plain(config.display_path(folder))}; runs on “Automatic” now use it."
         )
         st.rerun()
 
@@ -78,6 +89,12 @@ st.caption(
 )
 views.page_link("pages/3_Explore.py", "Explore", ":material/image_search:")
 st.caption("Open any store, page through its images with their labels, and time the read of any image.")
+views.page_link("pages/4_Advise.py", "Advise", ":material/recommend:")
 st.caption(
-    f"Results database: `{config.display_path(config.db_path())}` · run folders: `{config.display_path(config.runs_dir())}`"
+    "Which format for your whole dataset: measured on a sample of it, projected to its full size with ranges, "
+    "one recommendation and why."
+)
+st.caption(
+    f"Results database: {plain(config.display_path(config.db_path()))} · "
+    f"run folders: {plain(config.display_path(config.runs_dir()))}"
 )

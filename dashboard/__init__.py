@@ -4,6 +4,8 @@ The pages (``app.py`` and ``pages/*.py``) stay thin: they lay out controls and c
 modules, which in turn call the storage library and the benchmark engine.
 
 * :mod:`dashboard.config`: where the results database and the run folders are.
+* :mod:`dashboard.access`: the folders the pages may read (the data roots) and read-only mode.
+* :mod:`dashboard.text`: names from files and links shown as text in Markdown.
 * :mod:`dashboard.state`: page controls <-> URL query parameters.
 * :mod:`dashboard.runner`: benchmark runs started in their own process and followed by id
   through the results database.

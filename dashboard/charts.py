@@ -8,8 +8,12 @@ reshapes and draws them:
 * :func:`rate_chart`: images per second against the number of images, the same way;
 * :func:`disk_chart`: apparent and allocated bytes per format at the largest count;
 * :func:`loader_chart`: the training loader's images per second against the DataLoader's
-  worker count, one line per format, the in-memory ceiling as a dashed reference line;
-* :func:`table_frame`: the same numbers as a readable table.
+  worker count, one line per format (a format read in its library's own order dotted, in
+  its colour), the in-memory ceiling as a dashed grey reference line and, for photos, the
+  decode ceiling (the encoded files themselves) as a dashed red one;
+* :func:`table_frame`: the same numbers as a readable table; for photos, with what the
+  stores kept, the resize, and each store's bytes as a ratio to the source files'
+  (:func:`source_ratio_lines` says the same in a sentence per run).
 
 Colours follow the registry's order of formats, so a format keeps its colour in every
 chart; the colour scale's domain lists the formats by label, so a chart's Vega-Lite spec
@@ -25,7 +29,8 @@ import pandas as pd
 
 from storage import registry
 from storage.bench import CACHES, OPERATIONS, Measurement
-from storage.bench.experiment import CEILING_BACKEND, LOADER, WRITE_OPERATIONS
+from storage.bench.experiment import CEILING_BACKEND, CEILINGS, DECODE_CEILING_BACKEND, LOADER, WRITE_OPERATIONS
+from storage.bench.machine_load import was_disturbed
 from storage.bench.report import format_megabytes, format_rate, format_seconds
 
 from .state import OPERATION_LABELS
@@ -54,13 +59,20 @@ NUMERIC_COLUMNS = [
     "batch_p99_seconds",
     "ceiling_images_per_second",
     "fraction_of_ceiling",
+    "source_bytes",
+    "source_ratio",
+    "spread",
+    "other_cores",
 ]
 CEILING_LABEL = "In memory (no storage)"
+DECODE_CEILING_LABEL = "Encoded files (decode ceiling)"
+OWN_ORDER_SUFFIX = " (own order)"
 COLUMNS = [
     "run",
     "run_label",
     "backend",
     "format",
+    "order",
     "count",
     "operation",
     "operation_label",
@@ -74,13 +86,20 @@ COLUMNS = [
     "verified",
     "psnr",
     "error",
+    "encoding",
+    "resize",
+    "disturbed",
 ]
+# What a store kept, in the table's words (the Run page's choices, shorter).
+KEEPS_LABELS = {"raw": "pixels", "source": "source bytes", "png": "PNG", "webp": "WebP (lossless)"}
 
 
 def format_label(backend: str) -> str:
     """A backend's label (``"PNG files + CSV"``); its name if it is not registered here."""
     if backend == CEILING_BACKEND:
         return CEILING_LABEL
+    if backend == DECODE_CEILING_BACKEND:
+        return DECODE_CEILING_LABEL
     try:
         return registry.backend_info(backend).label
     except Exception:
@@ -125,7 +144,8 @@ def measurements_frame(measurements: Sequence[Measurement], run_labels: dict[str
                 "run": m.run_id,
                 "run_label": (run_labels or {}).get(m.run_id, m.run_id),
                 "backend": m.backend,
-                "format": format_label(m.backend),
+                "format": format_label(m.backend) + (OWN_ORDER_SUFFIX if m.order == "own" else ""),
+                "order": m.order or "",
                 "count": int(m.count),
                 "operation": m.operation,
                 "operation_label": OPERATION_LABELS.get(m.operation, m.operation),
@@ -152,15 +172,73 @@ def measurements_frame(measurements: Sequence[Measurement], run_labels: dict[str
                 "batch_p99_seconds": m.batch_p99_seconds,
                 "ceiling_images_per_second": m.ceiling_images_per_second,
                 "fraction_of_ceiling": m.fraction_of_ceiling,
+                "source_bytes": m.source_bytes,
+                "source_ratio": _ratio(m.allocated_bytes, m.source_bytes),
                 "verified": bool(m.verified),
                 "psnr": m.psnr,
                 "error": m.error,
+                "encoding": m.encoding or "raw",
+                "resize": m.resize or "",
+                "spread": spread(m),
+                "other_cores": (m.machine_load or {}).get("other_cores"),
+                "disturbed": was_disturbed(m.machine_load),
             }
         )
     frame = pd.DataFrame(rows, columns=COLUMNS)
     for column in (*NUMERIC_COLUMNS, "psnr"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
     return frame
+
+
+def spread(measurement: Measurement) -> float | None:
+    """(slowest - fastest) / median of the recorded repeats; None with one repeat or no timing."""
+    low, high, median = measurement.seconds_min, measurement.seconds_max, measurement.seconds_median
+    if measurement.repeats < 2 or low is None or high is None or not median:
+        return None
+    return (high - low) / median
+
+
+def _ratio(stored: float | None, source: float | None) -> float | None:
+    """A store's bytes over its source files' bytes (None when either is unknown)."""
+    if stored is None or not source:
+        return None
+    return float(stored) / float(source)
+
+
+def keeps_label(encoding: str) -> str:
+    """``"source bytes"``, ``"JPEG 90"``, ``"pixels"``: what a store kept, in a few words."""
+    name, _, quality = str(encoding).partition(":")
+    if not quality:
+        return KEEPS_LABELS.get(name, name)
+    return f"{'JPEG' if name == 'jpeg' else 'WebP'} {quality}"
+
+
+def source_ratio_lines(frame: pd.DataFrame) -> list[str]:
+    """Per run of photos: each format's bytes per image as a ratio to the source files, at its largest count.
+
+    ``["Stores at 100 images against the 11.6 MB of source files: LMDB 1.01× (source bytes), ..."]``;
+    nothing for runs without source files (CIFAR-10 arrays).
+    """
+    rows = frame[frame["source_ratio"].notna() & ~frame["operation"].isin(["write_one", LOADER])]
+    lines = []
+    for run_label, run_rows in rows.groupby("run_label", sort=False):
+        count = int(run_rows["count"].max())
+        largest = run_rows[run_rows["count"] == count].drop_duplicates("backend")
+        order = format_order(largest["backend"])
+        largest = largest.set_index("backend").loc[order]
+        parts = [
+            f"{row['format']} {row['source_ratio']:.2f}× ({keeps_label(row['encoding'])}"
+            + (f", {row['resize']}" if row["resize"] else "")
+            + ")"
+            for _, row in largest.iterrows()
+        ]
+        files = float(largest["source_bytes"].iloc[0])
+        prefix = f"Run {run_label}: s" if rows["run_label"].nunique() > 1 else "S"
+        lines.append(
+            f"{prefix}tores of {count:,} photos against their {files / 1e6:,.1f} MB of source files: "
+            + ", ".join(parts)
+        )
+    return lines
 
 
 # One colour per registered backend, by registration order, so a format keeps its colour
@@ -204,6 +282,19 @@ def _color(frame: pd.DataFrame, legend: bool = True) -> alt.Color:
         title="Format",
         scale=alt.Scale(domain=domain, range=list(colors.values())),
         legend=alt.Legend(orient="top") if legend else None,
+    )
+
+
+def _loader_color(frame: pd.DataFrame) -> alt.Color:
+    """Each format's colour, shared by its line in its library's own order."""
+    colors = format_colors(frame["backend"])
+    pairs = dict.fromkeys(zip(frame["backend"], frame["format"]))
+    ordered = sorted(pairs, key=lambda pair: (list(colors).index(pair[0]), pair[1]))
+    return alt.Color(
+        "format:N",
+        title="Format",
+        scale=alt.Scale(domain=[label for _, label in ordered], range=[colors[name] for name, _ in ordered]),
+        legend=alt.Legend(orient="top"),
     )
 
 
@@ -396,22 +487,27 @@ def disk_chart(frame: pd.DataFrame) -> alt.Chart | alt.FacetChart | None:
 
 
 def _loader_panel(count: int, cache: str, with_cache: bool) -> str:
-    return f"{count:,} images" + (f" ({cache} cache)" if with_cache else "")
+    return f"{count:,} image{'' if count == 1 else 's'}" + (f" ({cache} cache)" if with_cache else "")
+
+
+LOADER_MIN_COUNT = 100  # an epoch of fewer images times the workers' start-up, not the reading: not charted
 
 
 def loader_chart(frame: pd.DataFrame) -> alt.FacetChart | None:
     """Training-loader images/s against DataLoader workers per format, the in-memory ceiling dashed.
 
-    One panel per image count (and cache state, when both were measured); None if the
-    loader was not measured.
+    One panel per image count of at least :data:`LOADER_MIN_COUNT` images when there is one
+    (and cache state, when both were measured); None if the loader was not measured.
     """
     rows = frame[(frame["operation"] == LOADER) & frame["images_per_second"].notna() & frame["workers"].notna()]
     if rows.empty:
         return None
+    if (rows["count"] >= LOADER_MIN_COUNT).any():  # the table still lists the smaller counts
+        rows = rows[rows["count"] >= LOADER_MIN_COUNT]
     with_cache = rows["cache"].nunique() > 1
-    formats = rows[rows["backend"] != CEILING_BACKEND].copy()
+    formats = rows[~rows["backend"].isin(CEILINGS)].copy()
     formats["panel"] = [_loader_panel(c, k, with_cache) for c, k in zip(formats["count"], formats["cache"])]
-    measured = rows[rows["backend"] == CEILING_BACKEND]
+    measured = rows[rows["backend"].isin(CEILINGS)]
     # The ceiling (measured warm) is the reference line in every panel of its image count.
     panel_counts = dict(zip(formats["panel"], formats["count"])) or {
         _loader_panel(c, "warm", with_cache): c for c in measured["count"]
@@ -445,18 +541,24 @@ def loader_chart(frame: pd.DataFrame) -> alt.FacetChart | None:
     ]
     if multi_run:
         tips.insert(0, alt.Tooltip("run_label:N", title="run"))
-    detail = ["backend:N"] + (["run_label:N"] if multi_run else [])
+    detail = ["format:N"] + (["run_label:N"] if multi_run else [])
     base = alt.Chart().encode(x=x, y=y, tooltip=tips, detail=detail)
     lines = base.transform_filter(alt.datum.layer == "format").mark_line(point=True, strokeWidth=2)
-    lines = lines.encode(color=_color(formats) if not formats.empty else alt.value("#4c78a8"))
-    reference = base.transform_filter(alt.datum.layer == "ceiling").mark_line(
-        point=alt.OverlayMarkDef(color="#444444"), strokeDash=[6, 4], color="#444444", strokeWidth=2
-    )
-    layered = alt.layer(reference, lines).properties(width=PANEL_WIDTH, height=PANEL_HEIGHT)
+    own = alt.condition(alt.datum.order == "own", alt.value([2, 2]), alt.value([1, 0]))
+    lines = lines.encode(color=_loader_color(formats) if not formats.empty else alt.value("#4c78a8"), strokeDash=own)
+    references = [
+        base.transform_filter((alt.datum.layer == "ceiling") & (alt.datum.backend == name)).mark_line(
+            point=alt.OverlayMarkDef(color=color), strokeDash=[6, 4], color=color, strokeWidth=2
+        )
+        for name, color in ((CEILING_BACKEND, "#444444"), (DECODE_CEILING_BACKEND, "#b22222"))
+    ]
+    layered = alt.layer(*references, lines).properties(width=PANEL_WIDTH, height=PANEL_HEIGHT)
     panel_order = sorted(panels, key=lambda panel: (panel_counts[panel], "cold" in panel))
     title = alt.TitleParams(
         "Training loader: images per second against DataLoader workers",
-        subtitle="dashed grey: the ceiling, the same DataLoader over the images held in memory (no storage)",
+        subtitle="dashed grey: the ceiling, the same DataLoader over the images held in memory (no storage); "
+        "dashed red: over the encoded files themselves (the decode ceiling of stores that keep bytes); "
+        "dotted: a format in its library's own order",
     )
     return (
         layered.facet(
@@ -543,6 +645,11 @@ def table_frame(frame: pd.DataFrame) -> pd.DataFrame:
                 for low, high in zip(rows["seconds_min"], rows["seconds_max"])
             ],
             "IQR": rows["seconds_iqr"].map(lambda v: number(v, format_seconds)),
+            "Spread": rows["spread"].map(lambda v: number(v, lambda x: f"±{x / 2:.0%}")),
+            "Others' CPU": [
+                ("⚠ " if disturbed else "") + number(cores, lambda x: f"{x:.2f} cores")
+                for cores, disturbed in zip(rows["other_cores"], rows["disturbed"])
+            ],
             "Repeats": rows["repeats"],
             "Images/s": rows["images_per_second"].map(lambda v: number(v, format_rate)),
             "MB/s": rows["mb_per_second"].map(lambda v: number(v, format_rate)),
@@ -552,6 +659,9 @@ def table_frame(frame: pd.DataFrame) -> pd.DataFrame:
             ],
             "Files": rows["files"].map(lambda v: number(v, lambda x: f"{x:,.0f}")),
             "Bytes/image": rows["bytes_per_image"].map(lambda v: number(v, lambda x: f"{x:,.0f}")),
+            "× source files": rows["source_ratio"].map(lambda v: number(v, lambda x: f"{x:.2f}×")),
+            "Keeps": rows["encoding"].map(keeps_label),
+            "Resize": rows["resize"].map(lambda text: text or "-"),
             "Workers": rows["workers"].map(lambda v: number(v, lambda x: f"{x:.0f}")),
             "Share of ceiling": rows["fraction_of_ceiling"].map(lambda v: number(v, lambda x: f"{x:.0%}")),
             "Verified": [

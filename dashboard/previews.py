@@ -15,6 +15,7 @@ from PIL import Image
 
 from storage import registry
 from storage.bench import PreviewReady
+from storage.bench.results import printable
 
 PREVIEW_SIZE = 128  # 32x32 images become 4x4 blocks per pixel
 
@@ -58,7 +59,7 @@ def class_name(label: int, class_names: Sequence[str] | None) -> str:
 
 def caption(image_id: int, label: int, class_names: Sequence[str] | None, verified: bool | None) -> str:
     """``#586 frog ✓ verified``; ``✗ mismatch`` when the round trip failed."""
-    text = f"#{image_id} {class_name(label, class_names)}"
+    text = printable(f"#{image_id} {class_name(label, class_names)}")
     if verified is None:
         return text
     return f"{text} {'✓ verified' if verified else '✗ mismatch'}"

@@ -7,7 +7,6 @@ takes plain, hashable arguments so that the cache keys say what a handle is.
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from dataclasses import dataclass
@@ -15,9 +14,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from storage import ImageStore, datasets, open_store
-from storage.base import MANIFEST_NAME, read_manifest
-from storage.bench import ResultsDB
+from storage import ImageStore, datasets, detect_backend, open_store, registry, summarize_store
+from storage.base import MANIFEST_NAME
+from storage.bench import Experiment, ResultsDB, estimate_experiment
+from storage.bench.estimate import Estimate
 from storage.errors import StorageError
 
 from . import config
@@ -34,6 +34,17 @@ def results_db(path: str | os.PathLike[str] | None = None) -> ResultsDB:
     return _results_db(str(Path(path or config.db_path()).resolve()))
 
 
+def run_params_of(run_id: str) -> dict[str, str]:
+    """The Run page's query parameters of a recorded run (none if it is unknown or cannot be read)."""
+    from .state import params_of_run
+
+    try:
+        record = results_db().get_run(run_id)
+        return params_of_run(record.parameters) if record is not None else {}
+    except Exception:  # a damaged run: the page says so where it shows the run
+        return {}
+
+
 @st.cache_resource(show_spinner="Loading the images…", max_entries=2)
 def load_source(source: str) -> datasets.DataSource:
     """A data source loaded once per process (``auto``, ``sample``, ``cifar10`` or a folder)."""
@@ -47,14 +58,53 @@ def clear_source_cache() -> None:
     load_source.clear()
 
 
-def mean_image_bytes(source: str) -> float:
-    """Pixel bytes of an average image of ``source`` (CIFAR-10: 3,072, known without loading)."""
+@st.cache_data(show_spinner=False, max_entries=32)
+def store_image_bytes(
+    source: str, encoding: str = "raw", max_side: int | None = None, shorter_side: int | None = None
+) -> float:
+    """About what one image of ``source`` takes in a store, for the run's disk estimate.
+
+    CIFAR-10 keywords are 3,072 pixel bytes, known without loading. A folder (already
+    listed: this reads its listing) is its photos' pixels after the resize, or, for a store
+    that keeps encoded bytes, its files' bytes scaled by the share of pixels the resize keeps.
+    """
     if source in SOURCE_KEYWORDS:
         return 32 * 32 * 3
-    loaded = load_source(source)
-    images = loaded.images
-    total = images.nbytes if hasattr(images, "nbytes") else sum(image.nbytes for image in images)
-    return total / max(1, len(loaded))
+    images = load_source(source).images
+    count = max(1, len(images))
+    resized = images.resized(max_side, shorter_side) if hasattr(images, "resized") else images
+    pixels = float(resized.nbytes) if hasattr(resized, "nbytes") else float(sum(image.nbytes for image in resized))
+    files = getattr(images, "source_bytes", None)
+    if encoding == "raw" or not files:
+        return pixels / count
+    kept = pixels / max(1.0, float(images.nbytes))
+    return files * min(1.0, kept) / count
+
+
+def estimate_run(experiment: Experiment, image_bytes: float, source_in_memory: bool = True) -> Estimate:
+    """The run's time and disk estimate, refined by the past runs in the results database.
+
+    A past run that cannot be read (a hand-edited count, say) is no reason to refuse this
+    one: the estimate is then made from the built-in costs alone.
+    """
+    try:
+        return estimate_experiment(experiment, results_db(), image_bytes, source_in_memory)
+    except StorageError:
+        raise
+    except Exception:  # a damaged run among the past ones
+        return estimate_experiment(experiment, None, image_bytes, source_in_memory)
+
+
+def pixel_only_formats(formats: list[str]) -> list[str]:
+    """The formats among ``formats`` that hold only pixels (an ``encoding`` choice does not apply to them)."""
+    found = []
+    for name in formats:
+        try:
+            if not registry.store_class(name).takes_encodings():
+                found.append(name)
+        except StorageError:  # unavailable here: the format picker says so
+            continue
+    return found
 
 
 def _store_stamp(path: Path) -> float:
@@ -97,9 +147,9 @@ class FoundStore:
 
 
 def backend_written_in(path: str) -> str | None:
-    """The backend named in the store manifest at ``path``; None when there is no readable one."""
+    """The backend that wrote the store at ``path`` (``"sharded"`` for a sharded store); None when none is there."""
     try:
-        return str(read_manifest(Path(path))["backend"])
+        return detect_backend(path)
     except (StorageError, OSError):
         return None
 
@@ -126,14 +176,9 @@ def find_stores(roots: tuple[str, ...], max_depth: int = 5, limit: int = 200) ->
                     continue
                 seen.add(resolved)
                 try:
-                    manifest = json.loads((Path(folder) / MANIFEST_NAME).read_text())
-                    found.append(
-                        (
-                            Path(folder).stat().st_mtime,
-                            FoundStore(folder, str(manifest["backend"]), int(manifest["count"])),
-                        )
-                    )
-                except (OSError, ValueError, KeyError, TypeError):
+                    summary = summarize_store(folder)
+                    found.append((Path(folder).stat().st_mtime, FoundStore(folder, summary.backend, summary.count)))
+                except (StorageError, OSError):
                     pass
                 names[:] = []  # a store's own subfolders hold no other store
             elif depth >= max_depth:

@@ -58,8 +58,10 @@ _launched: dict[str, _Launch] = {}
 _launched_lock = threading.Lock()
 
 
-def launch(experiment: Experiment, db: ResultsDB, estimated_seconds: float | None = None) -> str:
-    """Start ``experiment`` in a child process; its run id, already recorded as running in ``db``.
+def launch(
+    experiment: Experiment, db: ResultsDB, estimated_seconds: float | None = None, name: str | None = None
+) -> str:
+    """Start ``experiment`` in a child process; its run id, already recorded as running in ``db`` (named ``name``).
 
     Raises:
         OSError: the process could not be started.
@@ -86,6 +88,7 @@ def launch(experiment: Experiment, db: ResultsDB, estimated_seconds: float | Non
             {"spec": experiment.source},
             process.pid,
             estimated_seconds=estimated_seconds,
+            name=name,
         )
     except BaseException:
         process.kill()
@@ -164,6 +167,16 @@ def _terminate_if_stuck(started: _Launch) -> None:
         started.process.terminate()
 
 
+def any_timing(db: ResultsDB) -> bool:
+    """Whether a running run is timing a call now (a page that would redraw waits: see :mod:`dashboard.watching`)."""
+    for record in db.list_runs(limit=50):
+        if record.status == "running":
+            state = db.live_state(record.id)
+            if state is not None and state.timing:
+                return True
+    return False
+
+
 def running_runs(db: ResultsDB) -> list[RunRecord]:
     """Runs recorded as running (after marking those whose process is gone as interrupted)."""
     runs = [record for record in db.list_runs(limit=50) if record.status == "running"]
@@ -207,9 +220,19 @@ class RunView:
         return self.record.error
 
     @property
+    def label(self) -> str:
+        """The run's id, and its name in quotes when it has one."""
+        return run_title(self.record)
+
+    @property
     def version(self) -> tuple[int, int]:
         """Changes whenever there is something new to draw."""
         return (len(self.measurements), self.preview_count)
+
+
+def run_title(record: RunRecord) -> str:
+    """``20261201-101010-ab12cd “lmdb after the fix”``: the id, and the name when the run has one."""
+    return f"{record.id} “{record.name}”" if record.name else record.id
 
 
 def _iso_seconds(text: str | None) -> float | None:
@@ -312,6 +335,19 @@ def read_run(db: ResultsDB, run_id: str) -> RunView | None:
         preview_count=db.count_previews(run_id),
         progress=progress,
     )
+
+
+def read_shown_run(db: ResultsDB, run_id: str) -> tuple[RunView | None, str | None]:
+    """The run to draw, or why it cannot be drawn: ``(view, None)``, ``(None, problem)``, ``(None, None)`` if absent.
+
+    A run that breaks the results schema (written by hand into the file, or by an older
+    version) is named with its first problem, so a page says so and goes on.
+    """
+    try:
+        problem = db.run_problem(run_id)
+        return (None, problem) if problem else (read_run(db, run_id), None)
+    except Exception as error:  # anything else a damaged run holds: said, never a traceback
+        return None, f"{type(error).__name__}: {error}"
 
 
 def wait_for_run(db: ResultsDB, run_id: str, timeout: float = 120.0, interval: float = 0.1) -> RunView:

@@ -20,6 +20,7 @@ from storage.bench.environment import describe
 
 from . import charts, previews
 from .state import OPERATION_LABELS, format_counts
+from .text import printable
 
 MARGIN = 40
 WIDTH_MIN = 1200
@@ -33,7 +34,7 @@ _FONT_FILES = {
 }
 
 
-def _font(size: int, bold: bool = False) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+def font(size: int, bold: bool = False) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     for candidate in _FONT_FILES[bold]:
         if Path(candidate).is_file() or "/" not in candidate:
             try:
@@ -43,7 +44,8 @@ def _font(size: int, bold: bool = False) -> ImageFont.ImageFont | ImageFont.Free
     return ImageFont.load_default(size=size)
 
 
-def _wrap(text: str, font, width: int, draw: ImageDraw.ImageDraw) -> list[str]:
+def wrap_text(text: str, font, width: int, draw: ImageDraw.ImageDraw) -> list[str]:
+    """``text`` broken into lines of at most ``width`` pixels (the Share pictures' paragraphs)."""
     lines: list[str] = []
     for paragraph in text.split("\n"):
         line = ""
@@ -66,13 +68,35 @@ def settings_lines(records: Sequence[RunRecord]) -> list[str]:
         operations = ", ".join(OPERATION_LABELS.get(op, op) for op in parameters.get("operations", []))
         source = (record.source or {}).get("description") or (record.source or {}).get("spec", "")
         lines.append(
-            f"Run {record.id} ({record.status}, started {record.started_at.replace('T', ' ').rstrip('Z')} UTC): "
-            f"formats {', '.join(charts.format_label(name) for name in parameters.get('backends', []))}; "
-            f"counts {format_counts(parameters.get('counts', []))}; operations {operations}; "
-            f"page cache {', '.join(parameters.get('caches', []))}; {parameters.get('repeats', '?')} repeat(s); "
-            f"data: {source}"
+            printable(
+                f"Run {_titled(record)} ({record.status}, started {record.started_at.replace('T', ' ').rstrip('Z')} UTC): "
+                f"formats {', '.join(charts.format_label(name) for name in parameters.get('backends', []))}; "
+                f"counts {format_counts(parameters.get('counts', []))}; operations {operations}; "
+                f"page cache {', '.join(parameters.get('caches', []))}; {parameters.get('repeats', '?')} repeat(s); "
+                f"{kept_words(parameters)}{where_words(parameters)}; data: {source}"
+            )
         )
     return lines
+
+
+def kept_words(parameters: dict) -> str:
+    """What the run's stores kept and how its images were resized, in words."""
+    keeps = "stores keep " + charts.keeps_label(parameters.get("encoding") or "raw")
+    if parameters.get("shorter_side"):
+        return f"{keeps}; resized to a shorter side of {parameters['shorter_side']} px"
+    if parameters.get("max_side"):
+        return f"{keeps}; resized to a longest side of {parameters['max_side']} px"
+    return keeps
+
+
+def where_words(parameters: dict) -> str:
+    """Where an object-storage run kept its stores and the network it projected to ("" for a local folder)."""
+    if not parameters.get("location"):
+        return ""
+    return (
+        f"; stores at {parameters['location']}, projected to {parameters.get('network_rtt_ms', 20):g} ms RTT, "
+        f"{parameters.get('network_mbit', 1000):g} Mbit/s"
+    )
 
 
 def machine_lines(records: Sequence[RunRecord]) -> list[str]:
@@ -90,12 +114,12 @@ def _preview_block(items: Sequence[PreviewReady], width: int) -> Image.Image | N
     rows = previews.preview_rows(items, size=PREVIEW_SIDE)
     if not rows:
         return None
-    label_font, caption_font = _font(18, bold=True), _font(14)
+    label_font, caption_font = font(18, bold=True), font(14)
     label_width = 260
     row_height = PREVIEW_SIDE + 30
     block = Image.new("RGB", (width, 40 + row_height * len(rows)), "white")
     draw = ImageDraw.Draw(block)
-    draw.text((0, 0), f"Images read back from every store of {rows[0].count:,} images", fill=TEXT, font=_font(22, True))
+    draw.text((0, 0), f"Images read back from every store of {rows[0].count:,} images", fill=TEXT, font=font(22, True))
     for index, row in enumerate(rows):
         top = 40 + index * row_height
         mark = "verified" if row.verified else "MISMATCH"
@@ -117,6 +141,7 @@ def share_png(
     chart_specs: Mapping[str, dict],
     preview_items: Sequence[PreviewReady] = (),
     title: str | None = None,
+    notes: Sequence[str] = (),
 ) -> bytes:
     """The whole result as one PNG: title, settings, machine, charts and read-back images.
 
@@ -125,6 +150,7 @@ def share_png(
         chart_specs: Vega-Lite specs by name (``time``, ``rate``, ``disk``), drawn in that order.
         preview_items: images read back from the stores (of one run).
         title: the heading (default: names the run or the number of runs).
+        notes: lines said under the settings (for photos: each store against the source files).
     """
     import vl_convert as vlc
 
@@ -137,23 +163,27 @@ def share_png(
     inner = width - 2 * MARGIN
     scratch = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     heading = title or (
-        f"Image Storage Lab · run {records[0].id}" if len(records) == 1 else f"Image Storage Lab · {len(records)} runs"
+        f"Image Storage Lab · run {_titled(records[0])}"
+        if len(records) == 1
+        else f"Image Storage Lab · {len(records)} runs"
     )
     blocks: list[tuple[str, object]] = [("title", heading)]
-    body, small = _font(18), _font(16)
+    body, small = font(18), font(16)
     blocks.append(("subtitle", "How fast each format writes and reads the same images, and how much disk it uses."))
     for line in settings_lines(records):
         blocks.append(("text", line))
+    for line in notes:
+        blocks.append(("text", printable(line)))
     for line in machine_lines(records):
         blocks.append(("muted", f"Machine: {line}"))
     preview_block = _preview_block(preview_items, inner)
 
     # Measure, then draw.
-    fonts = {"title": _font(34, True), "subtitle": _font(20), "text": body, "muted": small}
+    fonts = {"title": font(34, True), "subtitle": font(20), "text": body, "muted": small}
     text_height = 0
     wrapped = []
     for kind, value in blocks:
-        lines = _wrap(str(value), fonts[kind], inner, scratch)
+        lines = wrap_text(str(value), fonts[kind], inner, scratch)
         line_height = int(fonts[kind].size * 1.45) if hasattr(fonts[kind], "size") else 22
         wrapped.append((kind, lines, line_height))
         text_height += line_height * len(lines) + 8
@@ -191,3 +221,8 @@ def share_png(
     output = io.BytesIO()
     page.save(output, format="PNG", optimize=True)
     return output.getvalue()
+
+
+def _titled(record: RunRecord) -> str:
+    """The run's id, and its name in quotes when it has one."""
+    return f"{record.id} “{record.name}”" if getattr(record, "name", None) else record.id

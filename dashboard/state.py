@@ -10,7 +10,10 @@ Run page::
     ?formats=png,lmdb&max_count=1000&counts=5000&ops=write_batch,read_all&caches=warm,cold
      &repeats=1&source=auto&keep=1&run=<run id>
 
-and, with the training loader among the operations, ``&workers=0,2&batch_size=256``.
+with, for photos, ``&source=photos`` (the bundled ImageNet sample) or a folder,
+``&encoding=source`` (what the stores keep: ``raw`` pixels, ``source`` for the photos' own
+bytes, ``png``, ``jpeg:90``, ``webp``) and ``&shorter_side=256`` or ``&max_side=512``; and,
+with the training loader among the operations, ``&workers=0,2&batch_size=256``.
 
 ``cold=1`` is accepted as a shorthand for ``caches=warm,cold``. Results page:
 ``?runs=<id>,<id>``. Explore page: ``?backend=lmdb&path=data/runs/<id>/lmdb/1000/store&id=7&page=2``.
@@ -21,20 +24,46 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
 from storage.bench import CACHES, OPERATIONS, Experiment
-from storage.bench.experiment import DEFAULT_BATCH_SIZE, DEFAULT_WORKERS, LOADER  # noqa: F401 (pages use LOADER)
+from storage.bench.experiment import (  # noqa: F401 (pages use LOADER)
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_WORKERS,
+    LOADER,
+    RunParameterError,
+    experiment_from_params,
+)
+from storage.datasets import PROJECT_ROOT
+from storage.encodings import parse_encoding
+from storage.errors import StorageError
 
 COUNT_STEPS = (1, 10, 100, 1_000, 10_000, 100_000)
 DEFAULT_FORMATS = ("png", "lmdb", "hdf5")  # the three formats of the original article
 DEFAULT_MAX_COUNT = 1_000
 DEFAULT_OPERATIONS = ("write_batch", "read_all", "read_random")
 DEFAULT_CACHES = ("warm",)
-DEFAULT_REPEATS = 1
+DEFAULT_REPEATS = 3  # one repeat is too noisy on a shared machine (LMDB writes varied 15x between runs)
 MAX_REPEATS = 50
-SOURCE_KEYWORDS = ("auto", "sample", "cifar10")
+SOURCE_KEYWORDS = ("auto", "sample", "cifar10")  # CIFAR-10, in memory
+PHOTOS = "photos"  # the bundled ImageNet sample, a folder of real photos
+BUNDLED_PHOTOS = PROJECT_ROOT / "data" / "imagenet-sample"
 FOLDER = "folder"  # the source selectbox's choice for "a folder path"
+
+# What the stores keep of each image (the engine's ``encoding``), as the Run page offers it.
+ENCODING_LABELS = {
+    "raw": "Pixels (decoded)",
+    "source": "The photos' own bytes (as in the files)",
+    "png": "Re-encoded as PNG",
+    "jpeg:90": "Re-encoded as JPEG 90",
+    "webp": "Re-encoded as WebP (lossless)",
+}
+# How images are resized at write time: never, to a shorter side of N pixels, to a longest side of N.
+RESIZE_LABELS = {"none": "As they are", "shorter": "Shorter side", "longest": "Longest side"}
+RESIZE_PARAMS = {"shorter": "shorter_side", "longest": "max_side"}
+DEFAULT_SIDE = 256
+MAX_SIDE = 8_192
 
 OPERATION_LABELS = {
     "write_batch": "write a batch",
@@ -43,6 +72,10 @@ OPERATION_LABELS = {
     "read_random": "read random ids",
     "read_one": "read one (latency)",
     "loader": "training loader",
+    "upload": "upload to S3",
+    "first_epoch": "first epoch from S3",
+    "later_epoch": "later epoch from S3",
+    "remote_random": "random reads from S3",
 }
 WORKER_CHOICES = (0, 1, 2, 4, 8)  # DataLoader worker counts offered for the training loader
 MAX_BATCH_SIZE = 65_536
@@ -120,15 +153,32 @@ class RunControls:
     run_id: str | None = None
     workers: list[int] = field(default_factory=lambda: list(DEFAULT_WORKERS))
     batch_size: int = DEFAULT_BATCH_SIZE
+    encoding: str = "raw"
+    resize: str = "none"
+    side: int = DEFAULT_SIDE
+    location: str = ""  # where the data lives: "" a local folder, else s3://bucket/prefix at AWS_ENDPOINT_URL
 
     @property
     def source_kind(self) -> str:
-        """``auto``, ``sample``, ``cifar10`` or ``folder``."""
-        return self.source if self.source in SOURCE_KEYWORDS else FOLDER
+        """``auto``, ``sample``, ``cifar10``, ``photos`` or ``folder``."""
+        return self.source if self.source in (*SOURCE_KEYWORDS, PHOTOS) else FOLDER
+
+    @property
+    def photos(self) -> bool:
+        """Whether the source is a folder of photos (the bundled sample or one given by path)."""
+        return self.source_kind in (PHOTOS, FOLDER)
+
+    @property
+    def sides(self) -> dict[str, int | None]:
+        """The engine's ``max_side`` and ``shorter_side`` for the resize chosen."""
+        sides: dict[str, int | None] = {"max_side": None, "shorter_side": None}
+        if self.resize in RESIZE_PARAMS:
+            sides[RESIZE_PARAMS[self.resize]] = self.side
+        return sides
 
     @property
     def folder(self) -> str:
-        return "" if self.source in SOURCE_KEYWORDS else self.source
+        return self.source if self.source_kind == FOLDER else ""
 
     def counts(self) -> list[int]:
         """The counts to run. Raises ValueError if "Other counts" holds something that is not a count."""
@@ -202,9 +252,53 @@ def parse_run_params(
         controls.source = source.strip()
     controls.keep = _last(params.get("keep")) in ("1", "true", "yes")
     _parse_loader_params(params, controls, notes)
+    _parse_photo_params(params, controls, notes)
     run_id = _last(params.get("run"))
     controls.run_id = run_id.strip() if run_id and run_id.strip() else None
     return controls, notes
+
+
+def params_of_run(parameters: Mapping[str, object]) -> dict[str, str]:
+    """The Run page's query parameters that set its controls as a recorded run had them.
+
+    ``parameters`` is the run's recorded :class:`Experiment` (``RunRecord.parameters``). The
+    counts come back as the powers of ten the run measured in a row from 1 (the slider),
+    plus the others; the bundled photos' folder as ``photos``.
+    """
+    counts = sorted({int(count) for count in parameters.get("counts") or [] if isinstance(count, int)})
+    max_count = COUNT_STEPS[0]
+    for step in COUNT_STEPS:
+        if step not in counts:
+            break
+        max_count = step
+    source = str(parameters.get("source") or "auto")
+    if source not in SOURCE_KEYWORDS and _same_folder(source, BUNDLED_PHOTOS):
+        source = PHOTOS
+    params = {
+        "formats": ",".join(map(str, parameters.get("backends") or [])),
+        "max_count": str(max_count),
+        "counts": ",".join(str(count) for count in counts if count > max_count or count not in COUNT_STEPS),
+        "ops": ",".join(map(str, parameters.get("operations") or [])),
+        "caches": ",".join(map(str, parameters.get("caches") or [])),
+        "repeats": str(parameters.get("repeats") or DEFAULT_REPEATS),
+        "source": source,
+        "workers": ",".join(map(str, parameters.get("workers") or [])),
+        "batch_size": str(parameters.get("batch_size") or DEFAULT_BATCH_SIZE),
+        "encoding": str(parameters.get("encoding") or "raw"),
+    }
+    for name in RESIZE_PARAMS.values():
+        if parameters.get(name):
+            params[name] = str(parameters[name])
+    if parameters.get("keep"):
+        params["keep"] = "1"
+    return {key: value for key, value in params.items() if value}
+
+
+def _same_folder(path: str, folder: Path) -> bool:
+    try:
+        return Path(path).expanduser().resolve() == folder.resolve()
+    except (OSError, RuntimeError, ValueError):
+        return False
 
 
 def _parse_loader_params(params: Mapping[str, str | Sequence[str]], controls: RunControls, notes: list[str]) -> None:
@@ -224,6 +318,31 @@ def _parse_loader_params(params: Mapping[str, str | Sequence[str]], controls: Ru
             controls.batch_size = min(MAX_BATCH_SIZE, parse_count(batch_text))
         except ValueError as error:
             notes.append(f"batch_size: {error}")
+
+
+def _parse_photo_params(params: Mapping[str, str | Sequence[str]], controls: RunControls, notes: list[str]) -> None:
+    """``encoding=source`` and ``shorter_side=256`` or ``max_side=512``: what stores keep, and the resize."""
+    encoding = _last(params.get("encoding"))
+    if encoding:
+        try:
+            name = str(parse_encoding(encoding))
+        except StorageError:
+            name = encoding
+        if name in ENCODING_LABELS:
+            controls.encoding = name
+        else:
+            notes.append(f"encoding {encoding!r} was ignored; the choices are: {', '.join(ENCODING_LABELS)}")
+    given = [(kind, _last(params.get(name))) for kind, name in RESIZE_PARAMS.items() if _last(params.get(name))]
+    if len(given) > 1:
+        notes.append("shorter_side and max_side were both given; the shorter side is used")
+    if given:
+        kind, text = given[0]
+        try:
+            side = parse_count(text)
+        except ValueError as error:
+            notes.append(f"{RESIZE_PARAMS[kind]}: {error}")
+        else:
+            controls.resize, controls.side = kind, min(MAX_SIDE, side)
 
 
 def run_params(controls: RunControls) -> dict[str, str]:
@@ -247,6 +366,10 @@ def run_params(controls: RunControls) -> dict[str, str]:
     if LOADER in controls.operations:
         params["workers"] = ",".join(str(count) for count in controls.workers)
         params["batch_size"] = str(controls.batch_size)
+    if controls.encoding != "raw":
+        params["encoding"] = controls.encoding
+    if controls.resize in RESIZE_PARAMS:
+        params[RESIZE_PARAMS[controls.resize]] = str(controls.side)
     if controls.keep:
         params["keep"] = "1"
     if controls.run_id:
@@ -267,7 +390,16 @@ RUN_WIDGETS = {
     "keep": "run_keep",
     "workers": "run_workers",
     "batch_size": "run_batch_size",
+    "encoding": "run_encoding",
+    "resize": "run_resize",
+    "side": "run_side",
+    "location": "run_location",
 }
+# What a link may set on the Run page; any of them in the address makes the page follow the link.
+RUN_LINK_PARAMS = (
+    "formats", "max_count", "counts", "ops", "caches", "cold", "repeats", "source",
+    "encoding", "shorter_side", "max_side", "workers", "batch_size", "keep",
+)  # fmt: skip
 
 
 def run_widget_values(controls: RunControls) -> dict[str, object]:
@@ -284,6 +416,10 @@ def run_widget_values(controls: RunControls) -> dict[str, object]:
         RUN_WIDGETS["keep"]: controls.keep,
         RUN_WIDGETS["workers"]: list(controls.workers),
         RUN_WIDGETS["batch_size"]: controls.batch_size,
+        RUN_WIDGETS["encoding"]: controls.encoding,
+        RUN_WIDGETS["resize"]: controls.resize,
+        RUN_WIDGETS["side"]: controls.side,
+        RUN_WIDGETS["location"]: controls.location,
     }
 
 
@@ -303,26 +439,65 @@ def controls_from_widgets(values: Mapping[str, object], run_id: str | None = Non
         run_id=run_id,
         workers=sorted(int(count) for count in values.get(RUN_WIDGETS["workers"]) or []),
         batch_size=int(values.get(RUN_WIDGETS["batch_size"]) or DEFAULT_BATCH_SIZE),
+        encoding=str(values.get(RUN_WIDGETS["encoding"]) or "raw"),
+        resize=str(values.get(RUN_WIDGETS["resize"]) or "none"),
+        side=int(values.get(RUN_WIDGETS["side"]) or DEFAULT_SIDE),
+        location=str(values.get(RUN_WIDGETS["location"]) or "").strip(),
     )
 
 
-def to_experiment(controls: RunControls, work_dir: str) -> Experiment:
-    """The engine's experiment for ``controls``.
+# The Run page's label of each run parameter, to name the control a RunParameterError is about.
+CONTROL_LABELS = {
+    "backends": "Formats",
+    "counts": "Number of images",
+    "operations": "Operations",
+    "caches": "Page cache",
+    "repeats": "Repeats",
+    "source": "Data source",
+    "workers": "DataLoader workers",
+    "batch_size": "Batch size",
+    "encoding": "Stores keep",
+    "max_side": "Resize",
+    "shorter_side": "Resize",
+    "location": "Where the data lives",
+}
+NO_SOURCE_FILES = (
+    "CIFAR-10 is pixels with no encoded files to keep; choose a folder of photos (such as the bundled "
+    "ImageNet sample) to keep their bytes, or a re-encoding (PNG, JPEG 90, WebP), or pixels"
+)
+
+
+def experiment_source(controls: RunControls) -> str:
+    """The engine's ``source`` for ``controls``: a CIFAR-10 keyword, or the folder of photos."""
+    return str(BUNDLED_PHOTOS) if controls.source_kind == PHOTOS else controls.source
+
+
+def to_experiment(controls: RunControls, work_dir: str, source: str | None = None) -> Experiment:
+    """The engine's experiment for ``controls``, checked by the parser the command line uses too.
+
+    ``source``: the folder as the page resolved and allowed it (default: as typed, or the
+    bundled photos).
 
     Raises:
+        RunParameterError: a control whose value cannot run; ``CONTROL_LABELS[error.field]`` names it.
         ValueError: "Other counts" is not a list of counts (the message says which part).
     """
-    return Experiment(
+    if controls.encoding == "source" and not controls.photos:
+        raise RunParameterError("encoding", "source", NO_SOURCE_FILES)
+    return experiment_from_params(
         backends=list(controls.formats),
         counts=controls.counts(),
         operations=list(controls.operations),
         caches=list(controls.caches) or list(DEFAULT_CACHES),
-        repeats=int(controls.repeats),
-        source=controls.source,
+        repeats=controls.repeats,
+        source=source or experiment_source(controls),
         keep=controls.keep,
         work_dir=str(work_dir),
         workers=list(controls.workers),
-        batch_size=int(controls.batch_size),
+        batch_size=controls.batch_size,
+        encoding=controls.encoding,
+        location=controls.location or None,
+        **controls.sides,
     )
 
 

@@ -12,13 +12,15 @@ import streamlit as st
 
 from storage.bench import Measurement, PreviewReady, ResultsDB, RunRecord
 from storage.bench.estimate import format_duration
+from storage.bench.results.history import MAX_NAME as MAX_RUN_NAME
 from storage.errors import StorageError
 
-from . import charts, previews
+from . import charts, previews, summary, watching
 from .runner import RunView
+from .text import plain
 
-LIVE_INTERVAL = 0.15  # seconds between redraws of a running run's status and first chart (the browser adds ~0.3 s)
-DETAILS_INTERVAL = 1.0  # seconds between redraws of its images, other charts and table
+LIVE_INTERVAL = 0.15  # a running run's live part asks for its next turn this often (it waits for news)
+WATCH_KEY = "_run_watch"  # this session's RunWatch
 SHARE_HELP = (
     "One PNG of this result (title, settings, the machine, the charts and the images read back), "
     "ready to paste in a chat or an issue"
@@ -50,12 +52,12 @@ def setup_page(title: str) -> None:
 
 
 def show_error(error: BaseException | str, what: str | None = None) -> None:
-    """A library error as a sentence on the page, never a traceback."""
+    """A library error as a sentence on the page, never a traceback; its text shown as it is (no Markdown)."""
     if isinstance(error, StorageError) or isinstance(error, str):
         text = str(error)
     else:
         text = f"{type(error).__name__}: {error}"
-    st.error(f"{what}: {text}" if what else text, icon=":material/error:")
+    st.error(plain(f"{what}: {text}" if what else text), icon=":material/error:")
 
 
 def init_state(values: Mapping[str, Any]) -> bool:
@@ -113,11 +115,11 @@ def render_charts(
 
 
 def page_link(page: object, label: str, icon: str | None = None, query_params: Mapping[str, str] | None = None) -> None:
-    """A link to another page; plain text when the page is shown on its own (as in tests)."""
+    """A link to another page (its label shown as text); plain text when the page is shown on its own (as in tests)."""
     try:
-        st.page_link(page, label=label, icon=icon, query_params=dict(query_params or {}) or None)
+        st.page_link(page, label=plain(label), icon=icon, query_params=dict(query_params or {}) or None)
     except Exception:  # the page is not part of a multipage app (a page run on its own, as in tests)
-        st.markdown(f"{icon or ''} {label}")
+        st.markdown(f"{icon or ''} {plain(label)}")
 
 
 def render_table(frame: pd.DataFrame, key: str) -> None:
@@ -126,18 +128,44 @@ def render_table(frame: pd.DataFrame, key: str) -> None:
         return
     # The whole table fits the page instead of scrolling off its right edge: narrow number
     # columns, and columns that say the same on every row are said once, above it.
-    same = {name: table[name].iloc[0] for name in ("Cache", "Repeats") if name in table and table[name].nunique() == 1}
-    empty = [name for name in ("Workers", "Share of ceiling") if name in table and (table[name] == "-").all()]
-    table = table.drop(columns=[*same, *empty, "MB/s", "IQR"])  # both are in the charts' tooltips and the exports
+    empty = [
+        name
+        for name in ("Workers", "Share of ceiling", "× source files", "Resize")
+        if name in table and (table[name] == "-").all()
+    ]
+    same = {
+        name: table[name].iloc[0]
+        for name in ("Cache", "Repeats", "Keeps", "Resize")
+        if name in table and name not in empty and table[name].nunique() == 1
+    }
+    # MB/s, IQR and min – max are in the charts' tooltips and the exports; the spread says how far apart the repeats are
+    table = table.drop(columns=[*same, *empty, "MB/s", "IQR", "Min – max"])
     table.insert(3 + ("Run" in table), "Verified", table.pop("Verified"))  # seen without scrolling
     if same:
-        st.caption(" · ".join(f"{name}: {value}" for name, value in same.items()) + " (every row)")
-    wide = {"Run", "Format", "Operation", "Min – max", "MB apparent / allocated", "Verified"}
+        st.caption(plain(" · ".join(f"{name}: {value}" for name, value in same.items()) + " (every row)"))
+    wide = {"Run", "Format", "Operation", "MB apparent / allocated", "Verified"}
     config = {name: st.column_config.Column(width="small") for name in table.columns if name not in wide}
     st.dataframe(table, hide_index=True, key=key, width="stretch", column_config=config)
     failed = frame[frame["error"].notna()]
     for _, row in failed.head(5).iterrows():
-        st.error(f"{row['format']}, {row['count']:,} images, {row['operation_label']} ({row['cache']}): {row['error']}")
+        st.error(
+            plain(
+                f"{row['format']}, {row['count']:,} images, {row['operation_label']} ({row['cache']}): {row['error']}"
+            )
+        )
+    for line in charts.source_ratio_lines(frame):
+        st.caption(f":material/photo_library: {plain(line)}")
+
+
+def render_summary(measurements: Sequence[Measurement]) -> None:
+    """What the run found at its largest count (fastest to write, to read, smallest), and what to read with care."""
+    count, found = summary.findings(measurements)
+    if found:
+        with st.container(border=True, key="run-summary"):
+            st.markdown(f"**At {count:,} image{'s' if count != 1 else ''}**")
+            st.markdown("\n".join(f"- {plain(finding.sentence())}" for finding in found))
+    for line in summary.cautions(measurements):
+        st.caption(f":material/warning: {plain(line)}")
 
 
 def render_previews(items: Sequence[PreviewReady], count: int | None = None) -> None:
@@ -153,12 +181,12 @@ def render_previews(items: Sequence[PreviewReady], count: int | None = None) -> 
         name_column, images_column = st.columns([1, 5], vertical_alignment="center")
         mark = "✓ verified" if row.verified else "✗ mismatch"
         psnr = f" · PSNR {row.psnr:.1f} dB" if row.psnr is not None else ""
-        name_column.markdown(f"**{row.label}**  \n{mark}{psnr}")
+        name_column.markdown(f"**{plain(row.label)}**  \n{mark}{psnr}")
         # PNG, not Streamlit's default JPEG for RGB: the pixels shown are exactly the pixels read back.
         # At their own size (the browser would smooth a scaled image).
         width = max(image.width for image in row.images)
         pngs = [_png_bytes(image.tobytes(), image.mode, image.size) for image in row.images]
-        images_column.image(pngs, caption=row.captions, output_format="PNG", width=width)
+        images_column.image(pngs, caption=[plain(text) for text in row.captions], output_format="PNG", width=width)
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
@@ -180,17 +208,21 @@ def render_status(view: RunView) -> None:
     twice a second neither flips its icon nor folds it away.
     """
     elapsed = format_duration(view.elapsed)
-    run = f"Run {view.run_id}"
+    run = f"Run {plain(view.label)}"
     count = len(view.measurements)
     if view.running:
         with st.container(border=True, key="run-status"):
-            left = (
-                f" · about {format_duration(view.remaining_seconds)} left" if view.remaining_seconds is not None else ""
-            )
+            finishing = view.total_steps and count >= view.total_steps
+            if finishing:
+                left = " · finishing: deleting the stores it wrote"
+            elif view.remaining_seconds is not None:
+                left = f" · about {format_duration(view.remaining_seconds)} left"
+            else:
+                left = ""
             doing = "is stopping…" if view.stop_requested else "is measuring"
             origin = "" if view.from_dashboard else " (started from the command line)"
             st.markdown(f":material/hourglass_top: **{run} {doing}**{origin} · {elapsed} elapsed{left}")
-            st.progress(view.fraction, text=f"Now: {view.message}" if view.message else "starting…")
+            st.progress(view.fraction, text=f"Now: {plain(view.message)}" if view.message else "Now: starting…")
             total = f"{view.total_steps:,}" if view.total_steps else "…"
             estimate = (
                 f" · estimated {format_duration(view.estimated_seconds)} in all"
@@ -198,8 +230,9 @@ def render_status(view: RunView) -> None:
                 else ""
             )
             st.caption(
-                f"{view.fraction:.0%} of the estimated time · measurement {min(view.step + 1, view.total_steps or 1):,} "
-                f"of {total} · {count:,} recorded{estimate}"
+                f"{view.fraction:.0%} of the estimated time · {count:,} of {total} measurements recorded{estimate} · "
+                "this page holds still while a call is timed and catches up right after, so that watching "
+                "does not slow the run down"
             )
         return
     if view.status == "finished":
@@ -214,12 +247,12 @@ def render_status(view: RunView) -> None:
         )
     elif view.status == "interrupted":
         st.warning(
-            f"{run} was interrupted after {elapsed} ({view.error or 'its process ended'}); "
+            f"{run} was interrupted after {elapsed} ({plain(view.error or 'its process ended')}); "
             f"the {count} measurements taken before are kept.",
             icon=":material/warning:",
         )
     elif view.status == "failed" and count:
-        show_error(view.error or "the run failed", what=f"{run} finished with problems")
+        show_error(view.error or "the run failed", what=f"Run {view.run_id} finished with problems")
     else:
         show_error(view.error or "the run could not start", what="The run could not start")
 
@@ -323,13 +356,20 @@ def share_button(
     preview_items: Sequence[PreviewReady],
     file_name: str,
     key: str,
+    measurements: Sequence[Measurement] = (),
 ) -> None:
-    """The "Share" button: downloads the whole result as one PNG (made when pressed)."""
+    """The "Share" button: downloads the whole result as one PNG (made when pressed).
+
+    ``measurements``: for photos, each store's bytes against the source files are said in the picture.
+    """
     from . import share
 
+    notes = charts.source_ratio_lines(charts.measurements_frame(measurements)) if measurements else []
+    if measurements:  # what the run found, and which figures to read with care, as the page says them
+        notes = [*filter(None, [summary.summary_line(measurements)]), *summary.cautions(measurements), *notes]
     st.download_button(
         "Share",
-        data=functools.partial(share.share_png, list(records), dict(specs), list(preview_items)),
+        data=functools.partial(share.share_png, list(records), dict(specs), list(preview_items), notes=notes),
         file_name=file_name,
         mime="image/png",
         icon=":material/share:",
@@ -337,3 +377,39 @@ def share_button(
         key=key,
         on_click="ignore",
     )
+
+
+RUN_NAME_KEY = "run_name"
+
+
+def run_name_input() -> str | None:
+    """The optional name of the next run (shown in legends, Results and Share; kept in the database and exports)."""
+    text = st.text_input(
+        "Name (optional)",
+        key=RUN_NAME_KEY,
+        max_chars=MAX_RUN_NAME,
+        placeholder="e.g. lmdb after the fix",
+        help="A label for this run in the charts' legends, on the Results page, in Share pictures and exports",
+    )
+    return " ".join(text.split()) or None
+
+
+def yield_to_clicks() -> None:
+    """A point where Streamlit may interrupt the page: reading the session state is one (a click reruns the page)."""
+    _ = WATCH_KEY in st.session_state
+
+
+def run_watch(db: ResultsDB, run_id: str) -> watching.RunWatch:
+    """This page's :class:`~dashboard.watching.RunWatch` of ``run_id`` (kept in the session between redraws)."""
+    watch = st.session_state.get(WATCH_KEY)
+    if watch is None or watch.run_id != run_id or watch.db is not db:
+        if watch is not None:
+            watch.gone()
+        watch = watching.RunWatch(db, run_id, watching.new_watcher_id(), yield_point=yield_to_clicks)
+        st.session_state[WATCH_KEY] = watch
+    return watch
+
+
+def session_ending(error: BaseException) -> bool:
+    """Whether ``error`` is Streamlit ending this page's session (a tab closed or reloaded), not a rerun."""
+    return type(error).__name__ == "StopException"

@@ -5,21 +5,26 @@ The controls start from the URL (``?formats=png,lmdb&max_count=1000&...``, see
 a process of its own and puts ``?run=<id>`` in the URL at once: the run belongs to its id,
 so a reload, a second tab or the link shows the same run, live (read from the results
 database several times a second) or finished. "Stop" asks the run to stop, from any tab.
-"""
 
-from collections.abc import Callable
+A folder given by the link or typed in is read only under the dashboard's data roots
+(``dashboard.access``), and only once **Check folder** is pressed: a link fills in the
+form, it never makes the server list or decode anything.
+"""
 
 import streamlit as st
 
-from dashboard import charts, config, resources, runner, state, views
+from dashboard import access, charts, config, live_view, resources, runner, state, views, watching
+from dashboard.text import plain
 from storage import backend_info, backends
-from storage.bench import CACHES, OPERATIONS, estimate_experiment, validate
+from storage.bench import CACHES, OPERATIONS
 from storage.bench.estimate import format_duration
+from storage.bench.experiment import EPOCH_OPERATIONS, RunParameterError
 from storage.datasets import describe_available_sources
 from storage.errors import StorageError
 
 STARTED = "run_started"  # the id of the run this session has just started
 SAVED = "run_controls"
+CHECKED = "run_checked_folder"  # the folder (resolved) this session asked to list
 W = state.RUN_WIDGETS
 
 views.setup_page("Run")
@@ -34,13 +39,20 @@ available = backends()
 # -- starting values: the link, else what this session had, else the defaults --------------
 params = {key: st.query_params.get_all(key) for key in st.query_params}
 url_controls, notes = state.parse_run_params(params, available)
-link_given = any(
-    key in params for key in ("formats", "max_count", "counts", "ops", "caches", "cold", "repeats", "source")
-)
+link_given = any(key in params for key in state.RUN_LINK_PARAMS)
+if not link_given and url_controls.run_id and SAVED not in st.session_state:
+    # A bare ``?run=<id>`` link in a new tab: the form shows how that run was set up.
+    url_controls, notes = state.parse_run_params(
+        {**resources.run_params_of(url_controls.run_id), "run": url_controls.run_id}, available
+    )
+    link_given = True
 starting = url_controls if link_given or SAVED not in st.session_state else st.session_state[SAVED]
 if views.init_state(state.run_widget_values(starting)):
     for note in notes:
-        st.warning(f"The link could not be followed entirely: {note}.")
+        st.warning(f"The link could not be followed entirely: {plain(note)}.")
+read_only = access.read_only()
+if read_only:
+    st.info(access.READ_ONLY_NOTE, icon=":material/lock:")
 
 # -- controls ---------------------------------------------------------------------------------
 sources = describe_available_sources()
@@ -49,6 +61,7 @@ SOURCE_LABELS = {
     "auto": f"Automatic ({auto_label})",
     "sample": "Bundled CIFAR-10 sample (5,085 images)",
     "cifar10": "Full CIFAR-10 (60,000 images)" + ("" if sources["cifar10_present"] else " — not downloaded"),
+    state.PHOTOS: "Photos: bundled ImageNet sample",
     state.FOLDER: "An image folder…",
 }
 
@@ -96,7 +109,33 @@ row[2].number_input("Repeats", min_value=1, max_value=state.MAX_REPEATS, step=1,
 row[3].selectbox("Data source", list(SOURCE_LABELS), key=W["source_kind"], format_func=SOURCE_LABELS.get)
 if st.session_state[W["source_kind"]] == state.FOLDER:
     row[3].text_input("Image folder", key=W["folder"], placeholder="root folder with one subfolder per class")
-loader_chosen = state.LOADER in st.session_state[W["operations"]]
+photo_row = st.columns([3, 2, 1.3, 2])
+photo_row[0].selectbox(
+    "Stores keep",
+    list(state.ENCODING_LABELS),
+    key=W["encoding"],
+    format_func=state.ENCODING_LABELS.get,
+    help="Pixels: each image decoded. The photos' own bytes: each file's bytes exactly as they are (JPEG, PNG…), "
+    "decoded when read, as WebDataset, LitData and FFCV keep photos. Re-encoded: pixels encoded again by this "
+    "program. Formats that hold only pixels store pixels whatever is chosen.",
+)
+photo_row[1].selectbox(
+    "Resize",
+    list(state.RESIZE_LABELS),
+    key=W["resize"],
+    format_func=state.RESIZE_LABELS.get,
+    help="Resize every image at write time to this side (never enlarging one that is smaller), "
+    "with Pillow's antialiased bilinear filter, as the 256-pixel ImageNet copies are made.",
+)
+photo_row[2].number_input(
+    "Side (pixels)",
+    min_value=1,
+    max_value=state.MAX_SIDE,
+    step=32,
+    key=W["side"],
+    disabled=st.session_state[W["resize"]] == "none",
+)
+loader_chosen = bool({state.LOADER, *EPOCH_OPERATIONS} & set(st.session_state[W["operations"]]))
 loader_row = st.columns([3, 2, 3.3])
 loader_row[0].multiselect(
     "DataLoader workers",
@@ -109,6 +148,14 @@ loader_row[0].multiselect(
 loader_row[1].number_input(
     "Batch size", min_value=1, max_value=state.MAX_BATCH_SIZE, step=32, key=W["batch_size"], disabled=not loader_chosen
 )
+st.text_input(
+    "Where the data lives",
+    key=W["location"],
+    placeholder="a local folder; or s3://bucket/prefix",
+    help="An s3:// location also uploads each store there and reads it back as its format's users do (the "
+    "upload, first_epoch, later_epoch and remote_random operations), at the server in AWS_ENDPOINT_URL with the "
+    "AWS credential chain (python -m storage s3-server starts one here).",
+)
 st.checkbox("Keep the stores afterwards (to open them on the Explore page)", key=W["keep"])
 
 # -- the run shown: the one just started, else the link's, else this session's last --------
@@ -118,7 +165,7 @@ except StorageError as error:
     views.show_error(error, what="The results database cannot be opened")
     st.stop()
 shown_run = st.session_state.pop(STARTED, None) or (url_controls.run_id if "run" in params else starting.run_id)
-view = runner.read_run(db, shown_run) if shown_run else None
+view, unshowable = runner.read_shown_run(db, shown_run) if shown_run else (None, None)
 running = view is not None and view.running
 controls = state.controls_from_widgets(st.session_state, run_id=shown_run)
 st.session_state[SAVED] = controls
@@ -127,6 +174,42 @@ views.sync_query_params(state.run_params(controls))
 for name in controls.formats:
     info = backend_info(name)
     st.caption(f"**{info.label}** — {info.description}")
+pixels_only = resources.pixel_only_formats(controls.formats) if controls.encoding != "raw" else []
+if pixels_only:
+    st.caption(
+        f":material/info: {', '.join(backend_info(name).label for name in pixels_only)} hold only pixels: "
+        f"they store pixels, not “{state.ENCODING_LABELS[controls.encoding]}”."
+    )
+
+
+def check_folder(folder: str) -> None:
+    st.session_state[CHECKED] = folder
+
+
+def run_source(current: state.RunControls) -> str | None:
+    """What the engine reads: a CIFAR-10 keyword, the bundled photos, or an allowed folder once checked.
+
+    Says on the page why there is none yet (outside the data roots, missing, not listed yet).
+    """
+    if current.source_kind != state.FOLDER:
+        return state.experiment_source(current)
+    try:
+        folder = access.allowed_path(current.folder)
+    except access.OutsideRootsError as error:
+        views.show_error(error, what="Image folder")
+        return None
+    if not folder.is_dir():
+        views.show_error(f"{current.folder} does not exist or is not a folder", what="Image folder")
+        return None
+    if st.session_state.get(CHECKED) != str(folder):
+        st.info(
+            "Press **Check folder** to list the folder (its files are read only then) and see the estimate.",
+            icon=":material/folder_open:",
+        )
+        st.button("Check folder", on_click=check_folder, args=(str(folder),))
+        return None
+    return str(folder)
+
 
 # -- what the run would be, and whether it can start -----------------------------------------
 experiment = None
@@ -139,19 +222,25 @@ if controls.source_kind == state.FOLDER and not controls.folder:
     hints.append("Enter the path of the **Image folder** (one subfolder per class, images inside).")
 for hint in hints:
     st.info(hint, icon=":material/touch_app:")
-if not hints:
+source = run_source(controls) if not hints else None
+if source is not None:
     try:
         counts = controls.counts()
-        experiment = validate(state.to_experiment(controls, str(config.runs_dir())))
-        estimate = estimate_experiment(
-            experiment, resources.results_db(), raw_image_bytes=resources.mean_image_bytes(controls.source)
-        )
+        experiment = state.to_experiment(controls, str(config.runs_dir()), source=source)
+        if controls.photos:
+            st.caption(f":material/photo_library: {plain(resources.load_source(source).description)}")
+        image_bytes = resources.store_image_bytes(source, controls.encoding, **controls.sides)
+        estimate = resources.estimate_run(experiment, image_bytes, source_in_memory=not controls.photos)
+    except RunParameterError as error:
+        views.show_error(error, what=state.CONTROL_LABELS.get(error.field))
+        experiment = None
     except ValueError as error:  # "Other counts" that are not counts
         views.show_error(str(error), what="Other counts")
         experiment = None
-    except StorageError as error:
+    except StorageError as error:  # a folder that is no image folder, or holds bad files: said once
         views.show_error(error)
         experiment = None
+        st.session_state.pop(CHECKED, None)  # not listed again at every click: press Check folder again
     else:
         st.markdown(
             f"**Counts:** {state.format_counts(counts)} · **Estimated time:** about "
@@ -160,7 +249,7 @@ if not hints:
         )
         if not estimate.fits:
             where = "on the disk" if not estimate.disk_fits else "in memory"
-            st.warning(f"This run would not fit {where}: {estimate.message}", icon=":material/hard_drive:")
+            st.warning(f"This run would not fit {where}: {plain(estimate.message)}", icon=":material/hard_drive:")
             experiment = None
         elif estimate.seconds > 300:
             st.info(
@@ -171,26 +260,31 @@ if not hints:
 
 
 def start_run(chosen, seconds: float | None) -> None:
+    if access.read_only():  # the button is disabled; a stale page's click is refused here too
+        return
+    name = " ".join(str(st.session_state.get(views.RUN_NAME_KEY) or "").split()) or None
     try:
-        st.session_state[STARTED] = runner.launch(chosen, resources.results_db(), estimated_seconds=seconds)
+        st.session_state[STARTED] = runner.launch(chosen, resources.results_db(), estimated_seconds=seconds, name=name)
     except OSError as error:
         st.session_state["run_flash"] = f"The benchmark process could not be started: {error}"
 
 
 def stop_run(run_id: str) -> None:
-    runner.request_stop(resources.results_db(), run_id)
+    if not access.read_only():
+        runner.request_stop(resources.results_db(), run_id)
 
 
+views.run_name_input()
 buttons = st.columns([1.2, 1, 5])
 buttons[0].button(
     "Run benchmark",
     type="primary",
-    disabled=experiment is None or running,
+    disabled=experiment is None or running or read_only,
     on_click=start_run,
     args=(experiment, estimate.seconds if experiment is not None else None),
 )
 stoppable = running and view.stoppable and not view.stop_requested
-buttons[1].button("Stop", disabled=not stoppable, on_click=stop_run, args=(shown_run,))
+buttons[1].button("Stop", disabled=not stoppable or read_only, on_click=stop_run, args=(shown_run,))
 if "run_flash" in st.session_state:
     views.show_error(st.session_state.pop("run_flash"))
 if running:
@@ -204,7 +298,7 @@ if running:
 others = [record for record in runner.running_runs(db) if record.id != shown_run]
 if others:
     st.caption(
-        f":material/warning: {len(others)} other run(s) are going on ({', '.join(r.id for r in others)}); runs at "
+        f":material/warning: {len(others)} other run(s) are going on ({plain(', '.join(r.id for r in others))}); runs at "
         "the same time share the CPU and the disk, which slows both."
     )
 
@@ -215,6 +309,7 @@ st.divider()
 def show_progress(current: runner.RunView) -> None:
     """The status box and the elapsed-time chart: what a running run redraws most often."""
     views.render_status(current)
+    views.render_summary(current.measurements)
     specs = views.run_chart_specs(current.run_id, current.measurements, names=("time",), for_display=True)
     if not specs and current.running:
         st.caption("The charts appear here as soon as the first measurement is recorded.")
@@ -225,8 +320,6 @@ def show_progress(current: runner.RunView) -> None:
 
 def show_details(current: runner.RunView) -> None:
     """The images read back, the other charts and the table."""
-    if current.running and current.progress is not None and current.progress.first_chart_at is None:
-        return  # the first chart goes first: the rest waits for the next redraw
     names = ("rate", "loader", "disk")  # the time chart is show_progress's
     shown = views.run_chart_specs(current.run_id, current.measurements, names=names, for_display=True)
     views.render_previews(views.stored_previews(db, current.run_id, current.preview_count))
@@ -239,6 +332,7 @@ def show_details(current: runner.RunView) -> None:
             views.stored_previews(db, current.run_id, current.preview_count),
             file_name=f"image-storage-lab-{current.run_id}.png",
             key="run-share",
+            measurements=current.measurements,
         )
         views.page_link(
             "pages/2_Results.py",
@@ -248,32 +342,28 @@ def show_details(current: runner.RunView) -> None:
         )
 
 
-def following(show: Callable[[runner.RunView], None]) -> Callable[[str], None]:
-    """A fragment body that redraws ``show`` from the database, and the whole page once the run has ended."""
-
-    def redraw(run_id: str) -> None:
-        current = runner.read_run(db, run_id)
-        if current is None or not current.running:
-            st.rerun()  # deleted, or ended: redraw the whole page (buttons, URL, the final state)
-        show(current)
-
-    return redraw
+def follow_live(run_id: str, page_draw: str) -> None:
+    """A running run, redrawn between its timed calls (see :mod:`dashboard.live_view`)."""
+    live_view.follow(db, run_id, page_draw, show_progress, show_details)
 
 
 # The browser loads its chart library with the first chart it is sent (about a second on two
 # cores): an invisible chart on every draw of this page has it ready before a run's first chart.
 views.preload_charts("run-preload")
 
-if view is not None:
+if unshowable:
+    st.warning(f"Run {plain(shown_run)} cannot be shown: {plain(unshowable)}", icon=":material/warning:")
+elif view is not None:
     if view.running:
-        # Two fragments: the status and the first chart several times a second (a chart within 1 s of a
-        # measurement), the heavier rest (images, table) once a second.
-        st.fragment(following(show_progress), run_every=views.LIVE_INTERVAL)(view.run_id)
-        st.fragment(following(show_details), run_every=views.DETAILS_INTERVAL)(view.run_id)
+        # One fragment, rerun as soon as it has drawn: it waits for news between the run's timed calls.
+        st.fragment(follow_live, run_every=views.LIVE_INTERVAL)(view.run_id, watching.new_watcher_id())
     else:
-        show_progress(view)
-        show_details(view)
+        try:
+            show_progress(view)
+            show_details(view)
+        except Exception as error:  # a run the schema let through that still cannot be drawn
+            st.warning(f"Run {plain(view.run_id)} cannot be shown: {plain(f'{type(error).__name__}: {error}')}")
 elif shown_run:
-    st.warning(f"Run {shown_run} is not in the results database {config.display_path(db.path)}.")
+    st.warning(f"Run {plain(shown_run)} is not in the results database {plain(config.display_path(db.path))}.")
 else:
     st.info("Press **Run benchmark**: the charts and the images read back appear as the measurements land.")

@@ -1,7 +1,9 @@
 """Explore page: open a store of any backend, page through its images, time the read of any id.
 
 ``?backend=lmdb&path=data/runs/<run id>/lmdb/1000/store&id=7&page=2`` opens the same store
-at the same place.
+at the same place. Only stores under the dashboard's data roots are opened
+(``dashboard.access``); any other path gets the same refusal, whether or not it exists.
+Images are shown as thumbnails (at most 192 pixels a side), a page of 24 at a time.
 """
 
 import math
@@ -9,13 +11,16 @@ import time
 
 import streamlit as st
 
-from dashboard import config, previews, resources, state, views
+from dashboard import access, config, previews, resources, state, views
+from dashboard.text import plain
 from storage import backend_info, backends
 from storage.bench.report import format_seconds
 from storage.errors import StorageError
 
 PAGE_SIZE = 24
 GRID_COLUMNS = 8
+READ_SIDE = 192  # the image read by id, at most this many pixels a side
+GRID_SIDE = 96  # each image of a page
 K_BACKEND, K_PATH, K_ID, K_PAGE, K_FOUND, OPENED = (
     "explore_backend",
     "explore_path",
@@ -36,7 +41,7 @@ if views.init_state(
     {K_BACKEND: link.backend or available[0], K_PATH: link.path, K_ID: link.image_id, K_PAGE: link.page}
 ):
     for note in notes:
-        st.warning(f"The link could not be followed entirely: {note}.")
+        st.warning(f"The link could not be followed entirely: {plain(note)}.")
     if link.backend and link.path and OPENED not in st.session_state:
         st.session_state[OPENED] = (link.backend, link.path)
 
@@ -85,7 +90,10 @@ columns[1].text_input("Store folder", key=K_PATH, placeholder="e.g. data/runs/<r
 
 def open_clicked() -> None:
     path = st.session_state[K_PATH].strip()
-    written = resources.backend_written_in(path)  # a store says which backend wrote it
+    try:
+        written = resources.backend_written_in(str(access.allowed_path(path)))  # a store says which backend wrote it
+    except access.OutsideRootsError:
+        written = None  # refused below, when it is opened
     if written in available:
         st.session_state[K_BACKEND] = written
     st.session_state[OPENED] = (st.session_state[K_BACKEND], path)
@@ -105,7 +113,13 @@ if not opened:
 
 backend, path = opened
 try:
-    store = resources.open_store_cached(backend, path)
+    folder = access.allowed_path(path)
+except access.OutsideRootsError as error:
+    views.sync_query_params({"backend": backend, "path": path})
+    views.show_error(error, what="Store folder")
+    st.stop()
+try:
+    store = resources.open_store_cached(backend, folder)
     size = len(store)
     usage = store.disk_usage()
 except StorageError as error:
@@ -121,8 +135,9 @@ run_id = resources.FoundStore(str(store.path), backend, size).run_id
 if run_id and not class_names:
     try:
         record = resources.results_db().get_run(run_id)
-        class_names = (record.source or {}).get("class_names") if record else None
-    except StorageError:
+        names = (record.source or {}).get("class_names") if record else None
+        class_names = [str(name) for name in names] if isinstance(names, list) else None
+    except Exception:  # no database, or a run that cannot be read: labels as numbers, never a traceback
         class_names = None
     labels_note = f"labels are classes of run {run_id}"
 if not class_names:
@@ -133,7 +148,7 @@ metrics[0].metric("Format", backend_info(backend).label)
 metrics[1].metric("Images", f"{size:,}")
 metrics[2].metric("Disk (allocated)", f"{usage.allocated_bytes / 1e6:,.2f} MB")
 metrics[3].metric("Files", f"{usage.files:,}")
-st.caption(f"`{config.display_path(store.path)}` · image shape {store.uniform_shape or 'varies'} · {labels_note}")
+st.caption(plain(f"{config.display_path(store.path)} · image shape {store.uniform_shape or 'varies'} · {labels_note}"))
 
 if size == 0:
     st.info("This store holds no images.")
@@ -153,16 +168,16 @@ except StorageError as error:
     views.show_error(error, what=f"Reading image {image_id} failed")
 else:
     shown, details = st.columns([1, 3])
-    big = previews.enlarge(image, 192)
+    big = previews.enlarge(image, READ_SIDE)
     shown.image(
         big,
         width=big.width,
-        caption=previews.caption(int(image_id), label, class_names, None),
+        caption=plain(previews.caption(int(image_id), label, class_names, None)),
         output_format="PNG",  # lossless: the pixels shown are the pixels read
     )
     details.markdown(
         f"**Read in {format_seconds(seconds)}** (one `read_one` call, timed on this page)  \n"
-        f"Label: **{previews.class_name(label, class_names)}** ({int(label)})  \n"
+        f"Label: **{plain(previews.class_name(label, class_names))}** ({int(label)})  \n"
         f"Pixels: {' × '.join(str(side) for side in image.shape)}, {image.dtype}"
     )
 
@@ -182,11 +197,11 @@ except StorageError as error:
 else:
     grid = st.columns(GRID_COLUMNS)
     for position, (image_id_on_page, picture, picture_label) in enumerate(zip(ids, images, labels)):
-        small = previews.enlarge(picture, 96)
+        small = previews.enlarge(picture, GRID_SIDE)
         grid[position % GRID_COLUMNS].image(
             small,
             width=small.width,
-            caption=previews.caption(image_id_on_page, picture_label, class_names, None),
+            caption=plain(previews.caption(image_id_on_page, picture_label, class_names, None)),
             output_format="PNG",
         )
 

@@ -10,41 +10,40 @@ store that reports itself incomplete rather than one that silently reads wrong i
 Backends subclass :class:`ImageStore` and implement a handful of hooks (``_create``,
 ``_open``, ``_close``, ``_begin_write``, ``_write_chunk``, ``_commit``, ``_rollback``,
 ``_read_one`` and, for speed, ``_read_many``). Everything callers see (validation,
-chunked streaming, ids, errors, fork safety, disk usage) is written once, here.
+chunked streaming, ids, errors, fork safety, disk usage) is written once: here, and for
+the read side every store shares, in :mod:`storage.reading`.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import os
-import shutil
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from abc import abstractmethod
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from .batch import ImageBatch, Shape, check_image, check_label, make_batch
+from . import manifest
+from .batch import ImageBatch, Shape, check_image, check_label, make_batch, stack_if_uniform
+from .encoded import EncodingMixin
+from .encodings import EncodedImage
 from .errors import (
-    CorruptDataError,
-    ImageIndexError,
     ImageShapeError,
-    IncompleteStoreError,
     LabelError,
     ModeError,
     ReadOnlyStoreError,
-    StoreExistsError,
-    StoreNotFoundError,
-    StoreNotWritableError,
-    WrongBackendError,
+    StorageError,
 )
+from .info import BackendInfo, DiskUsage, ShapeRefusal, measure_disk_usage  # noqa: F401 (re-exported)
+from .integrity import IntegrityMixin
+from .lifecycle import StoreLifecycleMixin
+from .locking import WriterLock
+from .manifest import FORMAT_VERSION, MANIFEST_NAME, read_manifest, write_file_atomically  # noqa: F401 (re-exported)
+from .reading import ImageReaderBase
 from .write_behind import WriteGroup
 
-MANIFEST_NAME = "store.json"
-FORMAT_VERSION = 1
 MODES = ("r", "w", "a")
 
 _process_id = os.getpid()
@@ -66,135 +65,23 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 ProgressCallback = Callable[[int, int], None]
 
 
-@dataclass(frozen=True)
-class BackendInfo:
-    """What a backend is and what it can do; the dashboard shows ``label`` and ``description``."""
-
-    name: str
-    label: str
-    description: str
-    lossless: bool = True
-    random_access: bool = True
-    variable_shapes: bool = True
-    appendable: bool = True
-    compressed: bool = False
-    one_file_per_image: bool = False
-    channels: tuple[int, ...] = (1, 3, 4)
-    """Channel counts the backend stores; 1 covers both (H,W) and (H,W,1) images."""
-    unavailable_reason: str | None = None
-    """Why the backend cannot be used here (its library is missing or fails to import), or None."""
-
-    @property
-    def available(self) -> bool:
-        return self.unavailable_reason is None
-
-
-@dataclass(frozen=True)
-class DiskUsage:
-    """Bytes a store takes: ``apparent_bytes`` (file sizes) and ``allocated_bytes`` (blocks)."""
-
-    apparent_bytes: int
-    allocated_bytes: int
-    files: int
-
-    def bytes_per_image(self, count: int) -> float:
-        return self.allocated_bytes / count if count else 0.0
-
-
-def measure_disk_usage(path: str | os.PathLike[str]) -> DiskUsage:
-    """Sum ``st_size`` and ``st_blocks * 512`` of every file under ``path``.
-
-    Hard links are counted once. A sparse file (an LMDB map) shows a large apparent
-    size and a small allocated one: both numbers are honest, for different questions.
-    """
-    seen: set[tuple[int, int]] = set()
-    apparent = allocated = files = 0
-    for root, _dirs, names in os.walk(path):
-        for name in names:
-            stat = os.lstat(os.path.join(root, name))
-            key = (stat.st_dev, stat.st_ino)
-            if key in seen:
-                continue
-            seen.add(key)
-            apparent += stat.st_size
-            allocated += stat.st_blocks * 512
-            files += 1
-    return DiskUsage(apparent, allocated, files)
-
-
-def write_file_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary name beside ``path``, then rename it over ``path``."""
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(temporary, "wb") as file:
-        file.write(data)
-    os.replace(temporary, path)
-
-
-def read_manifest(path: Path) -> dict[str, Any]:
-    """Read a store's manifest, or explain why ``path`` is not a store."""
-    manifest_path = path / MANIFEST_NAME
-    if not path.exists():
-        raise StoreNotFoundError(
-            f"no image store at {path}: check the path, or create one with open_store(name, path, 'w')"
-        )
-    if not manifest_path.is_file():
-        raise StoreNotFoundError(
-            f"{path} is not an image store (it has no {MANIFEST_NAME}); "
-            "point at a folder written by this library, or create one with mode 'w'"
-        )
-    try:
-        manifest = json.loads(manifest_path.read_text())
-        int(manifest["count"]), str(manifest["backend"])
-    except (ValueError, KeyError, TypeError) as error:
-        raise CorruptDataError(
-            f"{manifest_path} is damaged ({error}); the store cannot be trusted: write it again with mode 'w'"
-        ) from None
-    return manifest
-
-
-def _prepare_empty_folder(path: Path) -> None:
-    """Make ``path`` an empty folder, removing an old store but never other files."""
-    try:
-        _clear_old_store(path)
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write-test-{os.getpid()}"
-        probe.touch()
-        probe.unlink()
-    except OSError as error:
-        if isinstance(error, FileExistsError):
-            raise
-        raise StoreNotWritableError(
-            f"cannot write to {path} ({error.strerror or error}); "
-            "choose a folder you can write to, or fix its permissions"
-        ) from None
-
-
-def _clear_old_store(path: Path) -> None:
-    if path.exists() and not path.is_dir():
-        raise StoreExistsError(f"{path} is a file; a store is a folder: choose another path")
-    if path.is_dir() and any(path.iterdir()):
-        if not (path / MANIFEST_NAME).exists():
-            raise StoreExistsError(
-                f"{path} holds files that are not an image store; "
-                "choose a new or empty folder so nothing of yours is deleted"
-            )
-        shutil.rmtree(path)
-
-
-class ImageStore(ABC):
+class ImageStore(StoreLifecycleMixin, EncodingMixin, IntegrityMixin, ImageReaderBase):
     """A folder of images with integer labels, read and written through one interface.
 
     Args:
         path: the store's folder.
         mode: ``"w"`` creates (replacing a store already there), ``"a"`` appends (creating
             the store if missing), ``"r"`` reads.
-        **options: backend options (see the backend's ``default_options``); recorded in the
-            manifest, so a store reopened later uses the options it was written with.
+        **options: backend options (see the backend's ``default_options``), and the options
+            every store takes: ``max_side`` / ``shorter_side`` (resize at write time, never
+            enlarging) and, on backends that hold images of mixed sizes, ``encoding``
+            (``"raw"`` pixels, the default; ``"source"`` bytes; ``"png"``, ``"jpeg:Q"``,
+            ``"webp"``: see :mod:`storage.encodings`). Recorded in the manifest, so a store
+            reopened later uses the options it was written with.
     """
 
     info: ClassVar[BackendInfo]
     default_options: ClassVar[dict[str, Any]] = {}
-    chunk_images: ClassVar[int] = 1024
     chunk_bytes: ClassVar[int] = 64 * 2**20
     fork_safe: ClassVar[bool] = True
     """False when the format's library must not be used in a forked child (it starts threads
@@ -219,69 +106,30 @@ class ImageStore(ABC):
         self._closed = False
         self._dirty = False
         self._write_behind = WriteGroup()
+        self._writer_lock: WriterLock | None = None
+        self._backend_open = False  # whether the backend's files are open (closed again if opening fails)
+        self._replacing: tuple[Path, WriterLock] | None = None  # (the path of the store it replaces, that store's lock)
         self._check_options(options)
-        if mode == "w" or (mode == "a" and not self.path.exists()):
-            self._start_new_store(options)
-        else:
-            self._open_existing_store(options)
+        try:
+            if mode == "w" or (mode == "a" and not self.path.exists()):
+                self._start_new_store(options)
+            else:
+                self._open_existing_store(options)
+        except BaseException:
+            self._let_go_after_failed_open()
+            raise
 
     # -- opening and closing ---------------------------------------------------------
 
     def _check_options(self, options: dict[str, Any]) -> None:
-        unknown = sorted(set(options) - set(self.default_options))
+        accepted = self.accepted_options()
+        unknown = sorted(set(options) - set(accepted))
         if unknown:
-            known = ", ".join(sorted(self.default_options)) or "none"
+            known = ", ".join(sorted(accepted)) or "none"
             raise ModeError(
                 f"unknown option(s) {', '.join(unknown)} for the {self.info.name} backend; it takes: {known}"
             )
-
-    def _start_new_store(self, options: dict[str, Any]) -> None:
-        _prepare_empty_folder(self.path)
-        self.options = {**self.default_options, **options}
-        self._count = 0
-        self.backend_state: dict[str, Any] = {}
-        self.class_names: list[str] | None = None
-        self._create()
-        self._write_manifest("complete")
-
-    def _open_existing_store(self, options: dict[str, Any]) -> None:
-        manifest = read_manifest(self.path)
-        if manifest["backend"] != self.info.name:
-            raise WrongBackendError(
-                f"{self.path} holds a {manifest['backend']!r} store, not {self.info.name!r}; "
-                f"open it with open_store({manifest['backend']!r}, ...)"
-            )
-        if manifest.get("state") != "complete" and self.mode == "r":
-            raise IncompleteStoreError(
-                f"the store at {self.path} is incomplete: a write was interrupted after "
-                f"{manifest['count']} images were committed. Reopen it with mode 'a' to keep "
-                "those images and go on, or rewrite it with mode 'w'"
-            )
-        self.options = {**self.default_options, **manifest.get("options", {})}
-        self._count = int(manifest["count"])
-        self.backend_state = dict(manifest.get("backend_state", {}))
-        names = manifest.get("class_names")
-        self.class_names = [str(name) for name in names] if isinstance(names, list) else None
-        self._open()
-        if manifest.get("state") != "complete":
-            self._rollback(self._count)
-            self._write_manifest("complete")
-
-    def _write_manifest(self, state: str) -> None:
-        manifest = {
-            "backend": self.info.name,
-            "format_version": FORMAT_VERSION,
-            "count": self._count,
-            "state": state,
-            "options": self.options,
-            "backend_state": self.backend_state,
-        }
-        if self.class_names is not None:
-            manifest["class_names"] = self.class_names
-        try:
-            write_file_atomically(self.path / MANIFEST_NAME, json.dumps(manifest, indent=1).encode())
-        except OSError as error:
-            raise StoreNotWritableError(f"cannot update {self.path / MANIFEST_NAME}: {error}") from None
+        self._check_storage_options(options)
 
     def set_class_names(self, class_names: Sequence[str]) -> None:
         """Name the labels: label ``i`` is ``class_names[i]``. Kept in the manifest, read back as ``class_names``.
@@ -296,28 +144,41 @@ class ImageStore(ABC):
         self._write_manifest("writing" if self._dirty else "complete")
 
     def close(self) -> None:
-        """Finish pending writes (marking the store complete) and release file handles."""
+        """Finish pending writes (marking the store complete), release file handles and the writer's lock.
+
+        A store opened with ``"w"`` over an existing store takes that store's place here.
+        """
         if self._closed:
             return
         try:
             if self._pid == os.getpid():
                 self._write_group()
                 if self._dirty:
-                    self._commit(self._count)
-                    self._write_manifest("complete")
-                    self._dirty = False
+                    self._commit_pending_writes()
         finally:
             self._closed = True
-            self._close()
+            try:
+                self._close()
+            finally:
+                self._finish_writing()
+
+    def _commit_pending_writes(self) -> None:
+        """Commit ``write_one`` images written so far (the manifest said "writing" since the first)."""
+        try:
+            self._commit(self._count)
+            self._commit_checksums()
+        except OSError as error:
+            raise self._write_error(error, None) from error
+        self._write_manifest("complete")
+        manifest.drop_previous(self.path)
+        self._dirty = False
 
     def flush(self) -> None:
         """Make ``write_one`` calls so far durable and mark the store complete."""
         self._require_writable()
         self._write_group()
         if self._dirty:
-            self._commit(self._count)
-            self._write_manifest("complete")
-            self._dirty = False
+            self._commit_pending_writes()
 
     def __enter__(self) -> ImageStore:
         return self
@@ -326,13 +187,16 @@ class ImageStore(ABC):
         self.close()
 
     def __del__(self) -> None:
-        # Only release handles: a store dropped without close() after write_one keeps
-        # reporting itself incomplete, which is the honest state.
+        # Only release handles and the lock: a store dropped without close() after write_one
+        # keeps reporting itself incomplete, which is the honest state.
         if not getattr(self, "_closed", True):
             try:
                 self._closed = True
                 if self._pid == os.getpid():
                     self._close()
+                    self._replacing = None  # an unfinished replacement is never swapped in
+                    if self._writer_lock is not None:
+                        self._writer_lock.release()
             except Exception:
                 pass
 
@@ -375,30 +239,70 @@ class ImageStore(ABC):
         return self._write_checked_batch(batch, progress)
 
     def _write_checked_batch(self, batch: ImageBatch, progress: ProgressCallback | None = None) -> np.ndarray:
-        """Write a validated batch all-or-nothing: ``write_batch`` and each write-behind group."""
+        """Write a validated batch all-or-nothing: ``write_batch`` and each write-behind group.
+
+        The batch is resized and encoded as the store's options say, chunk by chunk, as the
+        backend writes it (:mod:`storage.encoded`); every check runs before the first byte.
+        """
+        batch = self._resized_batch(batch)
         self._check_batch_shapes(batch)
+        stored = self._stored_batch(batch)
         first_id = self._count
         total = len(batch)
         saved_state = copy.deepcopy(self.backend_state)
-        self._write_manifest("writing")
+        self._mark_writing()
         try:
-            self._begin_write(first_id, batch)
+            self._note_decoded_shapes(batch)
+            self._begin_write(first_id, stored)
             step = self._chunk_length(batch)
             for start in range(0, total, step):
                 stop = min(start + step, total)
-                self._write_chunk(batch.chunk(start, stop), batch.labels[start:stop], first_id + start)
+                self._write_stored_chunk(stored, start, stop, first_id + start)
                 if progress is not None:
                     progress(stop, total)
             self._commit(first_id + total)
-        except BaseException:
-            self.backend_state = saved_state
-            self._rollback(first_id)
+            self._commit_checksums()
+            self._count = first_id + total
             self._write_manifest("complete")
+        except BaseException as error:
+            self._count = first_id
+            self.backend_state = saved_state
+            self._undo_write(first_id)
+            if isinstance(error, Exception) and (isinstance(error, OSError) or manifest.is_disk_full(error)):
+                raise self._write_error(error, stored.nbytes) from error
             raise
-        self._count = first_id + total
+        manifest.drop_previous(self.path)
         self._dirty = False
-        self._write_manifest("complete")
         return np.arange(first_id, self._count)
+
+    def _mark_writing(self) -> None:
+        """Keep the manifest as it is (to put back without new space), then mark it "writing"."""
+        manifest.keep_previous(self.path)
+        try:
+            self._write_manifest("writing")
+        except BaseException:
+            manifest.drop_previous(self.path)
+            raise
+
+    def _undo_write(self, first_id: int) -> None:
+        """Roll a failed write back to ``first_id`` images and mark the store complete again.
+
+        If the manifest cannot be written (a full disk), the one kept by :meth:`_mark_writing`
+        is put back with a rename. If the backend cannot undo its part, the store stays
+        marked "writing", and the next ``"a"`` undoes it.
+        """
+        try:
+            self._rollback(first_id)
+            self._rollback_checksums(first_id)
+        except Exception:
+            manifest.drop_previous(self.path)
+            return
+        try:
+            self._write_manifest("complete")
+        except StorageError:
+            if not manifest.restore_previous(self.path):
+                raise
+        manifest.drop_previous(self.path)
 
     def _chunk_length(self, batch: ImageBatch) -> int:
         """Images per streamed chunk: ``chunk_images``, fewer for big images (``chunk_bytes``)."""
@@ -416,27 +320,57 @@ class ImageStore(ABC):
         ``write_batch``, ``flush()`` or ``close()``.
         """
         self._require_writable()
+        if isinstance(image, (EncodedImage, bytes, bytearray, memoryview)):
+            return self._write_one_encoded(image, check_label(label))
         check_image(image)
         label = check_label(label)
         batch = ImageBatch(image[np.newaxis], np.array([label], dtype=np.int64), tuple(image.shape), image.nbytes)
         self._check_batch_shapes(batch)
+        if self._encoding is not None:
+            self._stored_batch(batch)  # refuse what the encoding cannot hold now, not when a group is written
         if self.write_behind_images > 0:
             return self._add_to_group(image, label)
+        if self.transforms_images:  # resized or encoded: the batch path does it
+            return int(self._write_checked_batch(batch)[0])
         if not self._dirty:
-            self._write_manifest("writing")
+            self._mark_writing()
             self._dirty = True
         first_id = self._count
         saved_state = copy.deepcopy(self.backend_state)
         try:
             self._begin_write(first_id, batch)
             self._write_chunk(batch.images, batch.labels, first_id)
+            self._checksum_chunk(batch.images, batch.labels, first_id)
             self._commit_one(first_id + 1)
-        except BaseException:
+        except BaseException as error:
             self.backend_state = saved_state
             self._rollback(first_id)
+            self._rollback_checksums(first_id)
+            if isinstance(error, OSError):
+                raise self._write_error(error, batch.nbytes) from error
             raise
         self._count = first_id + 1
         return first_id
+
+    def _write_one_encoded(self, item: EncodedImage | bytes, label: int) -> int:
+        """``write_one`` of an image file's bytes: kept as they are by an encoded store, decoded by a raw one."""
+        from .image_codec import EncodedImages
+
+        images = EncodedImages([item])
+        if self._encoding is None:
+            return self.write_one(images[0], label)
+        batch = make_batch(images, [label])
+        self._check_batch_shapes(batch)
+        self._stored_batch(batch)  # refuse what the encoding cannot hold now, not when a group is written
+        if self.write_behind_images <= 0:
+            return int(self._write_checked_batch(batch)[0])
+        if len(self._write_behind) and not self._write_behind.encoded:
+            self._write_group()  # a group holds pixels or encoded images, never both
+        image_id = len(self)
+        self._write_behind.add_encoded(images.items[0], label)
+        if self._write_behind.is_due(self.write_behind_images, self.chunk_bytes, self.write_behind_seconds):
+            self._write_group()
+        return image_id
 
     def _add_to_group(self, image: np.ndarray, label: int) -> int:
         """Keep ``image`` in the write-behind group; write the group when it is due.
@@ -447,7 +381,9 @@ class ImageStore(ABC):
         """
         image_id = len(self)
         shape = tuple(image.shape)
-        reference = self._write_behind.shape or self.uniform_shape
+        if self._write_behind.encoded:
+            self._write_group()  # a group holds pixels or encoded images, never both
+        reference = self._write_behind.shape or self._layout_shape
         if self.backend_state.get("mixed_shapes") or reference in (None, shape):
             self._write_behind.add(image, label)
             if self._write_behind.is_due(self.write_behind_images, self.chunk_bytes, self.write_behind_seconds):
@@ -468,100 +404,60 @@ class ImageStore(ABC):
     def _check_batch_shapes(self, batch: ImageBatch) -> None:
         """Refuse channel counts the format cannot hold, and mixed sizes where it needs one size."""
         shapes = [batch.uniform_shape] if batch.is_uniform else batch.shapes(0, len(batch))
-        for shape in shapes:
-            channels = shape[2] if len(shape) == 3 else 1
-            if channels not in self.info.channels:
-                raise ImageShapeError(
-                    f"the {self.info.name} backend cannot store images with {channels} channel(s) (shape {shape}); "
-                    f"it stores {', '.join(map(str, self.info.channels))} channel(s): convert the images or choose another backend"
-                )
-        if batch.is_uniform and self.uniform_shape in (None, batch.uniform_shape):
+        refusal = self.info.shape_refusal(shapes, self.uniform_shape)
+        if refusal is None:
             return
-        if not self.info.variable_shapes:
-            what = "images of different sizes" if not batch.is_uniform else f"images of shape {batch.uniform_shape}"
+        if refusal.channels:
+            channels, shape = next(iter(refusal.channels.items()))
             raise ImageShapeError(
-                f"the {self.info.name} backend stores one image size per store and got {what}"
-                + (f" for a store of {self.uniform_shape} images" if self.uniform_shape else "")
-                + "; resize the images first or choose a backend with variable sizes (png, lmdb, hdf5)"
+                f"the {self.info.name} backend cannot store images with {channels} channel(s) (shape {shape}); "
+                f"it stores {', '.join(map(str, self.info.channels))} channel(s): convert the images or choose another backend"
             )
+        what = "images of different sizes" if not batch.is_uniform else f"images of shape {batch.uniform_shape}"
+        raise ImageShapeError(
+            f"the {self.info.name} backend stores one image size per store and got {what}"
+            + (f" for a store of {self.uniform_shape} images" if self.uniform_shape else "")
+            + "; resize the images first or choose a backend with variable sizes (png, lmdb, hdf5)"
+        )
 
-    # -- reading ---------------------------------------------------------------------
+    # -- reading (the checks and batches are ImageReaderBase's) -----------------------
 
     def __len__(self) -> int:
         return self._count + len(self._write_behind)
 
-    def _check_id(self, image_id: object) -> int:
-        if type(image_id) is int and 0 <= image_id < self._count:  # the common case, checked quickly
-            return image_id
-        if isinstance(image_id, (bool, np.bool_)) or not isinstance(image_id, (int, np.integer)):
-            raise ImageIndexError(f"image id {image_id!r} is not an integer")
-        count = len(self)
-        if not 0 <= image_id < count:
-            raise ImageIndexError(
-                f"image id {image_id} is out of range: this store holds {count} images (ids 0..{count - 1})"
-            )
-        return int(image_id)
+    def _read_pending(self, image_id: int) -> tuple[np.ndarray, int]:
+        """An image still in the write-behind group: ``read_one`` answers from memory, resized as it will be."""
+        return self._write_behind.image(image_id - self._count, *self._resize)
 
-    def read_one(self, image_id: int) -> tuple[np.ndarray, int]:
-        """Read one image and its label (from the write-behind group if it is still there)."""
-        self._ensure_process()
-        image_id = self._check_id(image_id)
-        if image_id >= self._count:
-            return self._write_behind.image(image_id - self._count)
-        return self._read_one(image_id)
-
-    def read_batch(
-        self, ids: Iterable[int] | np.ndarray, out: np.ndarray | None = None
-    ) -> tuple[np.ndarray | list[np.ndarray], np.ndarray]:
-        """Read images by id, in the order given.
-
-        Returns one (N,H,W[,C]) array when the images share a shape, else a list of
-        arrays, and an int64 array of labels. ``out`` (uniform stores only) receives the
-        pixels, so callers can reuse a buffer they allocated and touched beforehand.
-        """
-        self._ensure_process()
-        id_array = np.asarray(ids if not isinstance(ids, range) else np.arange(ids.start, ids.stop, ids.step))
-        if id_array.ndim != 1 or (id_array.size and id_array.dtype.kind not in "iu"):
-            raise ImageIndexError(
-                f"ids must be a flat sequence of integers, got {id_array.dtype} of shape {id_array.shape}"
-            )
-        id_array = id_array.astype(np.int64, copy=False)
-        if id_array.size and (id_array.min() < 0 or id_array.max() >= len(self)):
-            bad = id_array[(id_array < 0) | (id_array >= len(self))][0]
-            self._check_id(int(bad))
-        if id_array.size and id_array.max() >= self._count:
-            self._write_group()  # a bulk read of ids still in the group: write it, then read as usual
-        if out is not None and self.uniform_shape is not None:
-            expected = (len(id_array), *self.uniform_shape)
-            if out.shape != expected or out.dtype != np.uint8 or not out.flags.c_contiguous:
-                raise ImageShapeError(
-                    f"out has shape {out.shape} and dtype {out.dtype}; it must be a C-contiguous {expected} uint8 array"
-                )
-        if not id_array.size:  # the same empty answer from every backend, shaped like the store's images
-            empty = np.empty((0, *(self.uniform_shape or ())), dtype=np.uint8) if out is None else out
-            return empty, np.empty(0, dtype=np.int64)
-        return self._read_many(id_array, out)
-
-    def read_all(self, out: np.ndarray | None = None) -> tuple[np.ndarray | list[np.ndarray], np.ndarray]:
-        """Read every image in id order."""
-        return self.read_batch(np.arange(len(self)), out)
-
-    def __iter__(self) -> Iterator[tuple[np.ndarray, int]]:
-        """Yield (image, label) in id order, reading ``chunk_images`` at a time."""
-        for start in range(0, len(self), self.chunk_images):
-            images, labels = self.read_batch(np.arange(start, min(start + self.chunk_images, len(self))))
-            for image, label in zip(images, labels):
-                yield image, int(label)
+    def _settle_pending(self) -> None:
+        """A bulk read of ids still in the write-behind group writes the group, then reads as usual."""
+        self._write_group()
 
     def _read_many(self, ids: np.ndarray, out: np.ndarray | None) -> tuple[np.ndarray | list[np.ndarray], np.ndarray]:
         """Read ``ids`` one by one; backends override this with a faster path."""
         pairs = [self._read_one(int(i)) for i in ids]
         labels = np.fromiter((label for _, label in pairs), dtype=np.int64, count=len(pairs))
-        return stack_if_uniform([image for image, _ in pairs], out, self.uniform_shape), labels
+        return stack_if_uniform([image for image, _ in pairs], out, self._layout_shape), labels
 
     @property
     def uniform_shape(self) -> Shape | None:
-        """The one image shape of this store, or None if empty or of mixed sizes."""
+        """The one image shape of this store (as images are read back), or None if empty or of mixed sizes."""
+        state = self.backend_state
+        # Stores encoded before decoded shapes were tracked (parquet's PNG rows) hold real shapes in their layout.
+        shape = (
+            state.get("decoded_shape", state.get("uniform_shape"))
+            if self._encoding is not None
+            else state.get("uniform_shape")
+        )
+        return tuple(shape) if shape else None
+
+    @property
+    def _layout_shape(self) -> Shape | None:
+        """The one shape of what the backend's files hold: the images', or None for encoded bytes.
+
+        Backends lay out their files by this shape, not by :attr:`uniform_shape`, which an
+        encoded store answers with the shape its images decode to.
+        """
         shape = self.backend_state.get("uniform_shape")
         return tuple(shape) if shape else None
 
@@ -570,46 +466,13 @@ class ImageStore(ABC):
         if self._count == 0 and batch.is_uniform:
             self.backend_state["uniform_shape"] = list(batch.uniform_shape)
             self.backend_state["mixed_shapes"] = False
-        elif not batch.is_uniform or batch.uniform_shape != self.uniform_shape:
+        elif not batch.is_uniform or batch.uniform_shape != self._layout_shape:
             self.backend_state["uniform_shape"] = None
             self.backend_state["mixed_shapes"] = True
 
     def disk_usage(self) -> DiskUsage:
         """Apparent bytes, allocated bytes and file count of the whole store folder."""
         return measure_disk_usage(self.path)
-
-    @classmethod
-    def torch_dataset(cls, path: str | os.PathLike[str], transform: Callable | None = None) -> Any:
-        """The PyTorch dataset a training loop should read this format's store at ``path`` with.
-
-        The engine's ``loader`` operation asks for it here, so a format whose library ships
-        its own dataset class can return that instead. Default:
-        :class:`storage.torch.StoreDataset` (importing torch only now).
-        """
-        from .torch import StoreDataset
-
-        return StoreDataset(cls.info.name, path, transform=transform)
-
-    @classmethod
-    def torch_loader(
-        cls,
-        path: str | os.PathLike[str],
-        batch_size: int,
-        num_workers: int = 0,
-        *,
-        seed: int | None = None,
-        **options: Any,
-    ) -> Any:
-        """One shuffled epoch of the store at ``path``, read the way this format's users read it.
-
-        Yields ``(images, labels)`` batches (or ``(images, labels, ids)`` when the loader,
-        not a sampler in the main process, decides the order); ``options`` go to the
-        DataLoader (``timeout``, ...). Default: :func:`storage.torch.make_loader` over
-        :meth:`torch_dataset`, a shuffled DataLoader whose sampler records the order.
-        """
-        from .torch import make_loader
-
-        return make_loader(cls.torch_dataset(path), batch_size, num_workers, seed=seed, **options)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {str(self.path)!r} mode={self.mode!r} images={len(self)}>"
@@ -651,19 +514,3 @@ class ImageStore(ABC):
     @abstractmethod
     def _read_one(self, image_id: int) -> tuple[np.ndarray, int]:
         """Read one image (id already checked)."""
-
-
-def stack_if_uniform(
-    images: list[np.ndarray], out: np.ndarray | None = None, uniform_shape: Shape | None = None
-) -> np.ndarray | list[np.ndarray]:
-    """Return one stacked array when all images share a shape, else the list itself."""
-    if not images:
-        return np.empty((0, *(uniform_shape or ())), dtype=np.uint8)
-    first = images[0].shape
-    if any(image.shape != first for image in images):
-        return images
-    if out is None:
-        return np.stack(images)
-    for index, image in enumerate(images):
-        out[index] = image
-    return out

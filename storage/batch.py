@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -22,6 +23,11 @@ IMAGE_SHAPE_HINT = (
 Shape = tuple[int, ...]
 
 
+def image_channels(shape: Shape) -> int:
+    """The channel count of an image of ``shape``: (H,W) and (H,W,1) both count as 1."""
+    return shape[2] if len(shape) == 3 else 1
+
+
 def check_image(image: object, where: str = "image") -> np.ndarray:
     """Return ``image`` if it is one valid uint8 image of shape (H,W) or (H,W,C)."""
     if not isinstance(image, np.ndarray):
@@ -32,14 +38,7 @@ def check_image(image: object, where: str = "image") -> np.ndarray:
         raise ImageTypeError(
             f"{where} has dtype {image.dtype}; images must be uint8 (scale to 0..255 and use .astype(numpy.uint8))"
         )
-    if image.ndim not in (2, 3):
-        raise ImageShapeError(f"{where} has shape {image.shape}; {IMAGE_SHAPE_HINT}")
-    if image.ndim == 3 and image.shape[2] not in ALLOWED_CHANNELS:
-        raise ImageShapeError(
-            f"{where} has {image.shape[2]} channels (shape {image.shape}); use 1 (gray), 3 (RGB) or 4 (RGBA)"
-        )
-    if image.shape[0] == 0 or image.shape[1] == 0:
-        raise ImageShapeError(f"{where} has shape {image.shape}; images must be at least 1x1")
+    check_image_shape(image.shape, where)
     return image
 
 
@@ -72,6 +71,26 @@ def check_labels(labels: object, count: int) -> np.ndarray:
     return array.astype(np.int64, copy=False)
 
 
+@runtime_checkable
+class ChunkedImages(Protocol):
+    """A sequence of images that knows every shape without decoding, and decodes a range at once.
+
+    :class:`storage.datasets.FolderImages` is one: a folder of photos listed from the
+    files' headers. ``write_batch`` checks it from the shapes alone and asks for one chunk
+    at a time, so the photos are never all in memory.
+    """
+
+    nbytes: int
+
+    def __len__(self) -> int: ...
+
+    def image_shape(self, index: int) -> Shape: ...
+
+    def distinct_shapes(self) -> set[Shape]: ...
+
+    def chunk(self, start: int, stop: int) -> list[np.ndarray]: ...
+
+
 @dataclass(frozen=True)
 class ImageBatch:
     """A validated batch: either one uniform array or a sequence of arrays, plus labels.
@@ -96,6 +115,9 @@ class ImageBatch:
         """Images ``start``..``stop``: an (n,H,W[,C]) array if uniform, else a list."""
         if isinstance(self.images, (np.ndarray, CycledImages)):
             return self.images[start:stop]
+        if isinstance(self.images, ChunkedImages):
+            part = self.images.chunk(start, stop)
+            return np.stack(part) if self.uniform_shape is not None else part
         part = [self.images[i] for i in range(start, stop)]
         if self.uniform_shape is not None:
             return np.stack(part)
@@ -105,6 +127,8 @@ class ImageBatch:
         """The shape of each image ``start``..``stop``."""
         if self.uniform_shape is not None:
             return [self.uniform_shape] * (stop - start)
+        if isinstance(self.images, ChunkedImages):
+            return [tuple(self.images.image_shape(i)) for i in range(start, stop)]
         return [tuple(self.images[i].shape) for i in range(start, stop)]
 
 
@@ -115,6 +139,8 @@ def make_batch(images: object, labels: object) -> ImageBatch:
     if isinstance(images, CycledImages):  # one source array repeated: checked once, like an array
         check_image(images.first, "each image")
         return ImageBatch(images, check_labels(labels, len(images)), tuple(images.shape[1:]), images.nbytes)
+    if isinstance(images, ChunkedImages):
+        return _batch_from_chunked(images, labels)
     if isinstance(images, (str, bytes)) or not isinstance(images, Sequence):
         raise ImageTypeError(f"images is a {type(images).__name__}; {IMAGE_SHAPE_HINT}")
     if len(images) == 0:
@@ -142,3 +168,41 @@ def _batch_from_array(images: np.ndarray, labels: object) -> ImageBatch:
     check_image(images[0], "each image")
     label_array = check_labels(labels, len(images))
     return ImageBatch(images, label_array, tuple(images.shape[1:]), images.nbytes)
+
+
+def _batch_from_chunked(images: ChunkedImages, labels: object) -> ImageBatch:
+    """Check a :class:`ChunkedImages` from its shapes alone: nothing is decoded here."""
+    if len(images) == 0:
+        raise EmptyBatchError("the batch holds no images; pass at least one image")
+    shapes = images.distinct_shapes()
+    for shape in shapes:
+        check_image_shape(shape, "each image")
+    label_array = check_labels(labels, len(images))
+    uniform = next(iter(shapes)) if len(shapes) == 1 else None
+    return ImageBatch(images, label_array, uniform, images.nbytes)
+
+
+def check_image_shape(shape: Shape, where: str = "image") -> None:
+    """The shape checks of :func:`check_image`, for an image known by its shape only."""
+    if len(shape) not in (2, 3):
+        raise ImageShapeError(f"{where} has shape {shape}; {IMAGE_SHAPE_HINT}")
+    if len(shape) == 3 and shape[2] not in ALLOWED_CHANNELS:
+        raise ImageShapeError(f"{where} has {shape[2]} channels (shape {shape}); use 1 (gray), 3 (RGB) or 4 (RGBA)")
+    if shape[0] == 0 or shape[1] == 0:
+        raise ImageShapeError(f"{where} has shape {shape}; images must be at least 1x1")
+
+
+def stack_if_uniform(
+    images: list[np.ndarray], out: np.ndarray | None = None, uniform_shape: Shape | None = None
+) -> np.ndarray | list[np.ndarray]:
+    """Return one stacked array when all images share a shape, else the list itself."""
+    if not images:
+        return np.empty((0, *(uniform_shape or ())), dtype=np.uint8)
+    first = images[0].shape
+    if any(image.shape != first for image in images):
+        return images
+    if out is None:
+        return np.stack(images)
+    for index, image in enumerate(images):
+        out[index] = image
+    return out

@@ -516,7 +516,7 @@ def verify_against_source(store: ShardedStore, source: str | os.PathLike[str] | 
     """
     import numpy as np
 
-    from .bench.verify import Verification, compare
+    from .verify import Verification, compare
 
     listing = source if isinstance(source, SourceListing) else list_source(source)
     lossless = registry.backend_info(store.backend).lossless

@@ -45,6 +45,10 @@ class StoreNotFoundError(StorageError, FileNotFoundError):
     """Opening for reading or appending a store that does not exist."""
 
 
+class NotAStoreError(StoreNotFoundError):
+    """A path that exists but holds no store: a file, an empty folder, or a folder of other files."""
+
+
 class WrongBackendError(StorageError, ValueError):
     """Opening a store with a backend other than the one that wrote it."""
 
@@ -62,7 +66,15 @@ class StoreNotWritableError(StorageError, PermissionError):
 
 
 class StoreInUseError(StorageError, RuntimeError):
-    """A store that another open store of this process holds in a way that excludes this one."""
+    """A store that another process, or another open store of this process, holds in a way that excludes this one.
+
+    A second writer of a store, or a reader that finds a write under way, gets it; the
+    message names the writer's process id.
+    """
+
+
+class StoreNotReadableError(StorageError, PermissionError):
+    """A store whose files this process may not read."""
 
 
 class StoreExistsError(StorageError, FileExistsError):
@@ -81,6 +93,10 @@ class BadImageFileError(StorageError, ValueError):
     """A file in an image folder that is empty or not an image Pillow can read."""
 
 
+class EncodingError(StorageError, ValueError):
+    """Images that cannot be kept in the encoding asked for (no source files to keep, alpha in a JPEG...)."""
+
+
 class DownloadError(StorageError, ConnectionError):
     """A download that failed (no network, a broken transfer, or a checksum mismatch)."""
 
@@ -95,6 +111,18 @@ class DataNotFoundError(StorageError, FileNotFoundError):
 
 class DiskSpaceError(StorageError, OSError):
     """Not enough free disk space for what was asked."""
+
+
+class StoreFullError(DiskSpaceError):
+    """A write that ran out of disk space: it was rolled back, and every image committed before it is kept."""
+
+
+class NewerVersionError(StorageError, ValueError):
+    """A file written by a newer version of this library, in a format this version does not know."""
+
+
+class NoChecksumError(StorageError, ValueError):
+    """A verified read of images that were written before the store recorded checksums."""
 
 
 class BadShardError(CorruptDataError):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -40,11 +41,41 @@ def process_pool() -> ProcessPoolExecutor | None:
         _pool = ProcessPoolExecutor(
             worker_count(),
             mp_context=multiprocessing.get_context("fork"),
-            initializer=exit_with_parent,
+            initializer=start_worker,
             initargs=(os.getpid(),),
         )
         _pool_pid = os.getpid()
     return _pool
+
+
+def start_worker(parent_pid: int) -> None:
+    """Set up a pool worker: let go of the parent's open files, and exit when the parent does."""
+    close_inherited_files()
+    exit_with_parent(parent_pid)
+
+
+def close_inherited_files() -> None:
+    """Close the regular files a forked worker inherited: a worker must not keep a store's locks.
+
+    The pool is often forked while a store is open (its first chunk is decoded while the
+    store is being written). A forked child shares the parent's open file descriptions, and
+    with them any ``flock`` lock on them (HDF5 locks its file that way): after the parent
+    closed the store, the idle worker would still hold the lock, and reopening the store
+    failed with "unable to lock file". Pipes and sockets (how the pool talks to its
+    workers) stay open; memory maps stay valid without their descriptors.
+    """
+    try:
+        descriptors = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:  # pragma: no cover - not Linux
+        return
+    for descriptor in descriptors:
+        if descriptor <= 2:
+            continue
+        try:
+            if stat.S_ISREG(os.fstat(descriptor).st_mode):
+                os.close(descriptor)
+        except OSError:
+            pass
 
 
 def exit_with_parent(parent_pid: int, interval: float = 1.0) -> None:

@@ -1,14 +1,15 @@
 """The explicit registry of storage backends: a name maps to a store class, loaded on first use.
 
-No discovery magic: the built-in backends are one list in :mod:`storage.backends`, and
+No discovery magic: the built-in backends are one list in :mod:`storage.formats`, and
 anyone can add their own with :func:`register_backend`, either as a class or as a
 ``"module:ClassName"`` text plus its :class:`~storage.base.BackendInfo`, which the
 registry imports only when the backend is first used (h5py's driver table is the model).
 A backend whose module fails to import (a library not installed, a broken build) is
 listed as unavailable with the reason, and every other backend keeps working.
 
-The conformance suite in ``tests/`` is parametrized over :func:`backends`, so a
-registered, available backend is tested at once.
+The conformance suite (:mod:`storage.testing`) runs in ``tests/`` over every backend
+:func:`backends` lists, so a registered, available backend is tested at once; a backend's
+own test file can subclass it too.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ import os
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .backends import BUILTIN_BACKENDS
 from .base import BackendInfo, ImageStore
 from .errors import BackendUnavailableError, ImageShapeError, UnknownBackendError
+from .formats import BUILTIN_BACKENDS
 
 
 @dataclass
@@ -30,6 +31,7 @@ class _Registration:
     info: BackendInfo
     locator: str | None = None
     requires: tuple[str, ...] = ()
+    install: str | None = None
     store_class: type[ImageStore] | None = None
     unavailable_reason: str | None = None
 
@@ -38,23 +40,27 @@ _BACKENDS: dict[str, _Registration] = {}
 
 
 def register_backend(
-    backend: type[ImageStore] | str, info: BackendInfo | None = None, requires: tuple[str, ...] = ()
+    backend: type[ImageStore] | str,
+    info: BackendInfo | None = None,
+    requires: tuple[str, ...] = (),
+    install: str | None = None,
 ) -> type[ImageStore] | str:
     """Register a backend; usable as a class decorator.
 
     ``backend`` is an :class:`ImageStore` subclass (registered under ``backend.info.name``)
     or a ``"package.module:ClassName"`` text, which then needs ``info`` and is imported on
     first use. ``requires`` names the PyPI packages the module needs, for the message
-    shown when it cannot be imported.
+    shown when it cannot be imported; ``install`` says how to install them, for a backend
+    that ``pip install`` of those packages alone does not make work.
     """
     if isinstance(backend, str):
         if info is None:
             raise TypeError(f"register_backend({backend!r}) needs info=BackendInfo(...) to list it unimported")
         if ":" not in backend:
             raise ValueError(f"{backend!r} is not a 'package.module:ClassName' locator")
-        registration = _Registration(info, locator=backend, requires=tuple(requires))
+        registration = _Registration(info, locator=backend, requires=tuple(requires), install=install)
     else:
-        registration = _Registration(backend.info, store_class=backend, requires=tuple(requires))
+        registration = _Registration(backend.info, store_class=backend, requires=tuple(requires), install=install)
     name = registration.info.name
     existing = _BACKENDS.get(name)
     if existing is not None and not _same_backend(existing, registration):
@@ -143,7 +149,7 @@ def _load(registration: _Registration) -> type[ImageStore] | None:
     try:
         loaded = getattr(importlib.import_module(module_name), class_name)
     except Exception as error:  # any failure to import makes this one backend unavailable, not the library
-        registration.unavailable_reason = _reason(error, registration.requires)
+        registration.unavailable_reason = _reason(error, registration.requires, registration.install)
         return None
     if loaded.info.name != registration.info.name:
         registration.unavailable_reason = (
@@ -154,8 +160,10 @@ def _load(registration: _Registration) -> type[ImageStore] | None:
     return loaded
 
 
-def _reason(error: Exception, requires: tuple[str, ...]) -> str:
+def _reason(error: Exception, requires: tuple[str, ...], install: str | None = None) -> str:
     problem = f"{type(error).__name__}: {error}"
+    if install:
+        return f"{problem} ({install})"
     if not requires:
         return problem
     packages = " ".join(requires)
@@ -174,44 +182,56 @@ def _registration(name: str) -> _Registration:
         return _BACKENDS[name]
     except (KeyError, TypeError):
         valid = ", ".join(_BACKENDS) or "none"
-        raise UnknownBackendError(f"unknown backend {name!r}; registered backends are: {valid}") from None
+        raise UnknownBackendError(
+            f"unknown backend {name!r}{_did_you_mean(name)}; registered backends are: {valid}"
+        ) from None
+
+
+def _did_you_mean(name: object) -> str:
+    """``; did you mean 'lmdb'?`` for a name that differs from a registered one in case, spaces or a near spelling."""
+    if not isinstance(name, str):
+        return ""
+    import difflib
+
+    folded = {backend.lower(): backend for backend in _BACKENDS}
+    close = difflib.get_close_matches(name.strip().lower(), list(folded), n=1, cutoff=0.75)
+    return f"; did you mean {folded[close[0]]!r}?" if close else ""
 
 
 for _builtin in BUILTIN_BACKENDS:
-    register_backend(_builtin.locator, _builtin.info, _builtin.requires)
+    register_backend(_builtin.locator, _builtin.info, _builtin.requires, _builtin.install)
 
 
 def _image_shapes(images: object) -> set[tuple[int, ...]]:
     if hasattr(images, "shape"):  # one (N,H,W[,C]) array
         return {tuple(images.shape[1:])}
+    if hasattr(images, "distinct_shapes"):  # a folder listing: its shapes, without decoding a photo
+        return set(images.distinct_shapes())
     return {tuple(image.shape) for image in images}
-
-
-def _channels(shape: tuple[int, ...]) -> int:
-    return shape[2] if len(shape) == 3 else 1
 
 
 def check_backend_takes(backend: str, images: object, source: str) -> None:
     """Refuse, before anything is written, images the backend would refuse at its first write.
 
-    The store makes the same checks, but only once it exists: ``convert`` would leave an
-    empty store behind, and a benchmark run would fail after measuring other backends.
-    ``source`` names the images in the message.
+    The store applies the same rule (:meth:`BackendInfo.shape_refusal`), but only once it
+    exists: ``convert`` would leave an empty store behind, and a benchmark run would fail
+    after measuring other backends. ``source`` names the images in the message.
     """
     info = backend_info(backend)
-    shapes = _image_shapes(images)
-    refused = sorted({_channels(shape) for shape in shapes} - set(info.channels))
-    if refused:
-        found, stored = " and ".join(map(str, refused)), ", ".join(map(str, info.channels))
+    refusal = info.shape_refusal(_image_shapes(images))
+    if refusal is None:
+        return
+    if refusal.channels:
+        found, stored = " and ".join(map(str, sorted(refusal.channels))), ", ".join(map(str, info.channels))
         raise ImageShapeError(
             f"the source {source} has images with {found} channel(s), which the {backend} backend cannot store "
             f"(it stores {stored} channel(s)); convert those images first, or choose a backend that stores "
             "1, 3 and 4 channels (png, lmdb, hdf5)"
         )
-    if len(shapes) > 1 and not info.variable_shapes:
-        examples = ", ".join(map(str, sorted(shapes)[:3])) + (", ..." if len(shapes) > 3 else "")
-        raise ImageShapeError(
-            f"the source {source} has images of {len(shapes)} shapes ({examples}), but the {backend} backend "
-            "stores one image shape per store; resize the images to one size first, or choose a backend "
-            "with variable sizes (png, lmdb, hdf5)"
-        )
+    shapes = refusal.shapes
+    examples = ", ".join(map(str, sorted(shapes)[:3])) + (", ..." if len(shapes) > 3 else "")
+    raise ImageShapeError(
+        f"the source {source} has images of {len(shapes)} shapes ({examples}), but the {backend} backend "
+        "stores one image shape per store; resize the images to one size first, or choose a backend "
+        "with variable sizes (png, lmdb, hdf5)"
+    )

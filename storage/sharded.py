@@ -26,10 +26,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import time
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,15 +41,16 @@ from .base import MANIFEST_NAME, DiskUsage, ImageStore, measure_disk_usage, read
 from .errors import (
     BadShardError,
     CorruptDataError,
-    ImageIndexError,
     ImageShapeError,
     ModeError,
     StorageError,
     StoreExistsError,
     StoreNotFoundError,
 )
+from .integrity import IntegrityReport
+from .reading import ImageReaderBase
 
-SHARDED_BACKEND = "sharded"  # what storage.torch's datasets take as backend for a sharded store
+SHARDED_BACKEND = "sharded"  # a sharded store's backend name: open_store, detect_backend, storage.torch's datasets
 SHARDED_MANIFEST = "sharded.json"
 SHARD_STAMP = "shard.json"
 CONVERSION_PLAN = "conversion.json"
@@ -108,14 +109,18 @@ class ShardInfo:
 # -- stamps and checks -------------------------------------------------------------------
 
 
+UNSTAMPED_FILES = frozenset({"lock.mdb", ".writer.lock"})
+"""Files that change while a shard is only read (LMDB's reader table) or exist only while it is written."""
+
+
 def file_checksums(folder: Path) -> dict[str, list]:
-    """``{relative path: [size, sha256 hex]}`` of every file in a shard folder except its stamp."""
+    """``{relative path: [size, sha256 hex]}`` of every file in a shard folder except its stamp and lock files."""
     files: dict[str, list] = {}
     for root, _dirs, names in os.walk(folder):
         for name in sorted(names):
             path = Path(root) / name
             relative = str(path.relative_to(folder))
-            if relative == SHARD_STAMP or name.startswith(f".{SHARD_STAMP}.tmp"):
+            if relative == SHARD_STAMP or name.startswith(f".{SHARD_STAMP}.tmp") or name in UNSTAMPED_FILES:
                 continue
             digest = hashlib.sha256()
             with open(path, "rb") as file:
@@ -193,6 +198,7 @@ def shard_problem(
 
 
 def _files_problem(folder: Path, files: dict[str, list], rehash: bool) -> str | None:
+    files = {relative: entry for relative, entry in files.items() if Path(relative).name not in UNSTAMPED_FILES}
     for relative, (size, _digest) in files.items():
         path = folder / relative
         try:
@@ -275,30 +281,54 @@ def read_sharded_manifest(path: Path) -> dict[str, Any]:
         hint = "; it is a plain store: open it with open_store()" if (path / MANIFEST_NAME).is_file() else ""
         raise StoreNotFoundError(f"{path} is not a sharded store (it has no {SHARDED_MANIFEST}){hint}")
     try:
-        manifest = json.loads(manifest_path.read_text())
+        manifest = json.loads(manifest_path.read_bytes())
         if manifest.get("kind") != SHARDED_KIND:
             raise ValueError(f"kind {manifest.get('kind')!r}")
         for shard in manifest["shards"]:
-            int(shard["first_id"]), int(shard["count"]), str(shard["name"])
+            _whole(shard["first_id"], "first_id"), _whole(shard["count"], "count")
+            check_shard_name(path, shard["name"])
+        if len({shard["name"] for shard in manifest["shards"]}) != len(manifest["shards"]):
+            raise ValueError("two shards have the same name")
         str(manifest["backend"]), str(manifest["conversion_id"])
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:
         raise CorruptDataError(f"{manifest_path} is damaged ({error}); convert the store again") from None
+    except OSError as error:
+        raise CorruptDataError(f"cannot read {manifest_path} ({error.strerror or error})") from None
     return manifest
+
+
+def _whole(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} {value!r} is not a whole number")
+    return value
+
+
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
+
+
+def check_shard_name(folder: Path, name: object) -> None:
+    """A shard's name must be a plain name of a subfolder of the store: never a path that leads elsewhere."""
+    if not isinstance(name, str) or not _PLAIN_NAME.fullmatch(name) or ".." in name:
+        raise ValueError(f"shard name {name!r} is not the plain name of a folder inside the store")
+    if (folder / name).is_symlink():
+        raise ValueError(f"shard {name!r} is a link, not a folder inside the store")
 
 
 # -- reading -----------------------------------------------------------------------------
 
 
-class ShardedStore:
-    """A sharded store opened for reading: the read interface of :class:`ImageStore` over global ids.
+class ShardedStore(ImageReaderBase):
+    """A sharded store opened for reading: an :class:`~storage.reading.ImageReader` over global ids.
 
-    Shards are opened on first use and kept open; like any store it reopens its handles
+    :class:`~storage.reading.ImageReaderBase` checks ids and ``out`` buffers as for any
+    store; this class maps the checked ids to shards. Shards are opened on first use and kept open; like any store it reopens its handles
     after ``fork`` and pickles (as its path) for ``spawn``-based worker processes.
     ``shards`` lists every shard with its backend, path and global id range, so a data
     loader can hand whole shards to its workers and ranks.
     """
 
     mode = "r"
+    _kind_in_messages = "sharded store"
 
     def __init__(self, path: str | os.PathLike[str], *, verify: bool = False) -> None:
         self.path = Path(path)
@@ -382,12 +412,12 @@ class ShardedStore:
 
     def shard_of(self, image_id: int) -> ShardInfo:
         """The shard holding global id ``image_id``."""
-        return self.shards[int(np.searchsorted(self._starts, self._check_id(image_id), side="right")) - 1]
+        return self.shards[self._shard_index(self._check_id(image_id))]
 
-    # -- the ImageStore read interface -----------------------------------------------
+    def _shard_index(self, image_id: int) -> int:
+        return int(np.searchsorted(self._starts, image_id, side="right")) - 1
 
-    def __len__(self) -> int:
-        return self._count
+    # -- reading: ImageReaderBase checks the ids, these map them to shards -------------
 
     @property
     def info(self):
@@ -406,72 +436,51 @@ class ShardedStore:
             self._uniform_shape = shape or None
         return self._uniform_shape
 
-    def _check_id(self, image_id: object) -> int:
-        if isinstance(image_id, (bool, np.bool_)) or not isinstance(image_id, (int, np.integer)):
-            raise ImageIndexError(f"image id {image_id!r} is not an integer")
-        if not 0 <= image_id < self._count:
-            raise ImageIndexError(
-                f"image id {image_id} is out of range: this sharded store holds {self._count} images "
-                f"(ids 0..{self._count - 1})"
-            )
-        return int(image_id)
+    def _read_one(self, image_id: int) -> tuple[np.ndarray, int]:
+        """Read one image and its label by global id, from the shard that holds it."""
+        shard = self.shards[self._shard_index(image_id)]
+        return self.open_shard(shard.index).read_one(image_id - shard.start)
 
-    def read_one(self, image_id: int) -> tuple[np.ndarray, int]:
-        """Read one image and its label by global id."""
-        shard = self.shard_of(image_id)
-        return self.open_shard(shard.index).read_one(int(image_id) - shard.start)
-
-    def read_batch(
-        self, ids: Iterable[int] | np.ndarray, out: np.ndarray | None = None
-    ) -> tuple[np.ndarray | list[np.ndarray], np.ndarray]:
+    def _read_many(self, ids: np.ndarray, out: np.ndarray | None) -> tuple[np.ndarray | list[np.ndarray], np.ndarray]:
         """Read images by global id, in the order given; one read_batch per shard touched."""
-        id_array = _id_array(ids)
-        if id_array.size and (id_array.min() < 0 or id_array.max() >= self._count):
-            self._check_id(int(id_array[(id_array < 0) | (id_array >= self._count)][0]))
+        return self._read_from_shards(ids, out, verify=False)
+
+    def _read_verified(self, ids: np.ndarray, out: np.ndarray | None):
+        """As ``_read_many``, each shard checking its images against their checksums."""
+        return self._read_from_shards(ids, out, verify=True)
+
+    def _read_from_shards(self, ids: np.ndarray, out: np.ndarray | None, verify: bool):
         shape = self.uniform_shape
-        if out is not None and shape is not None:
-            expected = (len(id_array), *shape)
-            if out.shape != expected or out.dtype != np.uint8 or not out.flags.c_contiguous:
-                raise ImageShapeError(
-                    f"out has shape {out.shape} and dtype {out.dtype}; it must be a C-contiguous {expected} uint8 array"
-                )
-        labels = np.empty(len(id_array), dtype=np.int64)
+        labels = np.empty(len(ids), dtype=np.int64)
         if shape is not None:
-            images: np.ndarray | list = out if out is not None else np.empty((len(id_array), *shape), dtype=np.uint8)
+            images: np.ndarray | list = out if out is not None else np.empty((len(ids), *shape), dtype=np.uint8)
         else:
-            images = [None] * len(id_array)
-        shard_of = np.searchsorted(self._starts, id_array, side="right") - 1
+            images = [None] * len(ids)
+        shard_of = np.searchsorted(self._starts, ids, side="right") - 1
         for index in np.unique(shard_of).tolist():
             positions = np.flatnonzero(shard_of == index)
-            local = id_array[positions] - self.shards[index].start
-            self._read_into(index, positions, local, images, labels)
+            local = ids[positions] - self.shards[index].start
+            self._read_into(index, positions, local, images, labels, verify)
         return images, labels
 
-    def _read_into(self, index: int, positions: np.ndarray, local: np.ndarray, images, labels: np.ndarray) -> None:
+    def _read_into(
+        self, index: int, positions: np.ndarray, local: np.ndarray, images, labels: np.ndarray, verify: bool
+    ) -> None:
         store = self.open_shard(index)
         contiguous = positions[-1] - positions[0] == len(positions) - 1
         if isinstance(images, np.ndarray) and contiguous:
             low, high = int(positions[0]), int(positions[-1]) + 1
-            part, labels[low:high] = store.read_batch(local, out=images[low:high])
+            part, labels[low:high] = store.read_batch(local, out=images[low:high], verify=verify)
             if not (isinstance(part, np.ndarray) and np.shares_memory(part, images[low:high])):
                 images[low:high] = part
             return
-        part, part_labels = store.read_batch(local)
+        part, part_labels = store.read_batch(local, verify=verify)
         labels[positions] = part_labels
         if isinstance(images, np.ndarray):
             images[positions] = part
         else:
             for position, image in zip(positions.tolist(), part):
                 images[position] = image
-
-    def read_all(self, out: np.ndarray | None = None) -> tuple[np.ndarray | list[np.ndarray], np.ndarray]:
-        """Read every image in global id order."""
-        return self.read_batch(np.arange(self._count), out)
-
-    def __iter__(self) -> Iterator[tuple[np.ndarray, int]]:
-        """Yield (image, label) in global id order, shard after shard."""
-        for shard in self.shards:
-            yield from self.open_shard(shard.index)
 
     def disk_usage(self) -> DiskUsage:
         """Every shard's disk use summed, plus the manifest and plan files."""
@@ -484,9 +493,25 @@ class ShardedStore:
             sum(u.files for u in usages) + len(stats),
         )
 
-    def verify(self) -> None:
-        """Re-hash every file of every shard against the sha256 recorded when it was written."""
-        self._check_shards(rehash=True)
+    def verify(self) -> IntegrityReport:
+        """Check every shard: its files re-hashed against the sha256 of its stamp, its images against their checksums.
+
+        Returns an :class:`~storage.integrity.IntegrityReport` naming each damaged shard (and,
+        inside it, each damaged image or file); nothing is changed.
+        """
+        report = IntegrityReport(self.path, f"{SHARDED_BACKEND} {self.backend}", self._count)
+        for shard, entry in zip(self.shards, self.manifest["shards"], strict=True):
+            problem = shard_problem(
+                shard.path, self.backend, self.conversion_id, shard.start, shard.stop, entry.get("checksum"), True
+            )
+            if problem:
+                report.damaged[shard.name] = problem
+            try:
+                with registry.open_store(self.backend, shard.path, "r") as store:
+                    report.merge(store.verify(), shard.name)
+            except StorageError as error:
+                report.damaged.setdefault(shard.name, str(error))
+        return report
 
     # -- life cycle --------------------------------------------------------------------
 
@@ -512,15 +537,6 @@ class ShardedStore:
         return (
             f"<ShardedStore {str(self.path)!r} backend={self.backend!r} shards={len(self.shards)} images={self._count}>"
         )
-
-
-def _id_array(ids: Iterable[int] | np.ndarray) -> np.ndarray:
-    id_array = np.asarray(ids if not isinstance(ids, range) else np.arange(ids.start, ids.stop, ids.step))
-    if id_array.ndim != 1 or (id_array.size and id_array.dtype.kind not in "iu"):
-        raise ImageIndexError(
-            f"ids must be a flat sequence of integers, got {id_array.dtype} of shape {id_array.shape}"
-        )
-    return id_array.astype(np.int64, copy=False)
 
 
 # -- writing from this process ---------------------------------------------------------

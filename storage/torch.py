@@ -19,9 +19,13 @@
 * :class:`StoreIterableDataset` streams ids in order (what tar shards such as WebDataset's
   do best), split into contiguous blocks across DataLoader workers and distributed ranks
   so that every id is read exactly once per epoch, with a seeded shuffle buffer.
-* Both take a sharded store (:mod:`storage.sharded`) as backend ``"sharded"``; the
-  iterable one then hands whole shards to ranks and workers, so each shard is read by
-  one worker of one rank.
+* Both open their store with :func:`storage.open_store`, so they take a sharded store
+  (:mod:`storage.sharded`) as backend ``"sharded"``; the iterable one then hands whole
+  shards to ranks and workers, so each shard is read by one worker of one rank.
+* :func:`make_store_loader` is one shuffled epoch of a store read the way its format's
+  users read it: a format whose library ships its own dataset class (LitData, Streaming,
+  Lance) says so with optional attributes of its store class (``torch_dataset``, ...),
+  which only this module looks up; every other format is read through :class:`StoreDataset`.
 * :class:`MemoryDataset` is the same batched path over images already in memory: the
   ceiling a DataLoader reaches on this machine when storage costs nothing.
 
@@ -46,7 +50,8 @@ from torch.utils.data import default_collate as torch_default_collate
 from . import registry
 from .base import ImageStore, current_pid
 from .errors import ImageShapeError, StorageError
-from .sharded import SHARDED_BACKEND, ShardedStore, ShardInfo
+from .opener import open_store
+from .sharded import ShardedStore, ShardInfo
 
 DEFAULT_TIMEOUT = 120.0  # seconds a worker may take for one batch before the loader gives up
 DEFAULT_READ_SIZE = 256  # ids per read_batch call when streaming in order
@@ -74,7 +79,7 @@ def check_loader_settings(batch_size: object, num_workers: object) -> tuple[int,
     return int(batch_size), int(num_workers)
 
 
-def _batch_tensor(shape: tuple[int, ...]) -> torch.Tensor:
+def shared_batch_tensor(shape: tuple[int, ...]) -> torch.Tensor:
     """An uninitialised uint8 tensor; in a DataLoader worker, in shared memory.
 
     A tensor a worker returns is moved to shared memory to reach the main process; made
@@ -158,7 +163,7 @@ def _transform_name(transform: Callable) -> str:
     return getattr(transform, "__qualname__", None) or type(transform).__name__
 
 
-class _LazyStore:
+class LazyStore:
     """Opens the store on first use in each process, and only once there."""
 
     backend: str
@@ -166,21 +171,16 @@ class _LazyStore:
 
     def _init_store(self, backend: str, path: str | os.PathLike[str]) -> tuple[int, tuple[int, ...] | None]:
         """Open the store once here to check it (a missing store fails now, not in a worker)."""
-        if backend != SHARDED_BACKEND:  # a sharded store's backend is in its manifest, read below
-            self.fork_safe = registry.store_class(backend).fork_safe  # unknown backend: the error lists the known ones
         self.backend, self.path = backend, Path(path)
         self._store: ImageStore | ShardedStore | None = None
         self._store_pid: int | None = None
-        with self._open_store() as store:
+        with self._open_store() as store:  # an unknown backend: the error lists the known ones
             self.shards: tuple[ShardInfo, ...] | None = store.shards if isinstance(store, ShardedStore) else None
-            if isinstance(store, ShardedStore):
-                self.fork_safe = registry.store_class(store.backend).fork_safe
+            self.fork_safe = registry.store_class(store.info.name).fork_safe  # a sharded store's: its shards'
             return len(store), store.uniform_shape
 
     def _open_store(self) -> ImageStore | ShardedStore:
-        if self.backend == SHARDED_BACKEND:
-            return ShardedStore(self.path)
-        return registry.open_store(self.backend, self.path, "r")
+        return open_store(self.backend, self.path, "r")
 
     @property
     def store(self) -> ImageStore | ShardedStore:
@@ -215,7 +215,7 @@ class _LazyStore:
             ) from error
 
 
-class StoreDataset(_LazyStore, Dataset):
+class StoreDataset(LazyStore, Dataset):
     """A map-style PyTorch dataset over a store: ``dataset[i]`` is ``(image, label)``.
 
     Args:
@@ -256,7 +256,7 @@ class StoreDataset(_LazyStore, Dataset):
                 (self._apply(self.transform, _as_tensor(np.asarray(image)), int(image_id)), int(label))
                 for image_id, image, label in zip(ids.tolist(), images, labels)
             ]
-        out = _batch_tensor((len(ids), *self.uniform_shape))
+        out = shared_batch_tensor((len(ids), *self.uniform_shape))
         buffer = out.numpy()
         images, labels = self.store.read_batch(ids, out=buffer)
         if not (isinstance(images, np.ndarray) and np.shares_memory(images, buffer)):
@@ -289,7 +289,7 @@ class MemoryDataset(TensorDataset):
     def __getitems__(self, indices: Sequence[int]) -> SampleBatch:
         images, labels = self.tensors
         ids = np.asarray(indices, dtype=np.int64)
-        out = _batch_tensor((len(ids), *images.shape[1:]))
+        out = shared_batch_tensor((len(ids), *images.shape[1:]))
         rows = images.numpy().reshape(len(images), -1)  # one row of bytes per image: a memcpy each
         np.take(rows, ids, axis=0, out=out.numpy().reshape(len(ids), -1))
         return SampleBatch(out, labels[torch.from_numpy(ids)])
@@ -348,6 +348,97 @@ def make_loader(
     )
 
 
+def store_dataset(
+    backend: str, path: str | os.PathLike[str], transform: Callable | None = None, **settings: Any
+) -> Any:
+    """The dataset a training loop reads ``backend``'s store at ``path`` with.
+
+    A format whose library ships its own dataset class says so with a ``torch_dataset``
+    classmethod on its store class (looked up here; :class:`~storage.base.ImageStore` has
+    none), called with ``path``, ``transform`` and ``settings``; every other format is read
+    through :class:`StoreDataset`, which takes no ``settings``.
+    """
+    own_dataset = getattr(registry.store_class(backend), "torch_dataset", None)
+    if own_dataset is None:
+        return StoreDataset(backend, path, transform, **settings)
+    return own_dataset(path, transform, **settings)
+
+
+def make_store_loader(
+    backend: str,
+    path: str | os.PathLike[str],
+    batch_size: int,
+    num_workers: int = 0,
+    *,
+    seed: int | None = None,
+    **options: Any,
+) -> DataLoader:
+    """One shuffled epoch of ``backend``'s store at ``path``, read the way its format's users read it.
+
+    By default :func:`make_loader` over :func:`store_dataset`: a shuffled DataLoader whose
+    sampler records the order (``loader.sampler.last_order``), batches ``(images, labels)``.
+    A store class may change that with these optional attributes (none is on ``ImageStore``,
+    so a format needs no import of this module):
+
+    * ``torch_dataset`` (classmethod): its library's own dataset; see :func:`store_dataset`.
+    * ``torch_shuffles = True``: that dataset orders the samples and splits them among the
+      workers itself. It is then made with ``seed=`` (None: its library's default) and
+      ``batch_size=``, no sampler is used, and its dict samples (``image``, ``label``, ``id``)
+      are collated by :func:`collate_samples`: batches are ``(images, labels, ids)``.
+    * ``torch_batches = True``: that dataset yields whole ``(images, labels, ids)`` batches
+      itself (the DataLoader then batches nothing: ``batch_size=None``).
+    * ``torch_loader_class``: the DataLoader class its users load with (LitData's
+      ``StreamingDataLoader``); torch's ``DataLoader`` by default.
+    * ``torch_worker_init(seed)`` (classmethod): the ``worker_init_fn`` of a loader with workers.
+    * ``torch_collate``: the ``collate_fn`` for the rows of its own dataset when the sampler
+      orders it (Hugging Face's rows are dicts of (C,H,W) tensors); batches are then what it gives.
+    * ``torch_loader(path, batch_size, num_workers, seed=..., **options)`` (classmethod): a
+      library that loads with a loader of its own, not a DataLoader (FFCV's ``Loader``), makes
+      it here; it yields ``(images, labels, ids)`` batches.
+
+    Workers over a format that is not fork-safe (``fork_safe`` False) are started with
+    ``spawn`` unless ``options`` give a ``multiprocessing_context``; ``options`` go to the
+    DataLoader (``timeout``, ...; a ``timeout`` is dropped when there are no workers).
+
+    Raises:
+        LoaderSettingsError: a batch size below 1 or a negative worker count.
+        UnknownBackendError, StoreNotFoundError, ...: from opening the store.
+    """
+    batch_size, num_workers = check_loader_settings(batch_size, num_workers)
+    store_class = registry.store_class(backend)
+    own_loader = getattr(store_class, "torch_loader", None)
+    if own_loader is not None:
+        return own_loader(path, batch_size, num_workers, seed=seed, **options)
+    if not getattr(store_class, "torch_shuffles", False):
+        collate = getattr(store_class, "torch_collate", None)
+        if collate is not None:
+            options.setdefault("collate_fn", collate)
+        return make_loader(store_dataset(backend, path), batch_size, num_workers, seed=seed, **options)
+    dataset = store_class.torch_dataset(path, seed=seed, batch_size=batch_size)
+    loader_class = getattr(store_class, "torch_loader_class", DataLoader)
+    return loader_class(dataset, **_own_order_options(store_class, batch_size, num_workers, seed, options))
+
+
+def _own_order_options(
+    store_class: type, batch_size: int, num_workers: int, seed: int | None, options: dict[str, Any]
+) -> dict[str, Any]:
+    """The DataLoader arguments for a format's dataset that orders and splits its samples itself."""
+    if getattr(store_class, "torch_batches", False):
+        options["batch_size"] = None
+    else:
+        options.update(batch_size=batch_size, collate_fn=collate_samples)
+    options["num_workers"] = num_workers
+    if not num_workers:
+        options.pop("timeout", None)
+        return options
+    worker_init = getattr(store_class, "torch_worker_init", None)
+    if worker_init is not None:
+        options.setdefault("worker_init_fn", worker_init(seed))
+    if options.get("multiprocessing_context") is None and not getattr(store_class, "fork_safe", True):
+        options["multiprocessing_context"] = "spawn"
+    return options
+
+
 def _rank_and_world_size(rank: int | None, world_size: int | None) -> tuple[int, int]:
     """Explicit values, else torch.distributed's when it is initialised, else one process."""
     if rank is None and world_size is None:
@@ -371,7 +462,7 @@ def block(count: int, part: int, parts: int) -> range:
     return range(count * part // parts, count * (part + 1) // parts)
 
 
-class StoreIterableDataset(_LazyStore, IterableDataset):
+class StoreIterableDataset(LazyStore, IterableDataset):
     """Streams a store in id order, split across DataLoader workers and distributed ranks.
 
     The ids are cut into ``world_size x num_workers`` contiguous blocks; worker ``w`` of

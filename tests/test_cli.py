@@ -373,6 +373,7 @@ def test_a_signal_cleans_up_and_marks_the_run_interrupted(paths: dict[str, str],
     with ResultsDB(paths["db"]) as db:
         (run,) = db.list_runs()
     assert run.status == "interrupted"
+    assert f"run {run.id} interrupted: 0 measurement(s) kept" in stderr and "its stores deleted" in stderr
     assert not [p for p in Path(paths["work"]).rglob("*") if p.is_file()]
 
 

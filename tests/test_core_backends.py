@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 import storage
-from storage.backends import lmdb_store
 from storage.datasets import SAMPLE_CIFAR10_DIR, load_cifar10
+from storage.formats import lmdb_store
 
 
 @pytest.fixture(scope="module")
@@ -223,8 +223,9 @@ def test_lmdb_full_disk_is_an_error_before_the_batch_and_keeps_the_store(tmp_pat
             raise OSError(28, "No space left on device")
 
         monkeypatch.setattr(lmdb_store.os, "posix_fallocate", no_space)
-        with pytest.raises(storage.StoreNotWritableError, match="No space"):
+        with pytest.raises(storage.StoreFullError, match="is full: the write needed about") as caught:
             store.write_batch(np.concatenate([images] * 20), np.concatenate([labels] * 20))
+        assert isinstance(caught.value, OSError)
         assert len(store) == 100
     with storage.open_store("lmdb", tmp_path / "s") as store:
         np.testing.assert_array_equal(store.read_all()[0], images[:100])

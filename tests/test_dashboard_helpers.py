@@ -7,6 +7,7 @@ in its child process on a few images.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -61,7 +62,7 @@ def test_run_params_round_trip():
 def test_parse_run_params_defaults_and_bad_values_become_notes():
     controls, notes = state.parse_run_params({}, BACKENDS)
     assert controls.formats == ["png", "lmdb", "hdf5"]
-    assert controls.max_count == 1_000 and controls.repeats == 1 and controls.caches == ["warm"]
+    assert controls.max_count == 1_000 and controls.repeats == 3 and controls.caches == ["warm"]
     assert notes == []
 
     controls, notes = state.parse_run_params(
@@ -71,7 +72,7 @@ def test_parse_run_params_defaults_and_bad_values_become_notes():
     assert controls.formats == ["png"]
     assert controls.operations == ["read_all"]
     assert controls.caches == ["warm"]
-    assert controls.max_count == 1_000 and controls.repeats == 1
+    assert controls.max_count == 1_000 and controls.repeats == state.DEFAULT_REPEATS == 3
     text = " ".join(notes)
     for word in ("nope", "lots", "fly", "tepid", "-2"):
         assert word in text
@@ -339,3 +340,114 @@ def test_link_hint_only_for_addresses_of_this_computer():
     assert "this computer" in state.link_hint("http://localhost:8501/Results?runs=a")
     assert state.link_hint("http://127.0.0.1:8501/Results") is not None
     assert state.link_hint("https://lab.example.org/Results?runs=a") is None
+
+
+# -- photos in the URL ------------------------------------------------------------------------------
+
+
+def test_photo_controls_round_trip_through_the_url_and_reach_the_experiment(tmp_path):
+    controls = state.RunControls(formats=["lmdb"], source="photos", encoding="source", resize="shorter", side=256)
+    params = state.run_params(controls)
+    assert params["source"] == "photos" and params["encoding"] == "source" and params["shorter_side"] == "256"
+    parsed, notes = state.parse_run_params(params, BACKENDS)
+    assert notes == [] and (parsed.encoding, parsed.resize, parsed.side) == ("source", "shorter", 256)
+    experiment = state.to_experiment(parsed, str(tmp_path))
+    assert Path(experiment.source) == ROOT / "data" / "imagenet-sample"
+    assert (experiment.encoding, experiment.shorter_side, experiment.max_side) == ("source", 256, None)
+    longest, _ = state.parse_run_params({"max_side": "512", "encoding": "JPEG:90"}, BACKENDS)
+    assert (longest.resize, longest.side, longest.encoding) == ("longest", 512, "jpeg:90")
+    bad, notes = state.parse_run_params({"encoding": "gif", "shorter_side": "huge"}, BACKENDS)
+    assert bad.encoding == "raw" and bad.resize == "none" and len(notes) == 2
+    assert "gif" in notes[0] and "huge" in notes[1]
+    with pytest.raises(state.RunParameterError, match="no encoded files") as refused:
+        state.to_experiment(state.RunControls(source="sample", encoding="source"), str(tmp_path))
+    assert state.CONTROL_LABELS[refused.value.field] == "Stores keep"
+
+
+def test_a_recorded_run_gives_back_the_link_that_sets_its_form():
+    parameters = Experiment(
+        backends=["lmdb", "png"], counts=[1, 10, 100, 5000], operations=["write_batch"], repeats=2,
+        source=str(ROOT / "data" / "imagenet-sample"), encoding="jpeg:90", max_side=320,
+    ).to_dict()  # fmt: skip
+    controls, notes = state.parse_run_params(state.params_of_run(parameters), BACKENDS)
+    assert notes == []
+    assert controls.counts() == [1, 10, 100, 5000] and controls.formats == ["lmdb", "png"]
+    assert (controls.source_kind, controls.encoding, controls.resize, controls.side) == (
+        "photos",
+        "jpeg:90",
+        "longest",
+        320,
+    )
+
+
+def test_the_table_and_the_sentence_give_each_store_against_the_source_files():
+    measurements = [
+        Measurement("r", "lmdb", 100, "write_batch", "warm", allocated_bytes=11_800_000, source_bytes=11_600_000,
+                    encoding="source", resize="shorter side 256 px", verified=True, images=100),
+        Measurement("r", "png", 100, "write_batch", "warm", allocated_bytes=58_000_000, source_bytes=11_600_000,
+                    encoding="raw", resize="shorter side 256 px", verified=True, images=100),
+    ]  # fmt: skip
+    frame = charts.measurements_frame(measurements)
+    table = charts.table_frame(frame)
+    assert list(table["× source files"]) == ["5.00×", "1.02×"]  # in the registry's order of formats
+    assert list(table["Keeps"]) == ["pixels", "source bytes"] and set(table["Resize"]) == {"shorter side 256 px"}
+    (line,) = charts.source_ratio_lines(frame)
+    assert line == (
+        "Stores of 100 photos against their 11.6 MB of source files: "
+        "PNG files + CSV 5.00× (pixels, shorter side 256 px), LMDB 1.02× (source bytes, shorter side 256 px)"
+    )
+    cifar = charts.measurements_frame([Measurement("r", "lmdb", 10, "write_batch", "warm", allocated_bytes=5)])
+    assert charts.source_ratio_lines(cifar) == [] and list(charts.table_frame(cifar)["× source files"]) == ["-"]
+    assert charts.keeps_label("jpeg:90") == "JPEG 90" and charts.keeps_label("webp:80") == "WebP 80"
+
+
+# -- what the dashboard may read ------------------------------------------------------------------
+
+
+def test_the_data_roots_follow_the_address_and_the_setting(tmp_path, monkeypatch):
+    from dashboard import access, config
+
+    monkeypatch.delenv(access.ROOTS_ENV, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home" / "photos").mkdir(parents=True)
+    data = (ROOT / "data").resolve()
+    local, network = access.data_roots("127.0.0.1"), access.data_roots("0.0.0.0")
+    assert data in local and data in network and config.runs_dir().resolve() in network
+    assert (tmp_path / "home").resolve() in local and (tmp_path / "home").resolve() not in network
+    assert access.allowed_path(tmp_path / "home" / "photos", "127.0.0.1") == (tmp_path / "home" / "photos").resolve()
+    with pytest.raises(access.OutsideRootsError):
+        access.allowed_path(tmp_path / "home" / "photos", "")  # "" is every interface
+    assert access.allowed_path("data/imagenet-sample", "") == data / "imagenet-sample"  # relative to the project
+    monkeypatch.setenv(access.ROOTS_ENV, f"{tmp_path / 'shared'}:{tmp_path / 'more'}")
+    assert (tmp_path / "shared").resolve() in access.data_roots("0.0.0.0")
+    assert (tmp_path / "home").resolve() not in access.data_roots("127.0.0.1")  # the setting replaces the home folder
+    assert access.listens_locally("localhost") and not access.listens_locally("192.168.1.5")
+
+
+def test_paths_are_resolved_before_the_check_and_refused_in_the_same_words(tmp_path, monkeypatch):
+    from dashboard import access
+
+    inside, outside = tmp_path / "inside", tmp_path / "outside"
+    (outside / "photos").mkdir(parents=True)
+    inside.mkdir()
+    (inside / "link").symlink_to(outside, target_is_directory=True)
+    monkeypatch.setenv(access.ROOTS_ENV, str(inside))
+    messages = []
+    for path in (inside / "link" / "photos", inside / ".." / "outside", outside / "no-such-thing", "/etc/shadow"):
+        with pytest.raises(access.OutsideRootsError) as refused:
+            access.allowed_path(path, "0.0.0.0")
+        messages.append(str(refused.value).replace(str(path), "PATH"))
+    assert len(set(messages)) == 1 and "IMAGE_STORAGE_LAB_ROOTS" in messages[0]
+
+
+def test_plain_text_shows_markdown_and_control_characters_as_they_are():
+    from dashboard.text import WORD_JOINER, plain
+
+    hostile = "[x](http://evil.example) ![i](https://evil.example/p.png) www.evil.example a@b.c :red[r] $x$ <b>\x1b[31m"
+    escaped = plain(hostile)
+    assert "](" not in escaped and "![" not in escaped and "\x1b" not in escaped and ":red[" not in escaped
+    assert "http:" not in escaped and "www." not in escaped and "a@" not in escaped
+    # Every character kept: escaped with a backslash, or beside an invisible word joiner.
+    unescaped = re.sub(r"\\(.)", r"\1", escaped.replace(WORD_JOINER, ""))
+    assert unescaped == hostile.replace("\x1b", "\\x1b")
+    assert plain("run 20260101-000000-abcdef") == "run 20260101\\-000000\\-abcdef"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import logging
 import os
 import pickle
 import shutil
@@ -35,6 +36,7 @@ from storage.datasets import (
     load_source,
     take,
 )
+from storage.datasets.folder_images import FolderImages
 from storage.datasets.image_folder import SKIPPED_FILES_LOGGER
 from storage.errors import (
     BadImageFileError,
@@ -222,6 +224,7 @@ def test_flat_data_of_the_right_size_is_accepted(tmp_path, raw_batch_1):
 
 
 def test_default_root_falls_back_to_the_sample_and_says_so(data_home, caplog):
+    caplog.set_level(logging.INFO)
     with pytest.warns(SampleDataWarning, match="5,085 real CIFAR-10 images") as record:
         images, _, _ = load_cifar10()
     assert len(images) == SAMPLE_SIZE
@@ -766,7 +769,8 @@ def test_sample_folder_given_by_path_is_the_sample():
 def test_image_folder_source(image_folder):
     source = load_source(str(image_folder))
     assert source.kind == "image-folder"
-    assert isinstance(source.images, list)
+    assert isinstance(source.images, FolderImages)  # listed, decoded only when a chunk is asked for
+    assert [image.shape for image in source.images] == [source.images.image_shape(i) for i in range(5)]
     assert len(source) == 5
     assert source.class_names == ["bird", "cat", "dog"]
     assert "5 images, 3 classes" in source.description

@@ -224,6 +224,25 @@ def test_a_sharded_store_travels_to_other_processes(small_store):
         copy.close()
 
 
+def test_a_sharded_store_reads_like_any_store(small_store):
+    """Both satisfy storage.ImageReader, with the same checks and the same errors (named for their kind)."""
+    with open_sharded(small_store) as store, storage.open_store("lmdb", store.shards[1].path) as shard:
+        assert isinstance(store, storage.ImageReader) and isinstance(shard, storage.ImageReader)
+        with pytest.raises(storage.ImageIndexError, match="this sharded store holds 1200 images"):
+            store.read_one(1200)
+        with pytest.raises(storage.ImageIndexError, match="this store holds 300 images"):
+            shard.read_one(300)
+        for reader in (store, shard):
+            with pytest.raises(storage.ImageIndexError, match="flat sequence of integers"):
+                reader.read_batch([0.5, 1.5])
+            with pytest.raises(storage.ImageShapeError, match="out has shape"):
+                reader.read_batch([0, 1], out=np.empty((3, 32, 32, 3), np.uint8))
+            empty, no_labels = reader.read_batch([])
+            assert empty.shape == (0, 32, 32, 3) and no_labels.dtype == np.int64
+        assert [label for _, label in store] == store.read_all()[1].tolist()
+        np.testing.assert_array_equal(store.read_batch(range(300, 600))[0], shard.read_all()[0])
+
+
 def test_writing_from_this_process_fills_shard_after_shard(cifar, tmp_path, monkeypatch):
     images, labels = cifar
     with open_sharded(tmp_path / "s", "w", backend="hdf5", shard_images=2000) as writer:

@@ -363,9 +363,9 @@ def test_a_wrong_image_in_a_streamed_read_fails_verification(tmp_path: Path, str
 
 def test_memory_backed_before_a_write_leaves_no_file_and_no_resident_memory(tmp_path: Path) -> None:
     script = (
-        "import resource, sys; from pathlib import Path; from storage.bench.engine import _back_memory_for_write\n"
+        "import resource, sys; from pathlib import Path; from storage.bench.operations.write import back_memory_for_write\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        "_back_memory_for_write(256 * 2**20, Path(sys.argv[1]))\n"
+        "back_memory_for_write(256 * 2**20, Path(sys.argv[1]))\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)\n"
     )
     done = subprocess.run(

@@ -25,9 +25,9 @@ from PIL import Image, JpegImagePlugin
 
 import storage
 from storage import mapped_files
-from storage.backends import lmdb_store, npy_store, webdataset_store
-from storage.backends.image_files import LossyWebpFilesStore
 from storage.datasets import SAMPLE_CIFAR10_DIR, load_cifar10
+from storage.formats import lmdb_store, npy_store, webdataset_store
+from storage.formats.image_files import LossyWebpFilesStore
 
 NEW_BACKENDS = [
     "npy",
@@ -324,8 +324,8 @@ def test_zarr_shards_written_here_read_bit_exactly_in_zarr_python(tmp_path, cifa
 @pytest.mark.parametrize("chunk_images, separator", [(1, "/"), (10, "/"), (4, ".")])
 def test_zarr_shards_written_by_zarr_python_read_bit_exactly_here(tmp_path, cifar, compressor, chunk_images, separator):
     """The images array rewritten by zarr-python (its chunk order, all-zero chunks and shards left out)."""
-    from storage.backends.zarr_shards import ShardedImages
-    from storage.backends.zarr_store import make_compressors
+    from storage.formats.zarr_shards import ShardedImages
+    from storage.formats.zarr_store import make_compressors
 
     images, labels = cifar
     write("zarr", tmp_path / "s", images[:170], labels[:170], shard_images=40, chunk_images=chunk_images)
@@ -356,7 +356,7 @@ def test_zarr_shards_written_by_zarr_python_read_bit_exactly_here(tmp_path, cifa
 
 
 def test_zarr_array_of_another_layout_is_read_and_written_through_zarr_python(tmp_path, cifar):
-    from storage.backends.zarr_store import ZarrPythonImages
+    from storage.formats.zarr_store import ZarrPythonImages
 
     images, labels = cifar
     write("zarr", tmp_path / "s", images[:30], labels[:30])
@@ -374,7 +374,7 @@ def test_zarr_array_of_another_layout_is_read_and_written_through_zarr_python(tm
 
 def test_zarr_reads_without_python_zstd(tmp_path, cifar, monkeypatch):
     """numcodecs alone decodes single images when the optional ``zstd`` package is missing."""
-    from storage.backends import zarr_shard_format
+    from storage.formats import zarr_shard_format
 
     images, labels = cifar
     write("zarr", tmp_path / "s", images[:50], labels[:50])
@@ -457,7 +457,7 @@ def test_webdataset_cancelled_append_leaves_a_valid_tar(tmp_path, cifar, monkeyp
     with storage.open_store("webdataset", tmp_path / "s", "a") as store:
         with pytest.raises(Cancel):
             store.write_batch(images[10:60], labels[10:60], progress=cancel_after(24))
-    assert sorted(os.listdir(tmp_path / "s")) == ["index.bin", "shard-000000.tar", "store.json"]
+    assert sorted(os.listdir(tmp_path / "s")) == ["checksums.bin", "index.bin", "shard-000000.tar", "store.json"]
     with tarfile.open(tmp_path / "s" / "shard-000000.tar") as archive:
         assert len(archive.getmembers()) == 20
     with storage.open_store("webdataset", tmp_path / "s") as store:
@@ -500,7 +500,7 @@ def test_parquet_cancelled_append_removes_its_part(tmp_path, cifar, monkeypatch)
     with storage.open_store("parquet", tmp_path / "s", "a") as store:
         with pytest.raises(Cancel):
             store.write_batch(images[20:300], labels[20:300], progress=cancel_after(150))
-    assert sorted(os.listdir(tmp_path / "s")) == ["part-00000.parquet", "store.json"]
+    assert sorted(os.listdir(tmp_path / "s")) == ["checksums.bin", "part-00000.parquet", "store.json"]
 
 
 def test_parquet_single_writes_become_one_part_at_close(tmp_path, cifar):
@@ -509,7 +509,7 @@ def test_parquet_single_writes_become_one_part_at_close(tmp_path, cifar):
         for image_id in range(150):
             store.write_one(images[image_id], image_id)
     parts = sorted(os.listdir(tmp_path / "s"))
-    assert parts == ["part-00000.parquet", "store.json"]
+    assert parts == ["checksums.bin", "part-00000.parquet", "store.json"]
     metadata = pq.ParquetFile(tmp_path / "s" / "part-00000.parquet").metadata
     assert [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)] == [64, 64, 22]
 

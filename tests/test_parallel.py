@@ -118,3 +118,33 @@ def test_workers_exit_when_their_parent_is_killed_outright() -> None:
     while time.monotonic() < deadline and any(_alive(pid) for pid in worker_pids):
         time.sleep(0.1)
     assert not any(_alive(pid) for pid in worker_pids), "workers outlived their killed parent"
+
+
+def _open_regular_files() -> int:
+    return sum(1 for name in os.listdir("/proc/self/fd") if int(name) > 2 and _is_regular_file(int(name)))
+
+
+def _is_regular_file(descriptor: int) -> bool:
+    try:
+        return (os.fstat(descriptor).st_mode & 0o170000) == 0o100000
+    except OSError:
+        return False
+
+
+@needs_two_cores
+def test_a_pool_forked_while_an_hdf5_store_is_open_does_not_keep_its_lock(tmp_path) -> None:
+    # HDF5 locks its file with flock, which a forked child shares: a pool started while a
+    # store was being written kept the lock after the store was closed, and reopening the
+    # store failed with "unable to lock file".
+    import numpy as np
+
+    import storage
+
+    parallel._discard(parallel.process_pool())  # the next task forks a new pool, below, with the file open
+    images = np.zeros((4, 8, 8, 3), np.uint8)
+    with storage.open_store("hdf5", tmp_path / "store", "w") as store:
+        store.write_batch(images, [0, 1, 2, 3])
+        assert parallel.run_tasks(_open_regular_files, [(), ()]) == [0, 0]
+    with storage.open_store("hdf5", tmp_path / "store", "a") as store:
+        store.write_batch(images, [4, 5, 6, 7])
+        assert len(store) == 8

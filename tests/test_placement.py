@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 import storage
-from storage.backends.png_files import PngFilesStore
 from storage.bench import Experiment, run_experiment
 from storage.bench.placement import (
     FS_TOPDIR_FL,
@@ -26,6 +25,7 @@ from storage.bench.placement import (
     remove_spent_run_folders,
     spread_folder,
 )
+from storage.formats.png_files import PngFilesStore
 
 
 def flags_of(folder: Path) -> int:

@@ -14,7 +14,8 @@ import pytest
 
 import storage
 from storage import cli, registry
-from storage.backends import BUILTIN_BACKENDS
+from storage.errors import UnknownBackendError
+from storage.formats import BUILTIN_BACKENDS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HEAVY_LIBRARIES = ("zarr", "pyarrow", "webdataset", "hdf5plugin", "torch", "h5py", "lmdb", "PIL", "dask", "distributed")
@@ -39,9 +40,9 @@ def test_import_storage_loads_no_format_library():
 def test_a_backend_module_is_imported_on_first_use_only():
     code = (
         "import json, sys, storage\n"
-        "before = 'storage.backends.zarr_store' in sys.modules\n"
+        "before = 'storage.formats.zarr_store' in sys.modules\n"
         "cls = storage.store_class('zarr')\n"
-        "print(json.dumps([before, 'storage.backends.zarr_store' in sys.modules, 'zarr' in sys.modules,"
+        "print(json.dumps([before, 'storage.formats.zarr_store' in sys.modules, 'zarr' in sys.modules,"
         " 'h5py' in sys.modules, cls.__name__]))"
     )
     assert json.loads(fresh_interpreter(code)) == [False, True, True, False, "ZarrStore"]
@@ -103,3 +104,49 @@ def test_registering_needs_info_for_a_lazy_backend_and_refuses_a_second_name():
         storage.register_backend("somewhere:OtherLmdb", storage.backend_info("lmdb"))
     assert storage.register_backend(storage.LmdbStore) is storage.LmdbStore  # the same class again is fine
     assert registry.backends(available_only=False).count("lmdb") == 1
+
+
+def test_the_store_and_the_registry_refuse_images_by_one_rule(tmp_path):
+    rgba = np.zeros((2, 4, 4, 4), np.uint8)
+    mixed = [np.zeros((4, 4, 3), np.uint8), np.zeros((5, 4, 3), np.uint8)]
+    for backend, images, words in (("jpeg", rgba, "4 channel"), ("zarr", mixed, "one image (shape|size) per store")):
+        with pytest.raises(storage.ImageShapeError, match=words):
+            registry.check_backend_takes(backend, images, "under test")
+        with storage.open_store(backend, tmp_path / backend, "w") as store:
+            with pytest.raises(storage.ImageShapeError, match=words):
+                store.write_batch(images, [0, 1])
+    zarr, jpeg = storage.backend_info("zarr"), storage.backend_info("jpeg")
+    assert zarr.shape_refusal([(4, 4, 3)], store_shape=(4, 4, 3)) is None
+    assert zarr.shape_refusal([(4, 4, 3)], store_shape=(5, 4, 3)).shapes == ((5, 4, 3), (4, 4, 3))
+    assert jpeg.shape_refusal([(4, 4), (4, 4, 4), (2, 2, 4), (3, 3, 1)]).channels == {4: (4, 4, 4)}
+    assert storage.backend_info("png").shape_refusal([(4, 4, 3), (5, 4, 1)]) is None
+
+
+def test_a_backend_that_pip_alone_cannot_install_names_its_own_install_story(tmp_path, monkeypatch):
+    """FFCV builds against system libraries: its message says so instead of "pip install ffcv"."""
+    (tmp_path / "needs_system_libraries.py").write_text("import nosuchlib_for_image_storage_lab\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    info = storage.BackendInfo(name="system-format", label="System format", description="Needs system libraries.")
+    storage.register_backend(
+        "needs_system_libraries:Store",
+        info,
+        requires=("nosuchlib",),
+        install="apt-get install -y libnosuch-dev first, then python3 -m pip install -r requirements-nosuch.txt",
+    )
+    try:
+        reason = storage.backend_info("system-format").unavailable_reason
+    finally:
+        storage.unregister_backend("system-format")
+        sys.modules.pop("needs_system_libraries", None)
+    assert "No module named 'nosuchlib_for_image_storage_lab'" in reason
+    assert "apt-get install -y libnosuch-dev first" in reason and "pip install nosuchlib" not in reason
+
+
+def test_a_name_in_the_wrong_case_or_misspelt_gets_a_suggestion() -> None:
+    with pytest.raises(UnknownBackendError, match="did you mean 'lmdb'"):
+        registry.backend_info("LMDB")
+    with pytest.raises(UnknownBackendError, match="did you mean 'hdf5'"):
+        registry.store_class("hdf")
+    with pytest.raises(UnknownBackendError) as refused:
+        registry.store_class("leveldb")
+    assert "did you mean" not in str(refused.value) and "registered backends are: png" in str(refused.value)

@@ -236,3 +236,19 @@ def test_a_version_3_file_gains_launched_by_and_reads_its_runs_as_the_dashboards
         assert db.progress("from-cli").launched_by == "command line"  # kept from the run's first record
         assert db.progress("from-cli").message == "b"
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_a_transaction_commits_its_writes_together_or_rolls_them_all_back(tmp_path: Path) -> None:
+    with ResultsDB(tmp_path / "r.sqlite") as db:
+        add_run(db, "kept", measurements=1)
+        with pytest.raises(RuntimeError, match="midway"):
+            with db.transaction() as connection:
+                connection.execute("DELETE FROM samples")
+                connection.execute("DELETE FROM measurements")
+                raise RuntimeError("stopped midway")
+        assert len(db.measurements("kept")) == 1
+        with db.transaction() as connection:
+            connection.execute("UPDATE runs SET error = 'noted' WHERE id = 'kept'")
+        assert db.get_run("kept").error == "noted"
+        db.delete_run("kept")  # the connection is usable again after both
+        assert db.list_runs() == []

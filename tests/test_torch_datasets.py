@@ -9,6 +9,9 @@ backend's dataset the way ``spawn`` sends it.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import functools
 import os
 import pickle
 import subprocess
@@ -22,7 +25,6 @@ import torch
 from torch.utils.data import DataLoader
 
 import storage
-from storage.bench.verify import PSNR_IMAGE_FLOOR, PSNR_MEAN_FLOOR, compare, psnr
 from storage.datasets import SAMPLE_CIFAR10_DIR, load_cifar10
 from storage.torch import (
     LoaderSettingsError,
@@ -34,7 +36,10 @@ from storage.torch import (
     TransformError,
     collate,
     make_loader,
+    make_store_loader,
+    store_dataset,
 )
+from storage.verify import PSNR_IMAGE_FLOOR, PSNR_MEAN_FLOOR, compare, psnr
 
 BACKENDS = storage.backends()
 COUNT = 300
@@ -309,10 +314,115 @@ def test_importing_the_library_does_not_import_torch(tmp_path):
         "from storage.bench import Experiment, run_experiment\n"
         "run_experiment(Experiment(backends=['lmdb'], counts=[20], repeats=1, source='sample', "
         f"work_dir={str(tmp_path / 'runs')!r}))\n"
-        "assert 'storage.bench.loader' not in sys.modules, 'a run without the loader loaded it'\n"
+        "assert 'storage.bench.operations.loader' not in sys.modules, 'a run without the loader loaded it'\n"
         "assert 'torch' not in sys.modules, 'a run without the loader imported torch'\n"
         "import storage.torch\n"
         "assert 'torch' in sys.modules\n"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_interface_and_the_formats_know_nothing_of_storage_torch():
+    """Torch support lives in storage.torch alone: it looks a format's hooks up, nobody imports it for that."""
+    code = (
+        "import sys, storage.base\n"
+        "assert not hasattr(storage.base.ImageStore, 'torch_dataset'), 'ImageStore has a torch hook'\n"
+        "assert not hasattr(storage.base.ImageStore, 'torch_loader'), 'ImageStore has a torch hook'\n"
+        "import storage.formats.mds_store, storage.formats.litdata_store, storage.formats.lance_store\n"
+        "assert 'storage.torch' not in sys.modules, 'storage.base or a format imported storage.torch'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+@contextlib.contextmanager
+def registered(store_class: type):
+    storage.register_backend(store_class)
+    try:
+        yield store_class.info.name
+    finally:
+        storage.unregister_backend(store_class.info.name)
+
+
+def test_a_format_hands_the_loader_its_own_map_style_dataset(stores, cifar):
+    images, labels = cifar
+
+    class OwnDatasetStore(storage.NpyStore):
+        info = dataclasses.replace(storage.backend_info("npy"), name="npy-own-dataset")
+
+        @classmethod
+        def torch_dataset(cls, path, transform=None):
+            with storage.open_store("npy", path) as store:
+                return MemoryDataset(*store.read_all())
+
+    with registered(OwnDatasetStore) as backend:
+        dataset = store_dataset(backend, stores["npy"])
+        assert isinstance(dataset, MemoryDataset) and len(dataset) == COUNT
+        loader = make_store_loader(backend, stores["npy"], BATCH, 0, seed=7)
+    assert isinstance(loader.dataset, MemoryDataset) and isinstance(loader.sampler, RecordingRandomSampler)
+    check_epoch("npy", loader, cifar)
+    assert isinstance(store_dataset("npy", stores["npy"]), StoreDataset)  # a format without the hook
+
+
+class _OwnOrder(torch.utils.data.IterableDataset):
+    """A library's dataset that shuffles itself and yields dict samples, as LitData's and Streaming's do."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, seed: int) -> None:
+        self.images, self.labels, self.seed = images, labels, seed
+
+    def __iter__(self):
+        for index in np.random.default_rng(self.seed).permutation(len(self.labels)).tolist():
+            yield {"image": self.images[index], "label": self.labels[index], "id": index}
+
+
+def test_a_format_whose_dataset_shuffles_itself_gets_its_seed_and_batches_with_ids(stores, cifar):
+    images, labels = cifar
+    asked = []
+
+    class OwnOrderStore(storage.NpyStore):
+        info = dataclasses.replace(storage.backend_info("npy"), name="npy-own-order")
+        torch_shuffles = True
+
+        @classmethod
+        def torch_dataset(cls, path, transform=None, *, seed=None, batch_size=None):
+            asked.append((seed, batch_size))
+            with storage.open_store("npy", path) as store:
+                return _OwnOrder(*store.read_all(), seed=5 if seed is None else seed)
+
+    with registered(OwnOrderStore) as backend:
+        loader = make_store_loader(backend, stores["npy"], BATCH, 0, seed=3, timeout=120)
+        assert asked == [(3, BATCH)] and loader.timeout == 0 and loader.batch_size == BATCH
+        seen = []
+        for batch_images, batch_labels, batch_ids in loader:
+            np.testing.assert_array_equal(batch_images.numpy(), images[batch_ids.numpy()])
+            np.testing.assert_array_equal(batch_labels.numpy(), labels[batch_ids.numpy()])
+            seen.extend(batch_ids.tolist())
+        assert sorted(seen) == list(range(COUNT)) and seen != sorted(seen)
+        again = [int(i) for _, _, ids in make_store_loader(backend, stores["npy"], BATCH, seed=3) for i in ids]
+        assert again == seen  # the seed is the format's dataset's
+
+
+def test_a_format_whose_dataset_yields_batches_sets_its_loader_and_workers(stores):
+    class Loader(DataLoader):
+        """The DataLoader class a format's users load with."""
+
+    class OwnBatchesStore(storage.NpyStore):
+        info = dataclasses.replace(storage.backend_info("npy"), name="npy-own-batches")
+        torch_shuffles = torch_batches = True
+        torch_loader_class = Loader
+        fork_safe = False
+
+        @classmethod
+        def torch_dataset(cls, path, transform=None, *, seed=None, batch_size=None):
+            return _OwnOrder(np.zeros((1, 2, 2, 3), np.uint8), np.zeros(1, np.int64), seed=seed)
+
+        @classmethod
+        def torch_worker_init(cls, seed):
+            return functools.partial(print, f"worker of seed {seed}")
+
+    with registered(OwnBatchesStore) as backend:
+        loader = make_store_loader(backend, stores["npy"], BATCH, 2, seed=11, timeout=30)
+    assert type(loader) is Loader and loader.batch_size is None and loader.num_workers == 2
+    assert loader.timeout == 30 and loader.worker_init_fn.args == ("worker of seed 11",)
+    assert loader.multiprocessing_context.get_start_method() == "spawn"  # not fork-safe

@@ -4,12 +4,14 @@
     with ResultsDB("data/results.sqlite") as db:
         summary = run_experiment(Experiment(counts=[100, 1000], repeats=1), db)
 
-This module only re-exports; see ``engine`` (how things are measured), ``results`` (the
+This module only re-exports; see ``engine`` (the run loop), ``operations`` (what each
+operation times), ``run_state`` (what a run carries between measurements), ``results`` (the
 SQLite history), ``pagecache`` (cold-cache eviction), ``environment`` (the machine),
 ``estimate`` (time and disk before a run) and ``report`` (tables).
 """
 
-from .engine import RunCancelled, new_run_id, run_experiment
+from ..verify import Verification, verify_store
+from .engine import run_experiment
 from .environment import capture_environment, peak_rss_bytes
 from .estimate import Estimate, estimate_experiment
 from .events import (
@@ -23,8 +25,9 @@ from .events import (
     RunSummary,
 )
 from .experiment import CACHES, OPERATIONS, Experiment, InvalidExperimentError, validate
+from .placement import new_run_id
 from .results import DEFAULT_DB_PATH, ResultsDB, RunNotFoundError, RunProgress, RunRecord
-from .verify import Verification, verify_store
+from .run_state import RunCancelled
 
 __all__ = [
     "CACHES",

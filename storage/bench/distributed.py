@@ -29,7 +29,7 @@ import secrets
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,22 +40,16 @@ from .. import registry
 from ..datasets.slices import SourceListing, list_source, read_slice
 from ..distributed import convert, describe_cluster, require_workers
 from ..sharded import ShardedStore
-from .engine import new_run_id
+from ..verify import compare
 from .environment import capture_environment, peak_rss_bytes
-from .events import Measurement, fill_rates
+from .events import Measurement, RunSummary
 from .experiment import RANDOM_READS, seeded_rng
-from .verify import compare
+from .methods import DISTRIBUTED_METHODS
+from .placement import new_run_id
+from .run_state import fail, finish_measurement, new_measurement, set_disk
 
-DISTRIBUTED_OPERATIONS = ("write_batch", "read_all", "read_random")
+DISTRIBUTED_OPERATIONS = tuple(DISTRIBUTED_METHODS)  # write_batch, read_all, read_random
 READY_TIMEOUT = 300  # seconds the client waits for every worker to get ready
-METHODS = {
-    "write_batch": "distributed convert: one Dask task per shard; from the call to the manifest written, "
-    "listing the source included",
-    "read_all": "K workers at once, each reads every image of its shards into a pre-touched buffer; "
-    "a sample is the span from the first start to the last end",
-    "read_random": "K workers at once, each reads min(its images, 1,000) seeded random ids of its shards with "
-    "read_one; a sample is the span from the first start to the last end",
-}
 
 
 @dataclass
@@ -219,41 +213,57 @@ def _per_worker(rounds: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     return summary
 
 
-def _measurement(run_id: str, backend: str, count: int, operation: str, images: int, pixel_bytes: int) -> Measurement:
-    return Measurement(
-        run_id=run_id,
-        backend=backend,
-        count=count,
-        operation=operation,
-        cache="warm",
-        images=images,
-        pixel_bytes=pixel_bytes,
-        method=METHODS[operation],
-    )
+@dataclass(kw_only=True)
+class _ClusterRun:
+    """What a distributed run carries from cell to cell."""
 
+    client: Client
+    bench: DistributedBench
+    run_id: str
+    run_dir: Path
+    shards: int
+    workers: int
+    listing: SourceListing
+    db: Any
+    on_measurement: Callable[[Measurement], None] | None
+    measurements: list[Measurement] = field(default_factory=list)
 
-def _finish(measurement: Measurement, path: Path, workers: int, shards: int) -> Measurement:
-    measurement.cluster_workers = workers
-    measurement.shards = shards
-    if path.exists():
-        with ShardedStore(path) as store:
-            usage = store.disk_usage()
-        measurement.apparent_bytes, measurement.allocated_bytes, measurement.files = (
-            usage.apparent_bytes,
-            usage.allocated_bytes,
-            usage.files,
+    @property
+    def pixel_bytes_per_image(self) -> int:
+        return 32 * 32 * 3 if self.listing.is_cifar else 0
+
+    def new_measurement(self, backend: str, count: int, operation: str, images: int) -> Measurement:
+        return new_measurement(
+            self.run_id,
+            backend,
+            count,
+            operation,
+            per_image_bytes=self.pixel_bytes_per_image,
+            images=images,
+            distributed=True,
         )
-    fill_rates(measurement)
-    measurement.peak_rss_bytes = peak_rss_bytes()
-    return measurement
+
+    def record(self, measurement: Measurement, path: Path) -> None:
+        """Finish ``measurement`` (the cluster's share, the store's disk use, the rates) and record it."""
+        measurement.cluster_workers = self.workers
+        measurement.shards = self.shards
+        if path.exists():
+            with ShardedStore(path) as store:
+                set_disk(measurement, store.disk_usage())
+        finish_measurement(measurement)
+        if self.db is not None:
+            self.db.add_measurement(measurement)
+        if self.on_measurement is not None:
+            self.on_measurement(measurement)
+        self.measurements.append(measurement)
 
 
-def _measure_conversion(client, bench, run_id, backend, count, path, shards, pixel_bytes) -> Measurement:
-    measurement = _measurement(run_id, backend, count, "write_batch", count, pixel_bytes)
+def _measure_conversion(run: _ClusterRun, backend: str, count: int, path: Path) -> Measurement:
+    measurement = run.new_measurement(backend, count, "write_batch", count)
     per_worker: dict[str, list[float]] = {}
-    for _ in range(bench.repeats):
+    for _ in range(run.bench.repeats):
         shutil.rmtree(path, ignore_errors=True)
-        result = convert(bench.source, backend, path, shards, client, count=count)
+        result = convert(run.bench.source, backend, path, run.shards, run.client, count=count)
         measurement.samples.append(result.seconds)
         for index, worker in result.shard_workers.items():
             per_worker.setdefault(worker, []).append(result.shard_seconds.get(index, 0.0))
@@ -265,10 +275,10 @@ def _measure_conversion(client, bench, run_id, backend, count, path, shards, pix
     return measurement
 
 
-def _measure_reads(client, bench, run_id, backend, count, path, operation, listing, pixel_per_image) -> Measurement:
-    rounds = [read_round(client, path, operation, bench.seed, listing) for _ in range(bench.repeats)]
+def _measure_reads(run: _ClusterRun, backend: str, count: int, path: Path, operation: str) -> Measurement:
+    rounds = [read_round(run.client, path, operation, run.bench.seed, run.listing) for _ in range(run.bench.repeats)]
     images = sum(report["images"] for report in rounds[0])
-    measurement = _measurement(run_id, backend, count, operation, images, int(pixel_per_image * images))
+    measurement = run.new_measurement(backend, count, operation, images)
     measurement.samples = [
         max(r["ended_at"] for r in reports) - min(r["started_at"] for r in reports) for reports in rounds
     ]
@@ -279,18 +289,9 @@ def _measure_reads(client, bench, run_id, backend, count, path, operation, listi
     return measurement
 
 
-def run_distributed_bench(
-    client: Client, bench: DistributedBench, db: Any = None, on_measurement: Callable[[Measurement], None] | None = None
-) -> tuple[str, str, list[Measurement], str | None]:
-    """Run ``bench`` on the cluster behind ``client``; return (run id, status, measurements, error)."""
-    workers = require_workers(client)
-    listing = list_source(bench.source)
-    run_id = new_run_id()
-    run_dir = Path(bench.work_dir) / run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
-    environment = {**capture_environment(bench.work_dir), "cluster": describe_cluster(client)}
-    shards = bench.shards or len(workers)
-    parameters = {
+def _parameters(bench: DistributedBench, shards: int, workers: int) -> dict[str, Any]:
+    """The run's parameters as the results database keeps them (an experiment's, plus the cluster's)."""
+    return {
         "backends": bench.backends,
         "counts": bench.counts,
         "operations": bench.operations,
@@ -302,33 +303,66 @@ def run_distributed_bench(
         "work_dir": bench.work_dir,
         "distributed": True,
         "shards": shards,
-        "workers": len(workers),
+        "workers": workers,
     }
-    source = {"spec": bench.source, "kind": listing.kind, "root": str(listing.root), "description": listing.description,
-              "images": listing.count, "class_names": listing.class_names}  # fmt: skip
+
+
+def _source_summary(bench: DistributedBench, listing: SourceListing) -> dict[str, Any]:
+    return {"spec": bench.source, "kind": listing.kind, "root": str(listing.root), "description": listing.description,
+            "images": listing.count, "class_names": listing.class_names}  # fmt: skip
+
+
+def run_distributed_bench(
+    client: Client, bench: DistributedBench, db: Any = None, on_measurement: Callable[[Measurement], None] | None = None
+) -> RunSummary:
+    """Run ``bench`` on the cluster behind ``client``; return how it went, as :func:`run_experiment` does.
+
+    ``on_measurement`` is called with each measurement as it is recorded. A
+    KeyboardInterrupt ends the run as ``interrupted`` in ``db`` and is raised again.
+    """
+    started = time.perf_counter()
+    workers = require_workers(client)
+    listing = list_source(bench.source)
+    run_id = new_run_id()
+    run_dir = Path(bench.work_dir) / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    environment = {**capture_environment(bench.work_dir), "cluster": describe_cluster(client)}
+    shards = bench.shards or len(workers)
+    run = _ClusterRun(
+        client=client,
+        bench=bench,
+        run_id=run_id,
+        run_dir=run_dir,
+        shards=shards,
+        workers=len(workers),
+        listing=listing,
+        db=db,
+        on_measurement=on_measurement,
+    )
     if db is not None:
-        db.create_run(run_id, parameters, environment, source)
-    measurements: list[Measurement] = []
+        db.create_run(run_id, _parameters(bench, shards, len(workers)), environment, _source_summary(bench, listing))
+    status, error = _measure_all(run, environment)
+    return RunSummary(
+        run_id=run_id,
+        status=status,
+        measurements=run.measurements,
+        error=error,
+        environment=environment,
+        run_dir=str(run_dir),
+        wall_seconds=time.perf_counter() - started,
+        peak_rss_bytes=environment["peak_rss_bytes"],
+        source_description=listing.description,
+    )
+
+
+def _measure_all(run: _ClusterRun, environment: dict[str, Any]) -> tuple[str, str | None]:
+    """Every cell of the run, however it ends: (status, error); the run's folder goes unless kept."""
     status, error = "failed", None
     try:
-        for count in bench.counts:
-            for backend in bench.backends:
-                measurements.extend(
-                    _measure_cell(
-                        client,
-                        bench,
-                        run_id,
-                        backend,
-                        count,
-                        run_dir,
-                        shards,
-                        listing,
-                        len(workers),
-                        db,
-                        on_measurement,
-                    )
-                )
-        failed = [m for m in measurements if m.error or not m.verified]
+        for count in run.bench.counts:
+            for backend in run.bench.backends:
+                _measure_cell(run, backend, count)
+        failed = [m for m in run.measurements if m.error or not m.verified]
         status = "failed" if failed else "finished"
         error = f"{failed[0].backend} {failed[0].operation}: {failed[0].error}" if failed else None
     except KeyboardInterrupt:
@@ -337,49 +371,38 @@ def run_distributed_bench(
     except Exception as failure:
         error = f"{type(failure).__name__}: {failure}"
     finally:
-        if not bench.keep:
-            shutil.rmtree(run_dir, ignore_errors=True)
+        if not run.bench.keep:
+            shutil.rmtree(run.run_dir, ignore_errors=True)
         environment["peak_rss_bytes"] = peak_rss_bytes()
-        if db is not None:
-            db.finish_run(run_id, status, error, environment)
-    return run_id, status, measurements, error
+        if run.db is not None:
+            run.db.finish_run(run.run_id, status, error, environment)
+    return status, error
 
 
-def _measure_cell(client, bench, run_id, backend, count, run_dir, shards, listing, workers, db, on_measurement):
-    path = run_dir / backend / str(count)
-    pixel_per_image = 32 * 32 * 3 if listing.is_cifar else 0
-    done = []
-
-    def record(measurement: Measurement) -> None:
-        _finish(measurement, path, workers, shards)
-        if db is not None:
-            db.add_measurement(measurement)
-        if on_measurement is not None:
-            on_measurement(measurement)
-        done.append(measurement)
-
+def _measure_cell(run: _ClusterRun, backend: str, count: int) -> None:
+    """One backend at one count: the sharded conversion (measured or not), then each read."""
+    path = run.run_dir / backend / str(count)
     try:
-        if "write_batch" in bench.operations:
-            record(_measure_conversion(client, bench, run_id, backend, count, path, shards, pixel_per_image * count))
+        if "write_batch" in run.bench.operations:
+            run.record(_measure_conversion(run, backend, count, path), path)
         else:
-            convert(bench.source, backend, path, shards, client, count=count)
+            convert(run.bench.source, backend, path, run.shards, run.client, count=count)
     except Exception as failure:
-        failed = _measurement(run_id, backend, count, "write_batch", count, pixel_per_image * count)
-        failed.error = f"{type(failure).__name__}: {failure}"
-        record(failed)
-        return done
+        failed = run.new_measurement(backend, count, "write_batch", count)
+        fail(failed, failure)
+        run.record(failed, path)
+        return
     for operation in ("read_all", "read_random"):
-        if operation in bench.operations:
+        if operation in run.bench.operations:
             try:
-                record(_measure_reads(client, bench, run_id, backend, count, path, operation, listing, pixel_per_image))
+                run.record(_measure_reads(run, backend, count, path, operation), path)
             except Exception as failure:
-                failed = _measurement(run_id, backend, count, operation, 0, 0)
-                failed.error = f"{type(failure).__name__}: {failure}"
-                record(failed)
-    client.run(close_worker_stores)
-    if not bench.keep:
+                failed = run.new_measurement(backend, count, operation, 0)
+                fail(failed, failure)
+                run.record(failed, path)
+    run.client.run(close_worker_stores)
+    if not run.bench.keep:
         shutil.rmtree(path, ignore_errors=True)
-    return done
 
 
 __all__ = ["DISTRIBUTED_OPERATIONS", "DistributedBench", "read_round", "run_distributed_bench"]

@@ -7,6 +7,7 @@ written to, free disk space, and the versions of Python and of every storage lib
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import os
 import platform
@@ -64,6 +65,13 @@ def filesystem_of(path: str | os.PathLike[str]) -> dict[str, str]:
     return best
 
 
+@functools.cache
+def _packages_distributions() -> dict[str, list[str]]:
+    """Which distribution provides each top-level module: read once per process (it reads every
+    installed package's file list, seconds on a busy machine)."""
+    return importlib.metadata.packages_distributions()
+
+
 def library_versions() -> dict[str, str]:
     """Versions of Python's storage libraries: the core list plus what backends need.
 
@@ -75,7 +83,7 @@ def library_versions() -> dict[str, str]:
     try:
         from .. import registry
 
-        mapping = importlib.metadata.packages_distributions()
+        mapping = _packages_distributions()
         modules = []
         for backend in registry.backends(available_only=False):
             names.update(registry.backend_requirements(backend))

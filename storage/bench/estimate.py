@@ -20,6 +20,7 @@ from .experiment import (
     CEILING_BACKEND,
     LATENCY_READS,
     LOADER,
+    OBJECT_STORAGE_OPERATIONS,
     WARMUP_MAX_COUNT,
     WRITE_OPERATIONS,
     Experiment,
@@ -120,6 +121,24 @@ _COSTS = {
         "read_one": 3e-4,
         "loader": 1e-5,
     },
+    # Measured at 10,000 images (load average 5-8): HF encodes and decodes PNG per image; FFCV's
+    # writer starts its processes per file and its Loader compiles its pipeline per epoch.
+    "hf-datasets": {
+        "write_batch": 2.1e-4,
+        "write_one": 2.3e-4,
+        "read_all": 1.2e-4,
+        "read_random": 3.9e-4,
+        "read_one": 3.3e-4,
+        "loader": 1.9e-4,
+    },
+    "ffcv": {
+        "write_batch": 7e-4,
+        "write_one": 4e-4,
+        "read_all": 5.4e-6,
+        "read_random": 8e-6,
+        "read_one": 6e-6,
+        "loader": 8.4e-5,
+    },
 }
 _DEFAULT_COSTS = {
     "write_batch": 3e-4,
@@ -130,7 +149,9 @@ _DEFAULT_COSTS = {
     "loader": 2e-4,
 }
 _LOADER_OVERHEAD = 1e-5  # seconds per image a DataLoader adds (batches between processes), CIFAR-sized
-_LOADER_START = 0.5  # seconds per epoch: worker start-up, the dataset opening its store
+_LOADER_START = 0.5  # seconds per loader: worker start-up, the dataset opening its store
+_AUGMENT_COST = 1.5e-3  # seconds per image and core to decode a 256-px photo and crop it (transform train/val)
+_OBJECT_STORAGE_COST = 5e-5  # seconds per image moved through a local S3 server (upload, an epoch), CIFAR-sized
 _COLD_FACTOR = 3.0
 _STEP_OVERHEAD = 0.02  # opening stores, verification, bookkeeping per measurement
 # Per write step on top: creating, closing (LMDB's commit syncs) and reading back a store, and its
@@ -175,6 +196,8 @@ class Estimate:
 
 def per_image_cost(backend: str, operation: str, cache: str = "warm") -> float:
     """Built-in seconds per image of an operation."""
+    if operation in OBJECT_STORAGE_OPERATIONS:  # over loopback to a local S3 server: a few times a bulk read
+        return _OBJECT_STORAGE_COST + per_image_cost(backend, "read_all", cache)
     if operation == LOADER:  # batched reads: about a bulk read, plus the loader's own cost
         if backend == CEILING_BACKEND:
             return _LOADER_OVERHEAD
@@ -215,13 +238,16 @@ def bytes_per_image(backend: str, raw_bytes: float) -> float:
     return per_image
 
 
-def estimate_experiment(experiment: Experiment, db=None, raw_image_bytes: float = RAW_IMAGE_BYTES) -> Estimate:
+def estimate_experiment(
+    experiment: Experiment, db=None, raw_image_bytes: float = RAW_IMAGE_BYTES, source_in_memory: bool = True
+) -> Estimate:
     """Expected wall time and disk space of ``experiment``.
 
     Args:
         experiment: what to run (validated here).
         db: an optional :class:`ResultsDB` whose past measurements refine the time.
         raw_image_bytes: pixel bytes of an average source image (CIFAR-10: 3,072).
+        source_in_memory: False for a folder of photos, decoded a chunk at a time.
     """
     experiment = validate(experiment)
     history = _history_costs(db, experiment) if db is not None else {}
@@ -233,9 +259,13 @@ def estimate_experiment(experiment: Experiment, db=None, raw_image_bytes: float 
         images = images_per_sample(operation, count)
         if operation == "read_one":
             images = min(count, LATENCY_READS)
-        runs = experiment.repeats + (1 if count <= WARMUP_MAX_COUNT else 0)
+        runs = experiment.repeats + (1 if count <= WARMUP_MAX_COUNT or operation == LOADER else 0)
         seconds = cost * images * runs + _STEP_OVERHEAD
-        if operation == LOADER:
+        if operation == LOADER:  # one loader, its first epoch apart (its start-up), then the repeats
+            seconds += _LOADER_START
+            if experiment.transform != "none":
+                seconds += _AUGMENT_COST * images * runs / max(1, min(experiment.workers))
+        if operation in OBJECT_STORAGE_OPERATIONS:  # each epoch starts its loader and opens the remote store
             seconds += _LOADER_START * runs
         if operation in WRITE_OPERATIONS:  # reading the store back to verify it
             seconds += _WRITE_STEP_OVERHEAD
@@ -259,7 +289,11 @@ def estimate_experiment(experiment: Experiment, db=None, raw_image_bytes: float 
     disk_fits = disk_bytes <= free
     # The images of the largest count and the buffer reads fill, plus the interpreter and libraries.
     memory = memory_needed(
-        max(experiment.counts), raw_image_bytes, _BASE_MEMORY, allow_stream=LOADER not in experiment.operations
+        max(experiment.counts),
+        raw_image_bytes,
+        _BASE_MEMORY,
+        allow_stream=LOADER not in experiment.operations,
+        source_in_memory=source_in_memory,
     )
     if LOADER in experiment.operations:  # torch, and the batches in flight between processes
         memory += _BASE_MEMORY

@@ -27,6 +27,22 @@ class Measurement:
     ``batch_p99_seconds`` are percentiles of the waits for every later batch, over all
     repeats; ``ceiling_images_per_second`` is the same DataLoader's rate over the images
     in memory in the same run and ``fraction_of_ceiling`` this figure's share of it.
+
+    Since the loader keeps its workers alive, each loader measurement is one DataLoader
+    over several epochs: ``first_epoch_seconds`` is the first (worker start-up included),
+    the samples are the epochs after it. ``order`` says how the epoch was ordered
+    (``"shuffle"``: torch's RandomSampler over every id, for every format; ``"own"``: the
+    format's own dataset and sampler) and ``loader_path`` what read it. ``transform`` and
+    ``decoder`` say what each image went through; ``read_/decode_/transform_seconds_per_batch``
+    are medians over the timed epochs' batches, measured in the worker; ``per_worker`` holds
+    each worker process's images and busy seconds, ``images_per_second_per_worker`` their
+    median rate. ``ceiling`` names the ceiling ``fraction_of_ceiling`` is against:
+    ``"in-memory"`` (pixels in memory) or ``"decode"`` (the encoded files in the page cache,
+    for stores that keep encoded bytes).
+
+    Every measurement records the machine's load during its timed repeats:
+    ``load_average`` (median of the 1-minute load average) and ``other_cpu_seconds`` (CPU
+    time taken by processes outside the run, see :mod:`storage.bench.machine_load`).
     """
 
     run_id: str
@@ -69,10 +85,43 @@ class Measurement:
     batch_p99_seconds: float | None = None
     ceiling_images_per_second: float | None = None
     fraction_of_ceiling: float | None = None
+    ceiling: str | None = None
+    first_epoch_seconds: float | None = None
+    order: str | None = None
+    loader_path: str | None = None
+    transform: str | None = None
+    decoder: str | None = None
+    read_seconds_per_batch: float | None = None
+    decode_seconds_per_batch: float | None = None
+    transform_seconds_per_batch: float | None = None
+    images_per_second_per_worker: float | None = None
+    load_average: float | None = None
+    other_cpu_seconds: float | None = None
+    # What the store kept: "raw" pixels, "source" (the photo files' own bytes) or a re-encoding; and
+    # how the images were resized ("" when not). ``source_bytes``: the source files' bytes for the
+    # ``count`` images (an image folder; None for CIFAR arrays), for the ratio of the store to them.
+    encoding: str = "raw"
+    resize: str = ""
+    source_bytes: int | None = None
+    # The object-storage operations only (a run with a ``location``): where the store was read, how (each
+    # format by its own library, or downloaded whole), requests and bytes per sample as the server counted
+    # them (medians; None when not counted), and the figure projected to the network named in ``projection``.
+    location: str | None = None
+    endpoint: str | None = None
+    read_method: str | None = None
+    requests: float | None = None
+    transferred_bytes: float | None = None
+    requests_by_type: dict[str, float] | None = None
+    projected_seconds: float | None = None
+    projected_images_per_second: float | None = None
+    projection: dict[str, Any] | None = None
     # Distributed runs (``bench --distributed``) only: the Dask cluster's share of the work.
     cluster_workers: int | None = None
     shards: int | None = None
     per_worker: list[dict[str, Any]] | None = None
+    # How busy the machine was during the recorded repeats' timed calls (see storage.bench.machine_load):
+    # load average, CPU seconds other processes took, and whether that disturbed the timing.
+    machine_load: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -160,13 +209,25 @@ class PreviewReady:
 
 
 @dataclass
+class TimedSection:
+    """A timed call is about to start (``started``) or has just ended; sent outside the timer.
+
+    A live view pauses its redraws while a timed call runs, so that following a run does
+    not slow down what it measures (see :class:`storage.bench.live.LiveRecorder`).
+    """
+
+    run_id: str
+    started: bool
+
+
+@dataclass
 class RunFinished:
     run_id: str
     status: str
     error: str | None
 
 
-Event = RunStarted | Progress | MeasurementRecorded | PreviewReady | RunFinished
+Event = RunStarted | Progress | MeasurementRecorded | PreviewReady | TimedSection | RunFinished
 
 
 @dataclass

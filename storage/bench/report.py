@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from .events import Measurement
+from .results.schema import printable
 
 MEGABYTE = 1_000_000
 
@@ -147,9 +148,12 @@ LOADER_HEADERS = (
     "x ceiling",
     "epoch",
     "min–max",
+    "first epoch",
     "first batch",
     "batch p50",
     "batch p99",
+    "read/decode/aug per batch",
+    "load",
     "check",
 )
 
@@ -158,23 +162,43 @@ def format_fraction(value: float | None) -> str:
     return "-" if value is None else f"{value:.0%}"
 
 
+def loader_name(m: Measurement) -> str:
+    """The backend, marked when it was read in its library's own order rather than the common shuffle."""
+    return f"{m.backend} (own order)" if m.order == "own" else m.backend
+
+
+def _ceiling_share(m: Measurement) -> str:
+    share = format_fraction(m.fraction_of_ceiling)
+    return share if m.ceiling != "decode" or share == "-" else f"{share} (decode)"
+
+
+def _parts(m: Measurement) -> str:
+    values = (m.read_seconds_per_batch, m.decode_seconds_per_batch, m.transform_seconds_per_batch)
+    if all(value is None for value in values):
+        return "-"
+    return " / ".join(format_seconds(value) for value in values)
+
+
 def loader_rows(measurements: Iterable[Measurement]) -> list[list[str]]:
     rows = []
     for m in measurements:
         rows.append(
             [
-                m.backend,
+                loader_name(m),
                 f"{m.count:,}",
                 "-" if m.workers is None else str(m.workers),
                 "-" if m.batch_size is None else str(m.batch_size),
                 _cache_cell(m),
                 format_rate(m.images_per_second),
-                format_fraction(m.fraction_of_ceiling),
+                _ceiling_share(m),
                 format_seconds(m.seconds_median),
                 spread(m),
+                format_seconds(m.first_epoch_seconds),
                 format_seconds(m.first_batch_seconds),
                 format_seconds(m.batch_p50_seconds),
                 format_seconds(m.batch_p99_seconds),
+                _parts(m),
+                "-" if m.load_average is None else f"{m.load_average:.1f}",
                 status_of(m),
             ]
         )
@@ -187,20 +211,82 @@ def loader_table(measurements: Iterable[Measurement], markdown: bool = False) ->
     return markdown_table(LOADER_HEADERS, rows) if markdown else text_table(LOADER_HEADERS, rows)
 
 
+OBJECT_STORAGE_HEADERS = (
+    "backend",
+    "images",
+    "operation",
+    "workers",
+    "seconds",
+    "images/s",
+    "requests",
+    "MB moved",
+    "projected s",
+    "projected img/s",
+    "read as",
+    "check",
+)
+
+
+def object_storage_rows(measurements: Iterable[Measurement]) -> list[list[str]]:
+    rows = []
+    for m in measurements:
+        rows.append(
+            [
+                m.backend,
+                f"{m.count:,}",
+                m.operation,
+                "-" if m.workers is None else str(m.workers),
+                format_seconds(m.seconds_median),
+                format_rate(m.images_per_second),
+                "-" if m.requests is None else f"{m.requests:,.0f}",
+                format_megabytes(m.transferred_bytes),
+                format_seconds(m.projected_seconds),
+                format_rate(m.projected_images_per_second),
+                _read_as(m.read_method),
+                status_of(m),
+            ]
+        )
+    return rows
+
+
+def _read_as(method: str | None) -> str:
+    """The read method in a word or two: its library's own reads, or downloaded whole first."""
+    if not method or method == "upload":
+        return "-"
+    return "downloaded" if method.startswith("downloaded") else "streamed"
+
+
+def object_storage_table(measurements: Iterable[Measurement], markdown: bool = False) -> str:
+    """The object-storage operations: time, requests and bytes per sample, and the figure on the named network."""
+    measurements = list(measurements)
+    rows = object_storage_rows(measurements)
+    table = markdown_table(OBJECT_STORAGE_HEADERS, rows) if markdown else text_table(OBJECT_STORAGE_HEADERS, rows)
+    projection = next((m.projection for m in measurements if m.projection), None)
+    where = next((f"{m.location.rsplit('/', 3)[0]} at {m.endpoint}" for m in measurements if m.location), "")
+    lines = [table]
+    if where:
+        lines.append(f"stores at {printable(where)}")
+    if projection:
+        lines.append(
+            f"projected to {projection['rtt_ms']:g} ms RTT, {projection['bandwidth_mbit']:g} Mbit/s: "
+            f"{projection['model']}; requests and bytes as the server counted them"
+        )
+    return "\n".join(lines)
+
+
 def runs_table(runs: Iterable) -> str:
     """The run list of ``python -m storage runs``."""
     rows = []
     for run in runs:
         source = run.source.get("kind") or run.parameters.get("source", "")
-        rows.append(
-            [
-                run.id,
-                run.started_at.replace("T", " ").rstrip("Z"),
-                run.status + (" (imported)" if run.imported else ""),
-                ",".join(run.backends),
-                ",".join(str(c) for c in run.counts),
-                str(source),
-                str(run.measurement_count),
-            ]
-        )
+        cells = [
+            run.id,
+            run.started_at.replace("T", " ").rstrip("Z"),
+            run.status + (" (imported)" if run.imported else ""),
+            ",".join(map(str, run.backends)),
+            ",".join(str(c) for c in run.counts),
+            str(source),
+            str(run.measurement_count),
+        ]
+        rows.append([printable(cell) for cell in cells])  # names from a file never drive the terminal
     return text_table(["run id", "started (UTC)", "status", "backends", "counts", "source", "measurements"], rows)

@@ -18,9 +18,16 @@ import numpy as np
 from .. import datasets
 from ..batch import check_labels
 from ..cycled import CycledImages
+from ..encodings import resized_size
 
 STREAM_ABOVE_BYTES = 512 * 2**20
 READ_BUFFER_IMAGES = 65_536  # the largest read_all slice the engine reads at once
+READ_BUFFER_BYTES = 256 * 2**20  # and its most pixels: 65,536 photos would be 40 GB
+
+
+def read_slice_images(image_bytes: float) -> int:
+    """Images per streamed ``read_all`` slice: ``READ_BUFFER_IMAGES``, fewer for big images."""
+    return max(1, min(READ_BUFFER_IMAGES, int(READ_BUFFER_BYTES // max(1.0, image_bytes))))
 
 
 def streams(count: int, image_bytes: float) -> bool:
@@ -39,6 +46,26 @@ def cycled_source(
     return datasets.take(images, labels, count)
 
 
+def resized_source(images: object, max_side: int | None, shorter_side: int | None):
+    """The source as a run resizing to ``max_side``/``shorter_side`` stores it: what reads are checked against.
+
+    A folder listing resizes lazily, as it decodes; an array is resized here, once, and
+    only if resizing changes it (CIFAR-10's 32 px images under a 256 px limit do not).
+    """
+    if max_side is None and shorter_side is None:
+        return images
+    if hasattr(images, "resized"):
+        return images.resized(max_side, shorter_side)
+    height, width = images[0].shape[:2]
+    if all(resized_size(image.shape[1], image.shape[0], max_side, shorter_side) == (image.shape[1], image.shape[0])
+           for image in (images if not isinstance(images, np.ndarray) else images[:1])):  # fmt: skip
+        return images
+    from ..image_codec import resize_pixels
+
+    resized = [resize_pixels(image, max_side, shorter_side) for image in images]
+    return np.stack(resized) if len({image.shape for image in resized}) == 1 else resized
+
+
 def read_buffer_for(images: np.ndarray | CycledImages | list[np.ndarray]) -> np.ndarray | None:
     """The buffer reads go into, allocated and touched now (outside any timer).
 
@@ -46,7 +73,7 @@ def read_buffer_for(images: np.ndarray | CycledImages | list[np.ndarray]) -> np.
     reused slice after slice; None for images of mixed sizes.
     """
     if isinstance(images, CycledImages):
-        buffer = np.empty((min(len(images), READ_BUFFER_IMAGES), *images.shape[1:]), dtype=np.uint8)
+        buffer = np.empty((min(len(images), read_slice_images(images.image_nbytes)), *images.shape[1:]), np.uint8)
     elif isinstance(images, np.ndarray):
         buffer = np.empty_like(images)
     else:
@@ -55,8 +82,14 @@ def read_buffer_for(images: np.ndarray | CycledImages | list[np.ndarray]) -> np.
     return buffer
 
 
-def memory_needed(count: int, image_bytes: float, base_bytes: int, allow_stream: bool = True) -> int:
-    """Memory a run of ``count`` images needs: source copy and read buffer, or one slice of each."""
+def memory_needed(
+    count: int, image_bytes: float, base_bytes: int, allow_stream: bool = True, source_in_memory: bool = True
+) -> int:
+    """Memory a run of ``count`` images needs: source copy and read buffer, or one slice of each.
+
+    A folder of photos (``source_in_memory=False``) is never held: only the chunk being
+    written or checked is decoded, so a streamed run needs its slices alone.
+    """
     if allow_stream and streams(count, image_bytes):
-        return int(2 * READ_BUFFER_IMAGES * image_bytes + base_bytes)
-    return int(2 * count * image_bytes + base_bytes)
+        return int(2 * read_slice_images(image_bytes) * image_bytes + base_bytes)
+    return int((2 if source_in_memory else 1) * count * image_bytes + base_bytes)

@@ -17,7 +17,8 @@ data than the user thinks.
 
 Each source is a module: :mod:`.cifar10` (loading, through a restricted unpickler),
 :mod:`.cifar10_download` (the md5-checked download and its safe extraction),
-:mod:`.image_folder`, :mod:`.sources` (detection by content), :mod:`.slices` (a source
+:mod:`.image_folder` and :mod:`.folder_images` (a folder listed from its files' headers,
+decoded chunk by chunk on all cores), :mod:`.sources` (detection by content), :mod:`.slices` (a source
 listed without loading it, read one range at a time) and :mod:`.take`; this
 package re-exports their public names.
 
@@ -40,7 +41,8 @@ from .cifar10 import (
     load_cifar10,
 )
 from .cifar10_download import download_cifar10
-from .image_folder import SkippedFilesWarning, load_image_folder
+from .folder_images import FolderImages
+from .image_folder import SkippedFilesWarning, list_image_folder, load_image_folder
 from .locations import DATA_DIR, DATA_DIR_ENV, PROJECT_ROOT, data_dir
 from .slices import SourceListing, list_source, read_slice
 from .sources import DataSource, describe_available_sources, load_source
@@ -60,12 +62,14 @@ __all__ = [
     "PROJECT_ROOT",
     "SAMPLE_CIFAR10_DIR",
     "DataSource",
+    "FolderImages",
     "SampleDataWarning",
     "SkippedFilesWarning",
     "SourceListing",
     "data_dir",
     "describe_available_sources",
     "download_cifar10",
+    "list_image_folder",
     "list_source",
     "load_cifar10",
     "load_image_folder",

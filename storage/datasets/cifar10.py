@@ -13,6 +13,7 @@ import io
 import logging
 import os
 import pickle
+import pickletools
 import warnings
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,11 @@ REPLACE_HINT = f"for the copy in the data folder: delete the folder and run `{DO
 SAMPLE_CIFAR10_DIR = PROJECT_ROOT / "data" / "cifar-10-sample" / CIFAR10_DIRNAME
 
 _IMAGE_SIZE = 32 * 32 * 3
+MAX_PICKLE_OPERATIONS = 500_000
+"""Opcodes one batch file may hold: a real batch of 10,000 images has about 40,000 (labels and file names)."""
+MAX_SHARED_REFERENCES = 1_000
+"""Memo lookups one batch may make: a real batch makes a few; each one can double what the file builds."""
+MAX_BATCH_IMAGES = 1_000_000
 CIFAR10_DIR = DATA_DIR / CIFAR10_DIRNAME
 
 
@@ -105,6 +111,30 @@ def _corrupt(path: Path, problem: str) -> CorruptDataError:
     )
 
 
+def _check_what_it_builds(raw: bytes, path: Path) -> None:
+    """Refuse a pickle that would build far more than its size says, before unpickling it.
+
+    Shared references (memo lookups) make a pickle of a few KB build nested lists of billions
+    of items, which checking the labels then walks for minutes and gigabytes. A CIFAR-10 batch
+    makes a handful of them; the limits are far above what a real batch needs.
+    """
+    operations = shared = 0
+    try:
+        for opcode, _argument, _position in pickletools.genops(raw):
+            operations += 1
+            shared += opcode.name in ("GET", "BINGET", "LONG_BINGET")
+            if operations > MAX_PICKLE_OPERATIONS or shared > MAX_SHARED_REFERENCES:
+                raise _corrupt(
+                    path,
+                    f"it would build more than a CIFAR-10 batch ever holds ({operations:,} operations, "
+                    f"{shared:,} shared references so far); refusing to unpickle it",
+                )
+    except CorruptDataError:
+        raise
+    except Exception as error:  # a truncated or damaged pickle
+        raise _corrupt(path, f"{type(error).__name__}: {error}") from None
+
+
 def _unpickle(path: Path) -> Any:
     """Unpickle ``path`` with the restricted unpickler, turning any failure into CorruptDataError."""
     try:
@@ -113,6 +143,7 @@ def _unpickle(path: Path) -> Any:
         raise DataNotFoundError(
             f"could not read {path} ({error}); check that the file exists and is readable"
         ) from None
+    _check_what_it_builds(raw, path)
     try:
         return _CifarUnpickler(io.BytesIO(raw), path).load()
     except CorruptDataError:
@@ -130,6 +161,8 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     data, labels = batch[b"data"], batch[b"labels"]
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8:
         raise _corrupt(path, f"b'data' is {type(data).__name__} of {getattr(data, 'dtype', '?')}, not uint8 pixels")
+    if not isinstance(labels, list) or len(labels) > MAX_BATCH_IMAGES or not all(type(x) is int for x in labels):
+        raise _corrupt(path, "b'labels' is not a list of integers (one per image, nothing nested)")
     try:
         label_array = np.asarray(labels, dtype=np.int64)
     except (TypeError, ValueError, OverflowError):
@@ -196,7 +229,9 @@ def _warn_sample(full_dir: Path, count: int, depth: int) -> None:
         f"full CIFAR-10 not found at {display_path(full_dir)}; using the bundled sample of {count:,} real "
         f"CIFAR-10 images (run `{DOWNLOAD_COMMAND}` for all {CIFAR10_FULL_SIZE:,})"
     )
-    logger.warning(message)
+    # The warning is what a user sees; the log line is at INFO so that, with logging left
+    # unconfigured, Python does not print the same sentence a second time.
+    logger.info(message)
     warnings.warn(message, SampleDataWarning, stacklevel=depth + 2)
 
 

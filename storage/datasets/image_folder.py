@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from ..errors import (
     BadImageFileError,
     DataNotFoundError,
 )
+from .folder_images import FolderImages, bad_file, folder_files, list_headers
 
 logger = logging.getLogger("storage.datasets")
 SKIPPED_FILES_LOGGER = "storage.datasets.skipped"
@@ -56,67 +56,6 @@ def class_folders(root: Path) -> list[Path]:
     )
 
 
-def _bad_file(path: Path, problem: str, remedy: str) -> BadImageFileError:
-    """The error for a file that cannot be loaded; ``problem`` stays apart for the skip message."""
-    error = BadImageFileError(f"{path} {problem}; {remedy}")
-    error.problem = problem
-    return error
-
-
-def _pixels(image: Image.Image, path: Path) -> np.ndarray:
-    """``image`` as a uint8 array whose channel count follows its mode (see load_image_folder)."""
-    mode = image.mode
-    if mode in ("L", "RGB", "RGBA"):
-        return np.array(image)
-    if mode == "1":
-        return np.array(image.convert("L"))
-    if mode.startswith("I;16"):
-        return (np.array(image).astype(np.uint16) >> 8).astype(np.uint8)
-    if mode in ("I", "F"):
-        kind = "32-bit integer" if mode == "I" else "floating-point"
-        raise _bad_file(
-            path,
-            f"has {kind} pixels (mode {mode}), which have no fixed 0..255 range",
-            "convert it to an 8-bit image first (for instance scale it and save it as an 8-bit PNG)",
-        )
-    if mode == "P":
-        return np.array(image.convert("RGBA" if "transparency" in image.info else "RGB"))
-    if {"A", "a"} & set(image.getbands()):  # LA, PA, RGBa, La, ...
-        return np.array(image.convert("RGBA"))
-    return np.array(image.convert("RGB"))  # CMYK, YCbCr, LAB, HSV, RGBX, ...
-
-
-def _bomb_error(path: Path, error: Exception) -> BadImageFileError:
-    match = re.search(r"\((\d+) pixels\)", str(error))
-    count = f"{int(match.group(1)):,} pixels" if match else "more pixels than allowed"
-    return _bad_file(
-        path,
-        f"has {count}, above Pillow's limit of {Image.MAX_IMAGE_PIXELS:,} (PIL.Image.MAX_IMAGE_PIXELS), "
-        "so it may be a decompression bomb",
-        "remove it, or raise the limit if you trust the file",
-    )
-
-
-def _read_image(path: Path) -> np.ndarray:
-    """Decode ``path`` fully (so truncated files fail here), refusing decompression bombs."""
-    if path.stat().st_size == 0:
-        raise _bad_file(path, "is empty (0 bytes)", "delete it or replace it with a real image")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            with Image.open(path) as image:
-                image.load()
-                return _pixels(image, path)
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-            raise _bomb_error(path, error) from None
-        except BadImageFileError:
-            raise
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as error:
-            raise _bad_file(
-                path, f"is not an image Pillow can read ({error})", "delete it, or move it out of the image folder"
-            ) from None
-
-
 def _skip(path: Path, error: BadImageFileError, skipped: list[tuple[Path, str]] | None, found: list) -> None:
     skip_log.warning("skipping %s: it %s", path, getattr(error, "problem", error))
     found.append((path, str(error)))
@@ -135,6 +74,38 @@ def _warn_skipped(root: Path, found: list[tuple[Path, str]]) -> None:
     )
 
 
+def _link_problems(root: Path, paths: list[str], follow_links: bool) -> dict[int, BadImageFileError]:
+    """Files that are links leading outside the folder (unless ``follow_links``): bad files.
+
+    A link out of the folder would put another folder's file (``/etc/...``, a mounted share)
+    into the store unnoticed; it is skipped with ``skip_bad``, unless ``follow_links`` says to
+    read where links lead. Dangling and looping links are left to reading the file, which
+    names them as bad files (:func:`~storage.datasets.folder_images.read_file_bytes`).
+    """
+    if follow_links:
+        return {}
+    real_root = os.path.realpath(root)
+    inside_root = real_root.rstrip(os.sep) + os.sep
+    folders: dict[str, str] = {}
+    problems: dict[int, BadImageFileError] = {}
+    for index, path in enumerate(paths):
+        folder = os.path.dirname(path)
+        if folder not in folders:
+            folders[folder] = os.path.realpath(folder)
+        target = folders[folder]
+        if os.path.islink(path):
+            if not os.path.exists(path):
+                continue  # dangling or a loop: named when it is read
+            target = os.path.realpath(path)
+        if not (target + os.sep).startswith(inside_root) and target != real_root:
+            problems[index] = bad_file(
+                path,
+                f"leads outside the image folder (to {target})",
+                "copy the file into the folder, or let links be followed (--follow-links, follow_links=True)",
+            )
+    return problems
+
+
 def _check_image_root(root: Path) -> list[Path]:
     if not root.is_dir():
         raise DataNotFoundError(
@@ -150,10 +121,81 @@ def _check_image_root(root: Path) -> list[Path]:
     return classes
 
 
+def list_image_folder(
+    root: str | os.PathLike[str],
+    skip_bad: bool = False,
+    skipped: list[tuple[Path, str]] | None = None,
+    *,
+    max_side: int | None = None,
+    shorter_side: int | None = None,
+    follow_links: bool = False,
+) -> tuple[FolderImages, np.ndarray, list[str]]:
+    """List an image folder without decoding it: its photos as a lazy :class:`FolderImages`.
+
+    The same files, order, labels and bad-file handling as :func:`load_image_folder`, but
+    only each file's header is read (on all cores); pixels are decoded when a chunk of the
+    returned sequence is asked for. ``max_side`` / ``shorter_side`` resize every photo
+    that is larger (see :mod:`storage.encodings`). Links that lead outside ``root`` are bad
+    files unless ``follow_links``; dangling and looping links always are.
+
+    Raises:
+        DataNotFoundError: ``root`` is missing, has no class subfolders, or holds no images.
+        BadImageFileError: a file is empty, truncated, not a readable image, or too large
+            (unless ``skip_bad``); the message names every bad file found, up to five.
+    """
+    root = Path(root).expanduser()
+    classes = _check_image_root(root)
+    paths, labels = folder_files(root, classes, walk_files, _is_listed_image)
+    refused = _link_problems(root, paths, follow_links)
+    headers = list_headers([path for index, path in enumerate(paths) if index not in refused])
+    if refused:
+        readable = iter(headers)
+        headers = [refused[index] if index in refused else next(readable) for index in range(len(paths))]
+    bad = [(Path(path), header) for path, header in zip(paths, headers) if isinstance(header, BadImageFileError)]
+    if bad and not skip_bad:
+        raise _all_bad_files(bad)
+    found_bad: list[tuple[Path, str]] = []
+    for path, error in bad:
+        _skip(path, error, skipped, found_bad)
+    if found_bad:
+        _warn_skipped(root, found_bad)
+    good = [index for index, header in enumerate(headers) if not isinstance(header, BadImageFileError)]
+    if not good:
+        raise DataNotFoundError(
+            f"no readable images in the class subfolders of {root}; lay images out as "
+            "<root>/<class name>/<image file> in a format Pillow reads (PNG, JPEG, ...)"
+        )
+    images = FolderImages(
+        [paths[i] for i in good], [headers[i] for i in good], max_side=max_side, shorter_side=shorter_side
+    )
+    label_array = np.asarray([labels[i] for i in good], dtype=np.int64)
+    return images, label_array, [folder.name for folder in classes]
+
+
+def _is_listed_image(path: Path) -> bool:
+    if is_image_name(path):
+        return True
+    logger.debug("ignoring %s: not an image file extension", path)
+    return False
+
+
+def _all_bad_files(bad: list[tuple[Path, BadImageFileError]]) -> BadImageFileError:
+    """The first bad file's error, naming the others too (a folder is fixed in one pass)."""
+    first = bad[0][1]
+    if len(bad) == 1:
+        return first
+    others = ", ".join(str(path) for path, _ in bad[1:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+    error = BadImageFileError(f"{first}. {len(bad) - 1} other file(s) cannot be used either: {others}; "
+                              "fix or remove them, or skip bad files (--skip-bad, skip_bad=True)")  # fmt: skip
+    error.problem = getattr(first, "problem", str(first))
+    return error
+
+
 def load_image_folder(
     root: str | os.PathLike[str],
     skip_bad: bool = False,
     skipped: list[tuple[Path, str]] | None = None,
+    follow_links: bool = False,
 ) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
     """Load images stored as ``root/<class name>/<image file>`` (torchvision ImageFolder layout).
 
@@ -161,21 +203,27 @@ def load_image_folder(
     read in sorted order (subfolders of a class included), so the result is deterministic.
     Hidden files and folders (name starting with ``.``) are ignored, and so are files whose
     extension is not one Pillow opens (``.txt``, ``.json``, ...). Multi-frame files give
-    their first frame.
+    their first frame. A file's format is read from its content, whatever its extension.
 
-    Each image keeps its mode where possible: ``L`` gives (H,W), ``RGB`` (H,W,3) and
-    ``RGBA`` (H,W,4); ``1`` becomes ``L``; ``LA`` and ``PA`` become RGBA; ``P`` becomes RGBA
-    if it has transparency, else RGB; ``CMYK``, ``YCbCr`` and other colour modes become RGB.
-    16-bit grayscale (``I;16``) keeps its 8 most significant bits (``value >> 8``), which is
-    exact for images saved from 8-bit data. 32-bit integer (``I``) and float (``F``) images
-    have no fixed range, so they are refused as BadImageFileError rather than guessed at.
+    Each image keeps its mode where possible (see :func:`storage.image_codec.pixels_of`):
+    ``L`` gives (H,W), ``RGB`` (H,W,3) and ``RGBA`` (H,W,4); ``1`` becomes ``L``; ``LA``
+    and ``PA`` become RGBA; ``P`` becomes RGBA if it has transparency, else RGB; ``CMYK``,
+    ``YCbCr`` and other colour modes become RGB. 16-bit grayscale (``I;16``) keeps its 8
+    most significant bits (``value >> 8``), which is exact for images saved from 8-bit
+    data. 32-bit integer (``I``) and float (``F``) images have no fixed range, so they are
+    refused as BadImageFileError rather than guessed at. EXIF orientation is not applied.
+
+    Everything is decoded into memory, on all cores; for large folders use
+    :func:`list_image_folder`, which decodes chunk by chunk as the images are used.
 
     Args:
         root: The folder holding one subfolder per class.
-        skip_bad: Skip unreadable files (empty, not an image, decompression bomb) instead
-            of raising; they are reported with a :class:`SkippedFilesWarning` and a log line
-            each (logger ``storage.datasets.skipped``).
+        skip_bad: Skip unreadable files (empty, truncated, not an image, decompression
+            bomb) instead of raising; they are reported with a :class:`SkippedFilesWarning`
+            and a log line each (logger ``storage.datasets.skipped``).
         skipped: If given, ``(path, reason)`` is appended for each skipped file.
+        follow_links: Read files that links lead to outside ``root``; without it such links
+            are bad files (so are dangling and looping links, always).
 
     Returns:
         ``(images, labels, class_names)``: a list of uint8 arrays of any sizes, int64 labels
@@ -185,29 +233,5 @@ def load_image_folder(
         DataNotFoundError: ``root`` is missing, has no class subfolders, or holds no images.
         BadImageFileError: a file is empty, not a readable image, or too large (unless ``skip_bad``).
     """
-    root = Path(root).expanduser()
-    classes = _check_image_root(root)
-    images: list[np.ndarray] = []
-    labels: list[int] = []
-    found_bad: list[tuple[Path, str]] = []
-    for label, folder in enumerate(classes):
-        for path in walk_files(folder):
-            if not is_image_name(path):
-                logger.debug("ignoring %s: not an image file extension", path)
-                continue
-            try:
-                images.append(_read_image(path))
-            except BadImageFileError as error:
-                if not skip_bad:
-                    raise
-                _skip(path, error, skipped, found_bad)
-                continue
-            labels.append(label)
-    if found_bad:
-        _warn_skipped(root, found_bad)
-    if not images:
-        raise DataNotFoundError(
-            f"no readable images in the class subfolders of {root}; lay images out as "
-            "<root>/<class name>/<image file> in a format Pillow reads (PNG, JPEG, ...)"
-        )
-    return images, np.asarray(labels, dtype=np.int64), [folder.name for folder in classes]
+    images, labels, class_names = list_image_folder(root, skip_bad, skipped, follow_links=follow_links)
+    return images.chunk(0, len(images)), labels, class_names

@@ -32,10 +32,12 @@ from .cifar10 import (
     _warn_sample,
     batch_folder,
 )
-from .image_folder import _check_image_root, _read_image, is_image_name, walk_files
+from .folder_images import decode_file
+from .image_folder import _check_image_root, is_image_name, walk_files
 from .locations import data_dir, display_path
 
 SLICE_CHUNK_IMAGES = 4_096  # images per chunk yielded by read_slice for image folders
+SLICE_CHUNK_BYTES = 64 * 2**20  # and decoded bytes: 4,096 photos would be 2.5 GB of pixels
 Mapper = Callable[[Callable[[Path], int], list[Path]], list[int]]
 
 
@@ -188,7 +190,17 @@ def _cifar_pieces(listing: SourceListing, start: int, stop: int) -> Iterator[tup
 
 
 def _folder_pieces(listing: SourceListing, start: int, stop: int) -> Iterator[tuple[list[np.ndarray], np.ndarray]]:
-    for low in range(start, stop, SLICE_CHUNK_IMAGES):
-        entries = listing.files[low : min(stop, low + SLICE_CHUNK_IMAGES)]
-        images = [_read_image(listing.root / relative) for relative, _ in entries]
-        yield images, np.fromiter((label for _, label in entries), dtype=np.int64, count=len(entries))
+    """Chunks of at most ``SLICE_CHUNK_IMAGES`` images and ``SLICE_CHUNK_BYTES`` of pixels."""
+    images: list[np.ndarray] = []
+    labels: list[int] = []
+    held = 0
+    for relative, label in listing.files[start:stop]:
+        image = decode_file(str(listing.root / relative), None)
+        images.append(image)
+        labels.append(label)
+        held += image.nbytes
+        if len(images) >= SLICE_CHUNK_IMAGES or held >= SLICE_CHUNK_BYTES:
+            yield images, np.asarray(labels, dtype=np.int64)
+            images, labels, held = [], [], 0
+    if images:
+        yield images, np.asarray(labels, dtype=np.int64)

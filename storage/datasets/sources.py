@@ -22,7 +22,8 @@ from .cifar10 import (
     load_cifar10_folder,
     load_default_cifar10,
 )
-from .image_folder import class_folders, is_image_name, load_image_folder, walk_files
+from .folder_images import FolderImages, describe_shapes
+from .image_folder import class_folders, is_image_name, list_image_folder, walk_files
 from .locations import data_dir, display_path
 
 
@@ -31,8 +32,9 @@ class DataSource:
     """A loaded data set and where it came from.
 
     Attributes:
-        images: An (N,32,32,3) uint8 array for CIFAR-10, or a list of uint8 arrays for an
-            image folder (whose images may differ in size).
+        images: An (N,32,32,3) uint8 array for CIFAR-10, or for an image folder a
+            :class:`FolderImages`: a sequence of uint8 arrays (which may differ in size)
+            listed from the files' headers and decoded chunk by chunk as it is used.
         labels: int64 (N,) labels, indices into ``class_names``.
         class_names: The name of each class.
         kind: ``"cifar10"`` (the full set or a CIFAR folder given by path), ``"sample"``
@@ -41,7 +43,7 @@ class DataSource:
         description: One human-readable line, for logs, the CLI and the dashboard.
     """
 
-    images: np.ndarray | list[np.ndarray]
+    images: np.ndarray | FolderImages
     labels: np.ndarray
     class_names: list[str]
     kind: str
@@ -58,10 +60,9 @@ def _cifar_source(images: np.ndarray, labels: np.ndarray, class_names: list[str]
     return DataSource(images, labels, class_names, kind, root, description)
 
 
-def _image_folder_source(root: Path, skip_bad: bool = False) -> DataSource:
-    images, labels, class_names = load_image_folder(root, skip_bad=skip_bad)
-    shapes = {image.shape for image in images}  # sizes and channel counts: a store holds one shape or many
-    sizes = "one shape" if len(shapes) == 1 else f"{len(shapes)} shapes"
+def _image_folder_source(root: Path, skip_bad: bool = False, follow_links: bool = False) -> DataSource:
+    images, labels, class_names = list_image_folder(root, skip_bad=skip_bad, follow_links=follow_links)
+    sizes = describe_shapes(images.distinct_shapes())  # sizes and channels: a store holds one shape or many
     description = f"image folder {display_path(root)}: {len(images):,} images, {len(class_names)} classes, {sizes}"
     return DataSource(images, labels, class_names, "image-folder", root, description)
 
@@ -77,7 +78,7 @@ def _is_sample(folder: Path) -> bool:
     return folder.resolve() == SAMPLE_CIFAR10_DIR.resolve()
 
 
-def _source_from_path(path: Path, skip_bad: bool = False) -> DataSource:
+def _source_from_path(path: Path, skip_bad: bool = False, follow_links: bool = False) -> DataSource:
     if not path.exists():
         raise DataNotFoundError(
             f"data source {path} does not exist; pass an existing folder, 'auto', 'sample' or 'cifar10'"
@@ -91,7 +92,7 @@ def _source_from_path(path: Path, skip_bad: bool = False) -> DataSource:
         images, labels, class_names = load_cifar10_folder(folder)
         return _cifar_source(images, labels, class_names, "sample" if _is_sample(folder) else "cifar10", folder)
     if _has_image_subfolder(path):
-        return _image_folder_source(path, skip_bad)
+        return _image_folder_source(path, skip_bad, follow_links)
     raise DataNotFoundError(
         f"{path} is neither a CIFAR-10 folder (data_batch_1..5 / test_batch files, directly or in a "
         f"{CIFAR10_DIRNAME} subfolder) nor an image folder (<root>/<class name>/<image file>); "
@@ -104,6 +105,7 @@ def load_source(
     *,
     data_folder: str | os.PathLike[str] | None = None,
     skip_bad: bool = False,
+    follow_links: bool = False,
 ) -> DataSource:
     """Load a data set named by one string, as the CLI and the dashboard pass it.
 
@@ -120,6 +122,8 @@ def load_source(
         skip_bad: For an image folder, skip files that cannot be read (empty, not an
             image, too large) instead of failing, as ``load_image_folder`` does; CIFAR-10
             sources ignore it.
+        follow_links: For an image folder, read the files that links lead to outside it
+            (without it such links are bad files, see :func:`list_image_folder`).
 
     Returns:
         A :class:`DataSource`.
@@ -133,7 +137,7 @@ def load_source(
     base = Path(data_folder).expanduser() if data_folder is not None else data_dir()
     if isinstance(source, str) and source in ("auto", "sample", "cifar10"):
         return _source_from_keyword(source, base)
-    return _source_from_path(Path(source).expanduser(), skip_bad)
+    return _source_from_path(Path(source).expanduser(), skip_bad, follow_links)
 
 
 def _source_from_keyword(keyword: str, base: Path) -> DataSource:

@@ -11,6 +11,7 @@ from ..errors import (
     EmptyBatchError,
     ImageTypeError,
 )
+from .folder_images import FolderImages
 
 
 def take(
@@ -48,4 +49,6 @@ def take(
     index = np.arange(int(n)) % len(images)
     if isinstance(images, np.ndarray):
         return np.ascontiguousarray(images[index]), label_array[index]
+    if isinstance(images, FolderImages):  # a listing cycles as a listing: nothing is decoded
+        return images.select(index), label_array[index]
     return [images[i] for i in index.tolist()], label_array[index]

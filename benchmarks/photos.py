@@ -1,0 +1,216 @@
+"""Real photos at scale: every kept-bytes backend against a bare parallel copy of the same files.
+
+Builds a folder of ``--count`` photos (default 100,000) in the ImageFolder layout from the
+578 real ImageNet photos of ``../shared/data/imagenet-sample``, cycled: the files are
+hard links to one copy of each photo, so the folder costs inodes, not 11 GB. Then, for
+each backend and for each resizing (as the photos are, and ``--shorter-side 256``), in a
+fresh process each:
+
+* ``python -m storage convert FOLDER --to BACKEND DEST --keep-encoded [--shorter-side 256]``,
+  the command a user runs: its wall time (images/s) and peak RSS (``wait4``);
+* the store's allocated bytes per image and their ratio to the source files;
+* read-all (every image decoded, in slices, as ``read_batch`` gives them) in images/s and
+  1,000 seeded random ``read_one`` (decoded) in images/s, in a reader process of its own;
+  its peak RSS too.
+
+The ceiling for conversion speed is a bare parallel copy of the same files (one process
+per core, ``shutil.copyfile`` into folders of 1,000), timed the same way. Each store is
+deleted before the next is written. Prints one table, the targets of the issue beside
+the figures, and the load average before and after.
+
+    python benchmarks/photos.py [--count 100000] [--backends lmdb,hdf5,...] [--dir data/photos-bench]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+SHARED_PHOTOS = REPO.parent / "shared" / "data" / "imagenet-sample"
+KEPT_BYTES_BACKENDS = "lmdb,hdf5,npy,webdataset,parquet,lance,litdata,mds"
+SIZE_TARGET = 1.03  # kept-bytes stores of lmdb, hdf5, npy, webdataset, against the files
+SIZE_TARGET_BACKENDS = ("lmdb", "hdf5", "npy", "webdataset")
+COPY_TARGET = 0.5  # conversion with kept bytes, against the bare parallel copy
+RSS_TARGET_BYTES = 1.5 * 2**30
+RANDOM_READS = 1_000
+FILES_PER_FOLDER = 1_000
+
+
+def build_folder(source: Path, destination: Path, count: int) -> int:
+    """``count`` photos in ``destination/<synset>/``, hard links cycling through ``source``'s; their bytes."""
+    originals = sorted(path for path in source.glob("*/*") if path.is_file())
+    if not originals:
+        raise SystemExit(f"no photos in {source}")
+    marker = destination / f".complete-{count}"
+    copies = destination.parent / (destination.name + "-originals")
+    if not marker.exists():
+        shutil.rmtree(destination, ignore_errors=True)
+        shutil.rmtree(copies, ignore_errors=True)
+        copies.mkdir(parents=True)
+        local = []
+        for path in originals:  # hard links need the same file system as the folder
+            target = copies / path.parent.name / path.name
+            target.parent.mkdir(exist_ok=True)
+            shutil.copyfile(path, target)
+            local.append(target)
+        for index in range(count):
+            original = local[index % len(local)]
+            folder = destination / original.parent.name
+            folder.mkdir(parents=True, exist_ok=True)
+            os.link(original, folder / f"{index:07d}_{original.name}")
+        marker.touch()
+    return sum(path.stat().st_size for path in destination.glob("*/*"))
+
+
+def _copy_part(pairs: list[tuple[str, str]]) -> None:
+    for source, target in pairs:
+        shutil.copyfile(source, target)
+
+
+def bare_copy(folder: Path, destination: Path) -> float:
+    """Seconds for a parallel copy of every file of ``folder`` into ``destination`` (the ceiling)."""
+    shutil.rmtree(destination, ignore_errors=True)
+    files = sorted(str(path) for path in folder.glob("*/*"))
+    targets = []
+    for index in range(0, len(files), FILES_PER_FOLDER):
+        subfolder = destination / f"{index // FILES_PER_FOLDER:05d}"
+        subfolder.mkdir(parents=True)
+        targets.extend(str(subfolder / f"{i:07d}.jpg") for i in range(index, min(index + FILES_PER_FOLDER, len(files))))
+    workers = max(1, len(os.sched_getaffinity(0)))
+    parts = [list(zip(files[i::workers], targets[i::workers])) for i in range(workers)]
+    started = time.perf_counter()
+    with ProcessPoolExecutor(workers) as pool:
+        list(pool.map(_copy_part, parts))
+    os.sync()
+    seconds = time.perf_counter() - started
+    shutil.rmtree(destination)
+    return seconds
+
+
+def run_measured(command: list[str]) -> tuple[float, int, str]:
+    """Wall seconds, peak RSS (bytes, from ``wait4``: this child's own) and stdout of ``command``."""
+    import tempfile
+
+    with tempfile.TemporaryFile("w+") as errors:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, text=True, cwd=REPO)
+        out = process.stdout.read()
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode:
+            errors.seek(0)
+            raise SystemExit(f"{' '.join(command)} failed ({process.returncode}):\n{errors.read()[-3000:]}")
+    return seconds, usage.ru_maxrss * 1024, out
+
+
+def read_figures(backend: str, store: str) -> dict:
+    """In this (child) process: read-all and random-read rates of the store, decoded."""
+    import numpy as np
+
+    import storage
+
+    with storage.open_store(backend, store) as opened:
+        count = len(opened)
+        step = 256
+        started = time.perf_counter()
+        for start in range(0, count, step):
+            opened.read_batch(np.arange(start, min(start + step, count)))
+        read_all = time.perf_counter() - started
+        ids = np.random.default_rng(0).permutation(count)[:RANDOM_READS].tolist()
+        started = time.perf_counter()
+        for image_id in ids:
+            opened.read_one(image_id)
+        random_reads = time.perf_counter() - started
+        allocated = opened.disk_usage().allocated_bytes
+    return {"count": count, "read_all_s": read_all, "random_s": random_reads, "reads": len(ids), "allocated": allocated}
+
+
+def measure_backend(backend: str, folder: Path, store: Path, shorter_side: int | None) -> dict:
+    """Convert (the CLI, a fresh process) and read back (another); the store is deleted after."""
+    shutil.rmtree(store, ignore_errors=True)
+    command = [sys.executable, "-m", "storage", "convert", str(folder), "--to", backend, str(store), "--keep-encoded"]
+    command += ["--no-progress"] + (["--shorter-side", str(shorter_side)] if shorter_side else [])
+    convert_seconds, convert_rss, printed = run_measured(command)
+    written = re.search(r" in ([0-9.]+) s \(", printed)  # convert's own time for the write, verification apart
+    reader = [sys.executable, __file__, "--read", backend, str(store)]
+    _, read_rss, out = run_measured(reader)
+    shutil.rmtree(store, ignore_errors=True)
+    write_seconds = float(written.group(1)) if written else convert_seconds
+    return {
+        "convert_s": convert_seconds,
+        "write_s": write_seconds,
+        "convert_rss": convert_rss,
+        "read_rss": read_rss,
+        **json.loads(out),
+    }
+
+
+def _row(label: str, figures: dict, source_bytes: int, copy_seconds: float) -> str:
+    count = figures["count"]
+    ratio = figures["allocated"] / source_bytes
+    copy_ratio = copy_seconds / figures["write_s"]
+    return (
+        f"{label:<22} {count / figures['write_s']:>9,.0f} {copy_ratio:>7.2f}x {figures['convert_s']:>8.1f} {figures['allocated'] / count:>10,.0f}"
+        f" {ratio:>6.3f}x {count / figures['read_all_s']:>9,.0f} {figures['reads'] / figures['random_s']:>9,.0f}"
+        f" {figures['convert_rss'] / 2**20:>8,.0f} {figures['read_rss'] / 2**20:>8,.0f}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=100_000)
+    parser.add_argument("--backends", default=KEPT_BYTES_BACKENDS)
+    parser.add_argument("--source", type=Path, default=SHARED_PHOTOS)
+    parser.add_argument("--dir", type=Path, default=REPO / "data" / "photos-bench")
+    parser.add_argument("--sides", default="none,256", help="resizings: none and/or shorter-side values")
+    parser.add_argument("--read", nargs=2, metavar=("BACKEND", "STORE"), help=argparse.SUPPRESS)
+    arguments = parser.parse_args()
+    if arguments.read:
+        print(json.dumps(read_figures(*arguments.read)))
+        return
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    folder = arguments.dir / f"photos-{arguments.count}"
+    source_bytes = build_folder(arguments.source, folder, arguments.count)
+    print(f"{arguments.count:,} photos cycled from {arguments.source}: {source_bytes / 1e9:.2f} GB of JPEG files")
+    copy_seconds = bare_copy(folder, arguments.dir / "bare-copy")
+    print(f"bare parallel copy: {copy_seconds:.1f} s ({arguments.count / copy_seconds:,.0f} files/s), the ceiling")
+    header = f"{'backend':<22} {'write/s':>9} {'vs copy':>8} {'whole s':>8} {'B/image':>10} {'xfiles':>7} {'readall/s':>9} {'random/s':>9} {'conv MB':>8} {'read MB':>8}"
+    print(header + "\n" + "-" * len(header))
+    missed = []
+    for side in arguments.sides.split(","):
+        shorter = None if side == "none" else int(side)
+        for backend in arguments.backends.split(","):
+            figures = measure_backend(backend, folder, arguments.dir / "store", shorter)
+            label = backend + ("" if shorter is None else f" (shorter {shorter})")
+            print(_row(label, figures, source_bytes, copy_seconds), flush=True)
+            ratio = figures["allocated"] / source_bytes
+            if shorter is None and backend in SIZE_TARGET_BACKENDS and ratio > SIZE_TARGET:
+                missed.append(f"{label}: {ratio:.3f}x the files (target <= {SIZE_TARGET}x)")
+            if shorter is None and copy_seconds / figures["write_s"] < COPY_TARGET:
+                missed.append(
+                    f"{label}: conversion {copy_seconds / figures['write_s']:.2f}x the copy (target >= {COPY_TARGET}x)"
+                )
+            if figures["convert_rss"] > RSS_TARGET_BYTES:
+                missed.append(f"{label}: convert's peak RSS above 1.5 GB")
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print("targets: " + ("all met" if not missed else "MISSED: " + "; ".join(missed)))
+    print("write/s: images/s of the write `convert --keep-encoded` reports; vs copy: the copy's time / the write's;"
+          " whole s: the whole command (start-up, listing the folder, the write, reading 1,000 images back to check them);"
+          " xfiles: allocated bytes / the files' bytes; readall/s, random/s: decoded images/s; conv MB, read MB:"
+          " peak RSS of the converter and of the reader (a reader's RSS counts the pages of a memory-mapped store"
+          " it has touched: lmdb and npy map the whole store; those pages are the page cache's, not the process's)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
