@@ -241,7 +241,9 @@ def test_a_results_database_of_a_newer_schema_is_refused_and_left_alone(tmp_path
     connection = sqlite3.connect(path)
     connection.execute("PRAGMA user_version = 7")
     connection.close()
-    with pytest.raises(storage.NewerVersionError, match=f"schema 7; this version reads schema {SCHEMA_VERSION} at most"):
+    with pytest.raises(
+        storage.NewerVersionError, match=f"schema 7; this version reads schema {SCHEMA_VERSION} at most"
+    ):
         ResultsDB(path)
     assert main(["runs", "--db", str(path)]) == 1
     assert "newer version" in capsys.readouterr().err
@@ -330,3 +332,25 @@ def test_a_cifar_pickle_that_would_build_far_more_than_its_size_is_refused_at_on
 def test_the_bundled_sample_still_loads():
     images, labels, names = load_cifar10(ROOT / "data" / "cifar-10-sample")
     assert images.shape == (5085, 32, 32, 3) and len(names) == 10
+
+
+@pytest.mark.parametrize("shape", [(32, 32, 3), (17, 9), (5, 7, 4)])
+def test_the_fast_digests_of_one_shape_runs_equal_the_general_ones(shape):
+    """Writes and verified reads hash one-shape runs with the fast path; a store written
+    either way must verify the other way, so the two may never give different digests."""
+    from storage import checksums
+
+    rng = np.random.default_rng(7)
+    images = rng.integers(0, 256, (300, *shape), dtype=np.uint8)
+    labels = rng.integers(0, 1000, 300)
+    counts = [1, 85, 7, 120, 87]
+    fast = checksums.uniform_run_digests(checksums.DEFAULT_ALGORITHM, images, labels, counts)
+    bounds = np.cumsum([0, *counts])
+    general = [
+        checksums.run_digest(checksums.DEFAULT_ALGORITHM, images[start:stop], labels[start:stop])
+        for start, stop in zip(bounds[:-1], bounds[1:])
+    ]
+    assert fast == general
+    images[150, 0, 0] ^= 1  # one bit of the fourth run
+    changed = checksums.uniform_run_digests(checksums.DEFAULT_ALGORITHM, images, labels, counts)
+    assert [a != b for a, b in zip(changed, fast)] == [False, False, False, True, False]

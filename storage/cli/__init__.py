@@ -26,7 +26,17 @@ from ..errors import StorageError
 from . import advise, backends, bench, convert, download, export_import, runs, s3_server, verify
 from .common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, Parser, UsageError
 
-COMMANDS = (bench, advise, runs, export_import, download, convert, verify, backends, s3_server)  # in the order --help lists them
+COMMANDS = (
+    bench,
+    advise,
+    runs,
+    export_import,
+    download,
+    convert,
+    verify,
+    backends,
+    s3_server,
+)  # in the order --help lists them
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -126,6 +126,7 @@ class LmdbStore(ImageStore):
 
     info = BUILTIN_INFO["lmdb"]
     default_options = {"readahead": False, "record_pages": 4}
+    reads_release_the_gil = False  # records are copied out of the map in a Python loop
     new_store_layout = CHUNKS
     # write_one images are committed in groups (one synced transaction each), see storage.write_behind
     write_behind_images = 4096
