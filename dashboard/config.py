@@ -6,7 +6,8 @@ variables (the tests point them into a temporary folder):
 * ``IMAGE_STORAGE_LAB_DB``: the results database (default ``data/results.sqlite``);
 * ``IMAGE_STORAGE_LAB_RUNS``: the folder each run makes its own folder in (default ``data/runs``).
 
-Both are read at every call, so a launcher or a test can change them at any time.
+Both are read at every call, so a launcher or a test can change them at any time, and the
+command line follows the same two (``storage.bench.places``).
 """
 
 from __future__ import annotations
@@ -14,21 +15,21 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DB_ENV = "IMAGE_STORAGE_LAB_DB"
-RUNS_ENV = "IMAGE_STORAGE_LAB_RUNS"
+from storage.bench import places
+
+PROJECT_ROOT = places.PROJECT_ROOT
+DB_ENV = places.DB_ENV
+RUNS_ENV = places.RUNS_ENV
 
 
 def db_path() -> Path:
-    """The results database file."""
-    override = os.environ.get(DB_ENV)
-    return Path(override).expanduser() if override else PROJECT_ROOT / "data" / "results.sqlite"
+    """The results database file (the command line's default too)."""
+    return places.default_db_path()
 
 
 def runs_dir() -> Path:
     """The folder runs write their stores in (each run in ``<runs_dir>/<run id>/``)."""
-    override = os.environ.get(RUNS_ENV)
-    return Path(override).expanduser() if override else PROJECT_ROOT / "data" / "runs"
+    return places.default_runs_dir()
 
 
 def display_path(path: str | os.PathLike[str]) -> str:

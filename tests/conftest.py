@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import pytest
@@ -26,6 +27,29 @@ def broken_backend(tmp_path, monkeypatch):
     yield info
     storage.unregister_backend("broken-format")
     sys.modules.pop("broken_format_store", None)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def results_and_runs_outside_the_clone(tmp_path_factory):
+    """Point the default results database and run folder into a temporary folder for the whole session.
+
+    A test that forgets ``--db`` or ``--work-dir`` (or opens a page) would otherwise write
+    into the clone's own ``data/``, where a user's real results live; the environment is
+    inherited by every command a test starts. Tests of the defaults themselves set or
+    clear the variables with ``monkeypatch``.
+    """
+    from storage.bench import places
+
+    folder = tmp_path_factory.mktemp("defaults")
+    saved = {name: os.environ.get(name) for name in (places.DB_ENV, places.RUNS_ENV)}
+    os.environ[places.DB_ENV] = str(folder / "results.sqlite")
+    os.environ[places.RUNS_ENV] = str(folder / "runs")
+    yield folder
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(autouse=True)

@@ -396,3 +396,30 @@ def test_a_folder_that_cannot_be_made_is_a_usage_error_naming_the_option(
     assert message.format(path=places[blocked]) in result.stderr
     assert "Traceback" not in result.stderr
     assert list(tmp_path.iterdir()) == [blocker]  # nothing created
+
+
+def test_the_default_database_and_run_folder_are_the_projects_wherever_the_command_runs(tmp_path, monkeypatch):
+    """Run from another folder, the CLI writes where the dashboard reads (README: they share one database),
+    and follows IMAGE_STORAGE_LAB_DB / IMAGE_STORAGE_LAB_RUNS like the dashboard; it makes no ./data."""
+    from storage.bench import places
+    from storage.cli import build_parser
+
+    monkeypatch.delenv(places.DB_ENV, raising=False)
+    monkeypatch.delenv(places.RUNS_ENV, raising=False)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    parser = build_parser()
+    assert parser.parse_args(["runs"]).db == str(REPO_ROOT / "data" / "results.sqlite")
+    assert parser.parse_args(["bench"]).work_dir == str(REPO_ROOT / "data" / "runs")
+    monkeypatch.setenv(places.DB_ENV, str(tmp_path / "shared.sqlite"))
+    monkeypatch.setenv(places.RUNS_ENV, str(tmp_path / "runs"))
+    ran = subprocess.run(
+        [sys.executable, "-m", "storage", "bench", "--backends", "npy", "--counts", "5", "--ops", "write_batch",
+         "--repeats", "1", "--source", "sample", "--no-progress"],
+        capture_output=True, text=True, timeout=120, cwd=elsewhere, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    with ResultsDB(tmp_path / "shared.sqlite") as db:
+        assert len(db.list_runs()) == 1
+    assert not (elsewhere / "data").exists()

@@ -41,7 +41,7 @@ COMMANDS = (
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every command; each parsed command's ``run`` is its ``run_from_args``."""
-    from ..bench import DEFAULT_DB_PATH
+    from ..bench.places import DB_ENV, default_db_path
 
     parser = Parser(
         prog="python -m storage",
@@ -49,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     database = Parser(add_help=False)
-    database.add_argument("--db", default=DEFAULT_DB_PATH, help=f"results database (default {DEFAULT_DB_PATH})")
+    database.add_argument(
+        "--db", default=str(default_db_path()), help=f"results database (default ${DB_ENV}, else {default_db_path()})"
+    )
     for command in COMMANDS:
         command.add_parser(commands, database)
     return parser

@@ -13,6 +13,7 @@ import argparse
 import json
 import sys
 
+from ..bench import places
 from .common import UsageError, int_argument, run_parameter
 
 
@@ -62,7 +63,11 @@ def add_parser(commands: argparse._SubParsersAction, database: argparse.Argument
     parser.add_argument("--time-budget", type=_seconds, default=120.0, help="time for measuring (default 120s)")
     parser.add_argument("--backends", type=run_parameter("backends"), default=None, help="formats to weigh")
     parser.add_argument("--pixels", action="store_true", help="photos: store pixels, not the files' own bytes")
-    parser.add_argument("--work-dir", default="data/runs", help="where the sample's stores are written")
+    parser.add_argument(
+        "--work-dir",
+        default=str(places.default_runs_dir()),
+        help=f"where the sample's stores are written (default ${places.RUNS_ENV}, else {places.default_runs_dir()})",
+    )
     parser.add_argument("--json", default=None, metavar="FILE", help="write the advice as JSON (- for stdout)")
     parser.set_defaults(run=run_from_args)
 

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..bench import Experiment, ResultsDB, RunSummary, estimate_experiment, new_run_id, run_experiment
+from ..bench import Experiment, ResultsDB, RunSummary, estimate_experiment, new_run_id, places, run_experiment
 from ..bench.environment import describe
 from ..bench.events import MeasurementRecorded, Progress, RunStarted
 from ..bench.experiment import (
@@ -140,7 +140,11 @@ def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"keep the stores, under <work-dir>/<run-id>/, each at {KEPT_LAYOUT}; "
         "with --distributed each sharded store is <work-dir>/<run-id>/<backend>/<count>",
     )
-    parser.add_argument("--work-dir", default="data/runs", help="where runs write their stores (data/runs)")
+    parser.add_argument(
+        "--work-dir",
+        default=str(places.default_runs_dir()),
+        help=f"where runs write their stores (default ${places.RUNS_ENV}, else {places.default_runs_dir()})",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

@@ -1,6 +1,6 @@
 """The results history: every run and every measurement in one embedded SQLite file.
 
-The file (``data/results.sqlite`` by default) is opened in WAL mode and each measurement
+The file (the project's ``data/results.sqlite`` by default, see ``storage.bench.places``) is opened in WAL mode and each measurement
 is committed as soon as it is taken, so a run that is killed midway keeps what it had
 finished. A run records the process that runs it (pid, host, process start time); when a
 database is opened, runs still marked ``running`` whose process is gone are marked
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 
+from .. import places
 from .connection import DEFAULT_DB_PATH, SCHEMA_VERSION, now_iso
 from .exchange import EXPORT_FORMAT, RunExchange
 from .history import STATUSES, RunNotFoundError, RunRecord
@@ -65,7 +66,7 @@ class ResultsDB(RunExchange, RunPreviews, LiveProgress):
         StoreNotWritableError: the file cannot be created or opened.
     """
 
-    def __init__(self, path: str | os.PathLike[str] = DEFAULT_DB_PATH, *, mark_stale: bool = True) -> None:
-        super().__init__(path)
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, mark_stale: bool = True) -> None:
+        super().__init__(places.default_db_path() if path is None else path)
         if mark_stale:
             self.mark_stale_runs()
