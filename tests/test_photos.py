@@ -16,6 +16,7 @@ import sys
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import storage
@@ -222,3 +223,43 @@ def test_a_listing_holds_no_pixels(photos):
     assert len(cycled) == 100_000 and cycled.nbytes > 60 * 10**9  # 68 GB of pixels, none of them decoded
     assert cycled.order.nbytes == 800_000 and cycled.file_of(100) == images.file_of(0)
     assert os.path.samefile(cycled.file_of(99_999), images.file_of(99))
+
+
+def mapped_kb(path: Path) -> int:
+    """KB of ``path``'s pages mapped into this process now (the Rss of its mappings in smaps)."""
+    target, total, inside = os.path.realpath(path), 0, False
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            fields = line.split()
+            if "-" in fields[0] and len(fields[0]) > 8 and ":" not in fields[0]:
+                inside = len(fields) >= 6 and fields[-1] == target
+            elif inside and fields[0] == "Rss:":
+                total += int(fields[1])
+    return total
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps (Linux)")
+def test_lmdb_reads_of_a_big_store_of_photos_unmap_as_they_go(tmp_path, photos, monkeypatch):
+    """A reader of a store bigger than the budget drops the pages its reads mapped every READ_MAPPED_BYTES
+    (100,000 photos had mapped 11.6 GB into one reader). Budgets shrunk so the bundled photos are a big store."""
+    from storage.formats import lmdb_store
+
+    images, labels, _ = photos
+    write_kept("lmdb", tmp_path / "s", images, labels)
+    data_file = tmp_path / "s" / "data.mdb"
+    monkeypatch.setattr(lmdb_store, "MAPPED_BUDGET_BYTES", 2**20)
+    ids = [int(i) for i in np.random.default_rng(1).permutation(len(labels))]
+
+    def mapped_after_reads(read_budget: int) -> int:
+        monkeypatch.setattr(lmdb_store, "READ_MAPPED_BYTES", read_budget)
+        with storage.open_store("lmdb", tmp_path / "s") as store:
+            for image_id in ids:
+                store.read_one(image_id)
+            for start in range(0, len(ids), 8):
+                store.read_batch(list(range(start, min(start + 8, len(ids)))))
+            return mapped_kb(data_file)
+
+    unbounded, bounded = mapped_after_reads(2**40), mapped_after_reads(2**20)
+    store_kb = data_file.stat().st_size // 1024
+    assert unbounded > store_kb // 2  # every page read stays mapped without it
+    assert bounded < unbounded // 4
