@@ -1,8 +1,10 @@
 """Real photos at scale: every kept-bytes backend against a bare parallel copy of the same files.
 
 Builds a folder of ``--count`` photos (default 100,000) in the ImageFolder layout from the
-578 real ImageNet photos of ``../shared/data/imagenet-sample``, cycled: the files are
-hard links to one copy of each photo, so the folder costs inodes, not 11 GB. Then, for
+578 real ImageNet photos of ``../shared/data/imagenet-sample``, cycled: each copy is a
+file of its own with a JPEG comment naming it, so its bytes are unique and its pixels the
+photo's (11 GB on disk; ``--hard-links`` makes hard links to one file per photo instead,
+whose repeated bytes Parquet and Lance store once). Then, for
 each backend and for each resizing (as the photos are, and ``--shorter-side 256``), in a
 fresh process each:
 
@@ -47,12 +49,26 @@ READ_SLICE = 32  # the folder cycles each photo ~170 times in a row: 256 copies 
 FILES_PER_FOLDER = 1_000
 
 
-def build_folder(source: Path, destination: Path, count: int) -> int:
-    """``count`` photos in ``destination/<synset>/``, hard links cycling through ``source``'s; their bytes."""
+def unique_copy(data: bytes, index: int) -> bytes:
+    """The JPEG ``data`` with a comment segment naming copy ``index`` after its start marker: other bytes, same pixels."""
+    if data[:2] != b"\xff\xd8":
+        raise SystemExit("the photos must be JPEG files to be made unique (a comment segment is added to each copy)")
+    comment = f"copy {index:07d}".encode()
+    return data[:2] + b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment + data[2:]
+
+
+def build_folder(source: Path, destination: Path, count: int, unique: bool) -> int:
+    """``count`` photos in ``destination/<synset>/`` cycling through ``source``'s; their bytes.
+
+    With ``unique``, each copy is a file of its own whose bytes differ (a JPEG comment with
+    its index), so no format can store the repeats once: Parquet and Lance stored the
+    hard-linked folder at 1.6 % and 0.8 % of its bytes. Without it, the copies are hard links
+    to one file per photo, which costs inodes, not 11 GB.
+    """
     originals = sorted(path for path in source.glob("*/*") if path.is_file())
     if not originals:
         raise SystemExit(f"no photos in {source}")
-    marker = destination / f".complete-{count}"
+    marker = destination / f".complete-{count}{'-unique' if unique else ''}"
     copies = destination.parent / (destination.name + "-originals")
     if not marker.exists():
         shutil.rmtree(destination, ignore_errors=True)
@@ -64,11 +80,16 @@ def build_folder(source: Path, destination: Path, count: int) -> int:
             target.parent.mkdir(exist_ok=True)
             shutil.copyfile(path, target)
             local.append(target)
+        contents = [path.read_bytes() for path in local] if unique else []
         for index in range(count):
             original = local[index % len(local)]
             folder = destination / original.parent.name
             folder.mkdir(parents=True, exist_ok=True)
-            os.link(original, folder / f"{index:07d}_{original.name}")
+            target = folder / f"{index:07d}_{original.name}"
+            if unique:
+                target.write_bytes(unique_copy(contents[index % len(local)], index))
+            else:
+                os.link(original, target)
         marker.touch()
     return sum(path.stat().st_size for path in destination.glob("*/*"))
 
@@ -213,15 +234,24 @@ def main() -> None:
     parser.add_argument("--source", type=Path, default=SHARED_PHOTOS)
     parser.add_argument("--dir", type=Path, default=REPO / "data" / "photos-bench")
     parser.add_argument("--sides", default="none,256", help="resizings: none and/or shorter-side values")
+    parser.add_argument(
+        "--hard-links",
+        dest="unique",
+        action="store_false",
+        help="copies as hard links to one file per photo (repeated bytes, which Parquet and Lance store once)",
+    )
     parser.add_argument("--read", nargs=2, metavar=("BACKEND", "STORE"), help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.read:
         print(json.dumps(read_figures(*arguments.read)))
         return
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    folder = arguments.dir / f"photos-{arguments.count}"
-    source_bytes = build_folder(arguments.source, folder, arguments.count)
-    print(f"{arguments.count:,} photos cycled from {arguments.source}: {source_bytes / 1e9:.2f} GB of JPEG files")
+    folder = arguments.dir / f"photos-{arguments.count}{'-unique' if arguments.unique else ''}"
+    source_bytes = build_folder(arguments.source, folder, arguments.count, arguments.unique)
+    kind = "each copy's bytes unique" if arguments.unique else "copies hard-linked"
+    print(
+        f"{arguments.count:,} photos cycled from {arguments.source} ({kind}): {source_bytes / 1e9:.2f} GB of JPEG files"
+    )
     copy_seconds = bare_copy(folder, arguments.dir / "bare-copy")
     print(f"bare parallel copy: {copy_seconds:.1f} s ({arguments.count / copy_seconds:,.0f} files/s), the ceiling")
     header = f"{'backend':<22} {'write/s':>9} {'vs copy':>8} {'whole s':>8} {'B/image':>10} {'xfiles':>7} {'readall/s':>9} {'random/s':>9} {'conv MB':>8} {'read MB':>8} {'conv+w':>8} {'read+w':>8}"

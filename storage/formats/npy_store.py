@@ -240,6 +240,13 @@ class NpyStore(ImageStore):
         shape = record_shape(record)
         start = int(record["offset"])
         stop = start + int(np.prod(shape))
+        if stop > mapped_files.BUDGET_BYTES:
+            # Past the budget, a pread: every page read through the map stays in this process's
+            # RSS, and on this kernel a read maps whole page-cache folios around the page it
+            # touches (a reader of 100,000 kept photos reached 10.5 GB, and 1,000 random reads 2 GB).
+            image = np.empty(stop - start, dtype=np.uint8)
+            read_into(self._data_fd, memoryview(image), start)
+            return image.reshape(shape), int(record["label"])
         image = self._pixel_bytes(stop)[start:stop].reshape(shape).copy()
         return image, int(record["label"])
 
