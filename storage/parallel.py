@@ -140,6 +140,14 @@ def _discard(pool: ProcessPoolExecutor) -> None:
     global _pool
     if _pool is pool:
         _pool = None
-    for process in list((getattr(pool, "_processes", None) or {}).values()):
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    for process in processes:
         process.terminate()  # idle workers waiting for tasks: nothing is lost
+    for process in processes:
+        # A worker forked while the parent had its own SIGTERM handler (a command line run
+        # turns SIGTERM into Ctrl+C) may outlive the signal: it is killed.
+        process.join(timeout=1)
+        if process.is_alive():
+            process.kill()
+            process.join(timeout=1)
     pool.shutdown(wait=False, cancel_futures=True)

@@ -242,16 +242,16 @@ def mapped_kb(path: Path) -> int:
 def test_lmdb_reads_of_a_big_store_of_photos_unmap_as_they_go(tmp_path, photos, monkeypatch):
     """A reader of a store bigger than the budget drops the pages its reads mapped every READ_MAPPED_BYTES
     (100,000 photos had mapped 11.6 GB into one reader). Budgets shrunk so the bundled photos are a big store."""
-    from storage.formats import lmdb_store
+    from storage import mapped_files
 
     images, labels, _ = photos
     write_kept("lmdb", tmp_path / "s", images, labels)
     data_file = tmp_path / "s" / "data.mdb"
-    monkeypatch.setattr(lmdb_store, "MAPPED_BUDGET_BYTES", 2**20)
+    monkeypatch.setattr(mapped_files, "BUDGET_BYTES", 2**20)
     ids = [int(i) for i in np.random.default_rng(1).permutation(len(labels))]
 
     def mapped_after_reads(read_budget: int) -> int:
-        monkeypatch.setattr(lmdb_store, "READ_MAPPED_BYTES", read_budget)
+        monkeypatch.setattr(mapped_files, "READ_MAPPED_BYTES", read_budget)
         with storage.open_store("lmdb", tmp_path / "s") as store:
             for image_id in ids:
                 store.read_one(image_id)

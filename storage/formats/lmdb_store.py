@@ -115,11 +115,6 @@ INITIAL_MAP_BYTES = 16 * 2**20
 COMMIT_EVERY_BYTES = 256 * 2**20  # a batch's images per LMDB transaction
 MAPPED_BUDGET_BYTES = mapped_files.BUDGET_BYTES  # stores bigger than this are unmapped after each scan or commit
 SCAN_ADVICE_IDS = 4096  # scans at least this long read ahead sequentially
-SCATTERED_READ_MAPPED_BYTES = (
-    32 * 2**20
-)  # what one scattered read of a big image was seen to map (see _count_mapped_reads)
-READ_MAPPED_BYTES = 256 * 2**20  # a big store's reads are unmapped after about this much (see _count_mapped_reads)
-BIG_IMAGE_BYTES = 16 * 2**10  # images from this size on are unmapped after every few scattered reads
 INDEX_CHUNKS_PER_UNMAP = 128  # chunk headers read between unmappings of a big store (see _chunk_index)
 FILL_BYTES, FILL_BYTES_SMALL = 4 * 2**20, 256 * 2**10  # zeros per write before LMDB's (see _prepare_transaction)
 ZEROS = memoryview(bytes(FILL_BYTES))
@@ -158,7 +153,7 @@ class LmdbStore(ImageStore):
         self._chunked = self.backend_state.get("layout", RECORDS) == CHUNKS
         self._index = ChunkIndex()
         self._wrote = False  # whether this process wrote through the map (then close shrinks the file)
-        self._images_read_mapped, self._bytes_per_image, self._big_store = 0, None, False  # _count_mapped_reads
+        self._reads = mapped_files.ReadBudget(self.path / "data.mdb")  # unmaps what reads of a big store mapped
         self._env_pid = os.getpid()
         try:
             if self.mode == "r":
@@ -451,7 +446,7 @@ class LmdbStore(ImageStore):
     # -- reading ---------------------------------------------------------------------
 
     def _read_one(self, image_id: int) -> tuple[np.ndarray, int]:
-        self._count_mapped_reads(1, scattered=True)
+        self._reads.count(1, True, self._used_bytes, self._count)
         if self._chunked:
             index = self._index
             chunk = (index if image_id < index.stop else self._chunk_index()).find(image_id)
@@ -508,39 +503,11 @@ class LmdbStore(ImageStore):
     def _read_many(self, ids: np.ndarray, out: np.ndarray | None):
         read = self._read_chunks if self._chunked else self._read_records
         scan = len(ids) >= SCAN_ADVICE_IDS and ids[-1] - ids[0] == len(ids) - 1
-        self._count_mapped_reads(len(ids), scattered=len(ids) > 1 and ids[-1] - ids[0] != len(ids) - 1)
+        self._reads.count(len(ids), len(ids) > 1 and ids[-1] - ids[0] != len(ids) - 1, self._used_bytes, self._count)
         if not scan:
             return read(ids, out)
         with self._scan_advice(int(ids[0]), int(ids[-1])):
             return read(ids, out)
-
-    def _count_mapped_reads(self, images: int, scattered: bool) -> None:
-        """Drop a big store's pages from this process's map once reads have mapped about ``READ_MAPPED_BYTES``.
-
-        Every page a read touches stays mapped in the process (it counts in its RSS)
-        until it is unmapped. A loop of ``read_batch`` calls over 100,000 photos (11 GB)
-        mapped 4.8 GB in one reader; and on this kernel one scattered read maps whole
-        page-cache folios around each page it touches (the B-tree's pages and the value's):
-        300 random ``get`` calls on that store mapped 8.9 GB, about 30 MB each. So a scan
-        counts its images' bytes, and a scattered read of a big image counts
-        ``SCATTERED_READ_MAPPED_BYTES``. The pages stay in the page cache: the next read of
-        one is a minor fault. Unmapping costs about 0.7 ms; a scattered read of a small
-        image (CIFAR's 3 KB, a few microseconds) counts its bytes only, as unmapping every
-        few reads would cost many times the reads.
-        """
-        if self._bytes_per_image is None:  # measured again after each budget's worth (a store that grows)
-            used = self._used_bytes()
-            self._bytes_per_image = max(1.0, used / max(1, self._count))
-            self._big_store = used > MAPPED_BUDGET_BYTES
-        per_image = self._bytes_per_image
-        if scattered and per_image >= BIG_IMAGE_BYTES:
-            per_image = max(per_image, SCATTERED_READ_MAPPED_BYTES)
-        self._images_read_mapped += images
-        if self._images_read_mapped * per_image < READ_MAPPED_BYTES:
-            return
-        self._images_read_mapped, self._bytes_per_image = 0, None
-        if self._big_store:
-            mapped_files.advise(self.path / "data.mdb", mapped_files.DONTNEED)
 
     @contextlib.contextmanager
     def _scan_advice(self, first_id: int, last_id: int) -> Iterator[None]:
