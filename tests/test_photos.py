@@ -263,3 +263,17 @@ def test_lmdb_reads_of_a_big_store_of_photos_unmap_as_they_go(tmp_path, photos, 
     store_kb = data_file.stat().st_size // 1024
     assert unbounded > store_kb // 2  # every page read stays mapped without it
     assert bounded < unbounded // 4
+
+
+def test_a_kept_bytes_run_is_sized_by_the_files_not_the_pixels(tmp_path, photos):
+    """bench --keep-encoded at 100,000 photos asked for 73 GB of disk, the pixels' size, for a store of 11 GB."""
+    from storage.bench import Experiment, estimate_experiment
+
+    images, _, _ = photos
+    experiment = Experiment(backends=["lmdb"], counts=[100_000], operations=["write_batch"], encoding="source",
+                            work_dir=str(tmp_path))  # fmt: skip
+    pixels, files = images.nbytes / len(images), images.source_bytes / len(images)
+    as_pixels = estimate_experiment(experiment, raw_image_bytes=pixels, source_in_memory=False)
+    as_files = estimate_experiment(experiment, raw_image_bytes=pixels, source_in_memory=False, stored_image_bytes=files)
+    assert as_files.disk_bytes < as_pixels.disk_bytes / 3  # JPEGs are a fifth of their pixels or less
+    assert as_files.disk_bytes >= 100_000 * files  # and never below the files themselves

@@ -292,11 +292,14 @@ def _check_before_running(experiment: Experiment, db: Any) -> tuple[Any, Estimat
         registry.check_backend_takes(backend, images, source.description)
         if "encoding" in experiment.store_options(backend):
             check_source_encodable(parse_encoding(experiment.encoding), images, f"the images of {source.description}")
+    kept = experiment.encoding == "source" and hasattr(source.images, "source_bytes")
     estimate = estimate_experiment(
         experiment,
         db,
         raw_image_bytes=_mean_image_bytes(source.images),
         source_in_memory=isinstance(source.images, np.ndarray),
+        # kept bytes take the files' size on disk, not the pixels' (photos: about a fifth)
+        stored_image_bytes=source.images.source_bytes / max(1, len(source.images)) if kept else None,
     )
     if not estimate.disk_fits:
         raise DiskSpaceError(estimate.message)

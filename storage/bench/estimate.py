@@ -239,7 +239,11 @@ def bytes_per_image(backend: str, raw_bytes: float) -> float:
 
 
 def estimate_experiment(
-    experiment: Experiment, db=None, raw_image_bytes: float = RAW_IMAGE_BYTES, source_in_memory: bool = True
+    experiment: Experiment,
+    db=None,
+    raw_image_bytes: float = RAW_IMAGE_BYTES,
+    source_in_memory: bool = True,
+    stored_image_bytes: float | None = None,
 ) -> Estimate:
     """Expected wall time and disk space of ``experiment``.
 
@@ -248,6 +252,8 @@ def estimate_experiment(
         db: an optional :class:`ResultsDB` whose past measurements refine the time.
         raw_image_bytes: pixel bytes of an average source image (CIFAR-10: 3,072).
         source_in_memory: False for a folder of photos, decoded a chunk at a time.
+        stored_image_bytes: bytes a store keeps per image when that is not the pixels (the
+            files' own bytes, kept with ``encoding="source"``); the disk estimate uses it.
     """
     experiment = validate(experiment)
     history = _history_costs(db, experiment) if db is not None else {}
@@ -279,7 +285,9 @@ def estimate_experiment(
     per_count = []
     for count in experiment.counts:
         stores = sum(
-            bytes_per_image(backend, raw_image_bytes) * count * (1 + ("write_one" in experiment.operations))
+            bytes_per_image(backend, stored_image_bytes or raw_image_bytes)
+            * count
+            * (1 + ("write_one" in experiment.operations))
             for backend in experiment.backends
         )
         per_count.append(stores + BLOCK * 16 * len(experiment.backends))
