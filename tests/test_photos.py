@@ -277,3 +277,23 @@ def test_a_kept_bytes_run_is_sized_by_the_files_not_the_pixels(tmp_path, photos)
     as_files = estimate_experiment(experiment, raw_image_bytes=pixels, source_in_memory=False, stored_image_bytes=files)
     assert as_files.disk_bytes < as_pixels.disk_bytes / 3  # JPEGs are a fifth of their pixels or less
     assert as_files.disk_bytes >= 100_000 * files  # and never below the files themselves
+
+
+def test_read_all_slices_of_photos_are_cut_by_their_decoded_bytes(photos, monkeypatch):
+    """A streamed read_all of photos holds about READ_BUFFER_BYTES of pixels per slice, whatever the average."""
+    import math
+
+    from storage.bench.operations import read
+
+    images, _, _ = photos
+    budget = 4 * 2**20
+    monkeypatch.setattr(read, "READ_BUFFER_BYTES", budget)
+    count = 3 * len(images)  # cycled, as a bench of more images than the folder has
+    bounds = read._slice_bounds(images, count, step=50)
+    assert bounds[0][0] == 0 and bounds[-1][1] == count
+    assert all(stop == next_start for (_, stop), (next_start, _) in zip(bounds, bounds[1:]))
+    for start, stop in bounds:
+        sizes = [math.prod(images.image_shape(index % len(images))) for index in range(start, stop)]
+        assert stop - start <= 50
+        assert sum(sizes) <= budget or stop - start == 1  # one image bigger than the budget is a slice alone
+    assert len(bounds) > count // 50  # the bytes, not only the count, cut the slices
