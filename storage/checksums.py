@@ -113,8 +113,8 @@ def uniform_run_digests(algorithm: str, images: np.ndarray, labels: np.ndarray, 
     and every Python step there waits for the reading thread to let go of the GIL.
     """
     shape = images.shape[1:]
-    image_bytes = int(np.prod(shape))
-    pixels = image_bytes_of_array(images)
+    size = int(np.prod(shape))
+    pixels = image_bytes(images)
     label_bytes = memoryview(np.ascontiguousarray(labels, dtype="<i8")).cast("B")
     largest = max(counts, default=0)
     rows = np.empty((largest, 3), dtype="<i4")
@@ -123,17 +123,12 @@ def uniform_run_digests(algorithm: str, images: np.ndarray, labels: np.ndarray, 
     digests, first = [], 0
     for count in counts:
         digest = hasher(algorithm)
-        digest.update(pixels[first * image_bytes : (first + count) * image_bytes])
+        digest.update(pixels[first * size : (first + count) * size])
         digest.update(row_bytes[: count * 12])
         digest.update(label_bytes[first * 8 : (first + count) * 8])
         digests.append(digest.intdigest())
         first += count
     return digests
-
-
-def image_bytes_of_array(images: np.ndarray) -> memoryview:
-    """The bytes of an (N, ...) uint8 array in C order, as one flat view (a copy only if it is not contiguous)."""
-    return memoryview(np.ascontiguousarray(images).reshape(-1))
 
 
 def file_digest(algorithm: str, data: bytes, shape: tuple[int, ...], label: int) -> int:
