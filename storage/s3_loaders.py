@@ -182,9 +182,12 @@ def _lance_loader(store: Any, batch_size: int, num_workers: int, seed: int, time
     from lance.sampler import ShardedBatchSampler
     from lance.torch.data import LanceDataset
 
-    from .formats.lance_store import COLUMNS, _batch_tensors, _quiet_sampler_warning
+    from .formats.lance_store import COLUMNS, FIXED, FIXED_COLUMNS, _batch_tensors, _quiet_sampler_warning
 
     _quiet_sampler_warning()
+    state = store.backend_state
+    fixed_shape = tuple(state["layout_shape"]) if state.get("layout") == FIXED else None  # one fixed-size column
+    encoded = getattr(store, "_encoding", None) is not None
     dataset = LanceDataset(
         store.dataset_uri,
         batch_size,
@@ -192,11 +195,9 @@ def _lance_loader(store: Any, batch_size: int, num_workers: int, seed: int, time
             "version": store.backend_state["version"],
             "storage_options": lance_storage_options(store.location),
         },
-        columns=COLUMNS,
+        columns=FIXED_COLUMNS if fixed_shape else COLUMNS,
         sampler=ShardedBatchSampler(0, 1, randomize=True, seed=seed),
-        to_tensor_fn=_batch_tensors
-        if store.uniform_shape is not None and getattr(store, "_encoding", None) is None
-        else functools.partial(_lance_rows, getattr(store, "_encoding", None) is not None),
+        to_tensor_fn=_lance_encoded_rows if encoded else functools.partial(_batch_tensors, fixed_shape),
     )
     options = _worker_options(num_workers, timeout)
     if num_workers:
@@ -204,20 +205,18 @@ def _lance_loader(store: Any, batch_size: int, num_workers: int, seed: int, time
     return DataLoader(dataset, batch_size=None, **options)
 
 
-def _lance_rows(encoded: bool, batch: Any, **_: Any) -> tuple:
-    """``(images, labels, ids)`` of Lance rows of several sizes (or kept bytes): a list of image tensors."""
+def _lance_encoded_rows(batch: Any, **_: Any) -> tuple:
+    """``(images, labels, ids)`` of Lance rows that keep encoded bytes: each row decoded, a list of image tensors."""
     import pyarrow as pa
 
     from .formats.parquet_store import binary_column
 
     table = pa.Table.from_batches([batch])
     offsets, data = binary_column(table.column("image"))
-    shapes = zip(*(table.column(axis).to_pylist() for axis in ("height", "width", "channels")))
-    images = []
-    for row, (height, width, channels) in enumerate(shapes):
-        pixels = data[offsets[row] : offsets[row + 1]]
-        image = decode_blob(pixels) if encoded else pixels.reshape((height, width, channels)[: 3 if channels else 2])
-        images.append(torch.from_numpy(np.ascontiguousarray(image)))
+    images = [
+        torch.from_numpy(np.ascontiguousarray(decode_blob(data[offsets[row] : offsets[row + 1]])))
+        for row in range(len(offsets) - 1)
+    ]
     labels = torch.from_numpy(table.column("label").to_numpy().astype(np.int64))
     return images, labels, torch.from_numpy(table.column("id").to_numpy().astype(np.int64))
 
