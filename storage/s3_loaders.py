@@ -182,11 +182,10 @@ def _lance_loader(store: Any, batch_size: int, num_workers: int, seed: int, time
     from lance.sampler import ShardedBatchSampler
     from lance.torch.data import LanceDataset
 
-    from .formats.lance_store import COLUMNS, FIXED, FIXED_COLUMNS, _batch_tensors, _quiet_sampler_warning
+    from .formats.lance_store import COLUMNS, FIXED_COLUMNS, _batch_tensors, _quiet_sampler_warning
 
     _quiet_sampler_warning()
-    state = store.backend_state
-    fixed_shape = tuple(state["layout_shape"]) if state.get("layout") == FIXED else None  # one fixed-size column
+    fixed_shape = store._fixed_shape  # one fixed-size column, as LanceStore.torch_dataset reads it
     encoded = getattr(store, "_encoding", None) is not None
     dataset = LanceDataset(
         store.dataset_uri,
