@@ -97,6 +97,19 @@ def test_the_fastest_format_over_the_disk_budget_is_never_recommended():
     )
 
 
+def test_formats_whose_projected_ranges_overlap_are_named_as_a_tie_and_a_clear_win_is_not():
+    question = Question(count=1_000_000, access="shuffled")
+    # 2 % apart, with every repeat 5 % either side: the samples cannot tell the two apart
+    npy, lmdb = evidence("npy", epoch=2.00e-5, image_bytes=3_100), evidence("lmdb", epoch=2.04e-5, image_bytes=3_200)
+    advice = answer(question, npy, lmdb)
+    assert advice.recommended.backend == "npy"
+    assert advice.to_dict()["tied_with_recommended"] == [advice.ranked[1].label]
+    assert f"ties with {advice.ranked[1].label}" in advice.text and "smaller on disk" in advice.text
+    # three times as slow: its range is far above the winner's, so no tie is claimed
+    clear = answer(question, npy, evidence("lmdb", epoch=6e-5))
+    assert clear.to_dict()["tied_with_recommended"] == [] and "ties with" not in clear.text
+
+
 def test_a_lossy_format_is_never_recommended_when_lossless_is_asked():
     lossy = evidence("jpeg", epoch=1e-7, lossy=True)
     exact = evidence("hdf5", epoch=3e-5)

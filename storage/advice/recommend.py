@@ -3,7 +3,9 @@
 The figure that decides is the one the access pattern spends its time on: a shuffled epoch
 through the DataLoader, a sequential scan, a random read's latency, or appending one image
 at a time. Among the formats no rule rules out, the lowest projected figure wins; bytes on
-disk break a tie. Everything else (the runners-up, what rules the others out) is said beside
+disk break a tie. A runner-up whose projected range reaches into the winner's range ties with
+it: the measurements cannot tell them apart, so the answer names them together instead of
+pretending that one is faster (the winner is still the one named first). Everything else (the runners-up, what rules the others out) is said beside
 it, and the whole reasoning is one table, each row the figures measured and projected.
 """
 
@@ -76,6 +78,14 @@ def rank(question: Question, rows: list[Weighed]) -> list[Weighed]:
     return sorted(usable, key=lambda row: (deciding(question, row).value, row.projection.bytes.value, row.label))
 
 
+def tied(question: Question, ranked: list[Weighed]) -> list[Weighed]:
+    """The runners-up whose deciding range overlaps the first's: as fast as it, as far as the samples can tell."""
+    if len(ranked) < 2:
+        return []
+    best = deciding(question, ranked[0])
+    return [row for row in ranked[1:] if deciding(question, row).low <= best.high]
+
+
 def duration(seconds: float) -> str:
     """About 4 min, 35 s, 1.2 h, 30 µs: durations in the words a person would use."""
     if seconds < 1e-3:
@@ -134,6 +144,16 @@ def recommendation_text(question: Question, ranked: list[Weighed], rows: list[We
         return f"No format weighed meets these constraints at {question.count:,} images. {reasons}."
     best = ranked[0]
     text = f"{best.label}{_what_it_keeps(best)}: {_figures(question, best)}."
+    ties = tied(question, ranked)
+    if ties:
+        names = ", ".join(f"{row.label}{_what_it_keeps(row)}" for row in ties)
+        what = DECIDING_FIGURE[question.access][1].format(workers=question.workers)
+        text += (
+            f" It ties with {names} on {what}: their projected ranges overlap, so the samples cannot tell which "
+            f"is faster at {question.count:,} images; {best.label} is named first as "
+            + ("the smaller on disk." if all(best.projection.bytes.value <= row.projection.bytes.value for row in ties)
+               else "the one whose projection is lowest.")
+        )
     if len(ranked) > 1:
         text += " " + "; ".join(_beside(question, best, other) for other in ranked[1:3]) + "."
     out = [row for row in rows if row.ruled_out]
@@ -171,6 +191,7 @@ class Advice:
             "deciding_figure": DECIDING_FIGURE[self.question.access][0],
             "formats": [row.to_dict() for row in self.rows],
             "ranking": [row.label for row in self.ranked],
+            "tied_with_recommended": [row.label for row in tied(self.question, self.ranked)],
             "source": self.source,
             "machine": self.machine,
             "runs": list(self.runs),
