@@ -104,7 +104,7 @@ def test_formats_whose_projected_ranges_overlap_are_named_as_a_tie_and_a_clear_w
     advice = answer(question, npy, lmdb)
     assert advice.recommended.backend == "npy"
     assert advice.to_dict()["tied_with_recommended"] == [advice.ranked[1].label]
-    assert f"ties with {advice.ranked[1].label}" in advice.text and "smaller on disk" in advice.text
+    assert f"ties with {advice.ranked[1].label}" in advice.text and "it is the smallest on disk" in advice.text
     # three times as slow: its range is far above the winner's, so no tie is claimed
     clear = answer(question, npy, evidence("lmdb", epoch=6e-5))
     assert clear.to_dict()["tied_with_recommended"] == [] and "ties with" not in clear.text

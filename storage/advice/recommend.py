@@ -150,9 +150,9 @@ def recommendation_text(question: Question, ranked: list[Weighed], rows: list[We
         what = DECIDING_FIGURE[question.access][1].format(workers=question.workers)
         text += (
             f" It ties with {names} on {what}: their projected ranges overlap, so the samples cannot tell which "
-            f"is faster at {question.count:,} images; {best.label} is named first as "
-            + ("the smaller on disk." if all(best.projection.bytes.value <= row.projection.bytes.value for row in ties)
-               else "the one whose projection is lowest.")
+            f"is faster at {question.count:,} images; {best.label} is named first for its lowest projection"
+            + (", and it is the smallest on disk." if all(
+                best.projection.bytes.value <= row.projection.bytes.value for row in ties) else ".")
         )
     if len(ranked) > 1:
         text += " " + "; ".join(_beside(question, best, other) for other in ranked[1:3]) + "."
