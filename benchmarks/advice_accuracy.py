@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from storage.advice import Evidence, Machine, Question, advise, advise_from  # noqa: E402
 from storage.advice.question import format_bytes  # noqa: E402
-from storage.advice.recommend import duration, tied  # noqa: E402
+from storage.advice.recommend import duration  # noqa: E402
 from storage.advice.sampling import describe_source, experiment_for, one_size  # noqa: E402
 from storage.bench import ResultsDB, run_experiment  # noqa: E402
 
@@ -140,7 +140,7 @@ def main() -> int:
             asked = replace(question, **change)
             advice = advise_from(asked, sampled, machine)
             projected, best = advice.recommended, advise_from(asked, measured, machine).recommended
-            named = [row.label for row in advice.ranked[:1] + tied(asked, advice.ranked)]
+            named = [row.label for row in advice.ranked[:1] + advice.tied]
             same = (best.label in named) if best else projected is None
             exact += bool(best and named[:1] == [best.label])
             agree += same

@@ -5,8 +5,9 @@ through the DataLoader, a sequential scan, a random read's latency, or appending
 at a time. Among the formats no rule rules out, the lowest projected figure wins; bytes on
 disk break a tie. A runner-up whose projected range reaches into the winner's range ties with
 it: the measurements cannot tell them apart, so the answer names them together instead of
-pretending that one is faster (the winner is still the one named first). Everything else (the runners-up, what rules the others out) is said beside
-it, and the whole reasoning is one table, each row the figures measured and projected.
+pretending that one is faster (the winner is still the one named first). Everything else
+(the runners-up, what rules the others out) is said beside it, and the whole reasoning is
+one table, each row the figures measured and projected.
 """
 
 from __future__ import annotations
@@ -148,11 +149,11 @@ def recommendation_text(question: Question, ranked: list[Weighed], rows: list[We
     if ties:
         names = ", ".join(f"{row.label}{_what_it_keeps(row)}" for row in ties)
         what = DECIDING_FIGURE[question.access][1].format(workers=question.workers)
+        smallest = all(best.projection.bytes.value <= row.projection.bytes.value for row in ties)
         text += (
             f" It ties with {names} on {what}: their projected ranges overlap, so the samples cannot tell which "
             f"is faster at {question.count:,} images; {best.label} is named first for its lowest projection"
-            + (", and it is the smallest on disk." if all(
-                best.projection.bytes.value <= row.projection.bytes.value for row in ties) else ".")
+            + (", and it is the smallest on disk." if smallest else ".")
         )
     if len(ranked) > 1:
         text += " " + "; ".join(_beside(question, best, other) for other in ranked[1:3]) + "."
@@ -179,6 +180,11 @@ class Advice:
     def recommended(self) -> Weighed | None:
         return self.ranked[0] if self.ranked else None
 
+    @property
+    def tied(self) -> list[Weighed]:
+        """The formats the recommendation ties with (see :func:`tied`)."""
+        return tied(self.question, self.ranked)
+
     def to_dict(self) -> dict[str, Any]:
         best = self.recommended
         return {
@@ -191,7 +197,7 @@ class Advice:
             "deciding_figure": DECIDING_FIGURE[self.question.access][0],
             "formats": [row.to_dict() for row in self.rows],
             "ranking": [row.label for row in self.ranked],
-            "tied_with_recommended": [row.label for row in tied(self.question, self.ranked)],
+            "tied_with_recommended": [row.label for row in self.tied],
             "source": self.source,
             "machine": self.machine,
             "runs": list(self.runs),
