@@ -28,7 +28,7 @@ PSNR_MEAN_FLOOR = 30.0  # dB, mean over the images checked
 PSNR_IMAGE_FLOOR = 20.0  # dB, the worst single image
 PSNR_IDENTICAL = 99.0  # recorded instead of infinity when a lossy store returned exact pixels
 _CHUNK = 4096
-_CHUNK_BYTES = 128 * 2**20  # pixels decoded at once for the check, so photos stay bounded in memory
+_CHUNK_BYTES = 64 * 2**20  # pixels decoded at once for the check, so photos stay bounded in memory
 
 
 @dataclass
@@ -116,13 +116,35 @@ def _compare_exact(actual_images, source_images, ids: np.ndarray) -> Verificatio
 
 
 def _expected_images(source_images, ids: np.ndarray):
-    """The source's images at ``ids``, one by one; a folder listing decodes them a chunk at a time on the pool."""
+    """The source's images at ``ids``, one by one; a folder listing decodes them a chunk at a time on the pool.
+
+    A chunk is cut by each image's own decoded size, not the average: a folder that holds
+    large photos in a row would otherwise decode many times ``_CHUNK_BYTES`` at once, on
+    top of the slice of the store being checked.
+    """
     if not hasattr(source_images, "select"):
         yield from (source_images[int(image_id)] for image_id in ids)
         return
-    step = _chunk_images(source_images)
-    for start in range(0, len(ids), step):
-        yield from source_images.select(ids[start : start + step]).chunk(0, len(ids[start : start + step]))
+    for start, stop in _decode_bounds(source_images, ids):
+        yield from source_images.select(ids[start:stop]).chunk(0, stop - start)
+
+
+def _decode_bounds(source_images, ids: np.ndarray) -> list[tuple[int, int]]:
+    """Positions in ``ids`` decoded together: at most ``_CHUNK`` images and about ``_CHUNK_BYTES`` of pixels."""
+    shape_of = getattr(source_images, "image_shape", None)
+    if shape_of is None:
+        step = _chunk_images(source_images)
+        return [(start, min(start + step, len(ids))) for start in range(0, len(ids), step)]
+    bounds, start, held = [], 0, 0
+    for position, image_id in enumerate(ids.tolist()):
+        size = math.prod(shape_of(image_id))
+        if position > start and (position - start >= _CHUNK or held + size > _CHUNK_BYTES):
+            bounds.append((start, position))
+            start, held = position, 0
+        held += size
+    if start < len(ids):
+        bounds.append((start, len(ids)))
+    return bounds
 
 
 def _chunk_images(source_images) -> int:

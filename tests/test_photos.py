@@ -297,3 +297,33 @@ def test_read_all_slices_of_photos_are_cut_by_their_decoded_bytes(photos, monkey
         assert stop - start <= 50
         assert sum(sizes) <= budget or stop - start == 1  # one image bigger than the budget is a slice alone
     assert len(bounds) > count // 50  # the bytes, not only the count, cut the slices
+
+
+def test_the_check_against_a_folder_decodes_it_in_pieces_cut_by_their_decoded_bytes(photos, monkeypatch):
+    """Verification decodes about _CHUNK_BYTES of the source at once, whatever the average photo's size."""
+    import math
+
+    from storage import verify
+
+    images, labels, _ = photos
+    budget = 2 * 2**20
+    monkeypatch.setattr(verify, "_CHUNK_BYTES", budget)
+    # The largest photos in a row, as a folder that repeats its big photos does: an average-sized
+    # chunk of them would hold many times the budget.
+    by_size = sorted(range(len(images)), key=lambda index: -math.prod(images.image_shape(index)))
+    ids = np.array(by_size[:20] + by_size[-20:])
+    decoded = []  # (images, bytes of pixels) of each piece decoded for the check
+    chunk = type(images).chunk
+
+    def recording_chunk(self, start, stop):
+        decoded.append((stop - start, self.nbytes))
+        return chunk(self, start, stop)
+
+    monkeypatch.setattr(type(images), "chunk", recording_chunk)
+    expected = [images[int(index)] for index in ids]
+    assert verify.compare(expected, labels[ids], images, labels, ids, lossless=True).verified
+    assert sum(count for count, _ in decoded) == len(ids) and len(decoded) > 2
+    assert all(held <= budget or count == 1 for count, held in decoded), decoded
+    wrong = [image.copy() for image in expected]
+    wrong[-1][0, 0, 0] ^= 1
+    assert not verify.compare(wrong, labels[ids], images, labels, ids, lossless=True).verified
