@@ -51,6 +51,46 @@ def test_a_store_written_to_a_bucket_reads_back_by_its_own_library(s3, images, b
     assert read_method(backend).startswith("downloaded") == (backend == "lmdb")
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_shuffled_parquet_epoch_fetches_each_row_group_once_not_once_per_image(s3, tmp_path, workers: int) -> None:
+    """Parquet's epochs read whole row groups in a shuffled order through a shuffle buffer: every id once,
+    in a new order each epoch, with requests that grow with the row groups, not the images."""
+    from storage.s3.traffic import TrafficMeter
+    from storage.s3_loaders import make_s3_loader
+
+    source = load_source("sample")
+    count, rows = 600, 50
+    images, labels = np.asarray(source.images[:count]), np.asarray(source.labels[:count])
+    url = f"{s3.url}/rowgroups-{workers}"
+    write("parquet", url, (images, labels), row_group_rows=rows)
+    meter = TrafficMeter(s3.metrics_url, S3Location.parse(url).bucket)
+    with storage.open_store(url) as store:
+        loader = make_s3_loader(store, batch_size=32, num_workers=workers, seed=3)
+        orders, requests = [], []
+        for _ in range(2):
+            meter.start()
+            order = []
+            for batch_images, batch_labels, ids in loader:
+                ids = ids.numpy()
+                assert np.array_equal(batch_images.numpy(), images[ids]) and np.array_equal(batch_labels, labels[ids])
+                order.extend(ids.tolist())
+            requests.append(meter.stop().requests_by_type.get("GET", 0))
+            orders.append(order)
+    for order in orders:
+        assert sorted(order) == list(range(count))  # every id exactly once
+        assert order != sorted(order)
+    assert orders[0] != orders[1]  # a new order each epoch
+    meter.start()
+    with storage.open_store(url) as store:
+        pass
+    opening = meter.stop().requests_by_type.get("GET", 0)  # the manifest, the footer, the labels and shapes
+    groups = count // rows
+    # One image read at a time fetched a row group each: ``count`` GETs. Whole row groups: one each,
+    # and in the first epoch each worker opens the store once.
+    assert groups <= requests[0] <= groups + workers * opening + 1, (requests, opening)
+    assert groups <= requests[1] <= groups + 1, requests
+
+
 def test_a_write_that_fails_leaves_nothing_that_opens(s3, images) -> None:
     url = f"{s3.url}/broken"
     with pytest.raises(RuntimeError, match="cut off"):
@@ -168,7 +208,7 @@ def test_the_engine_measures_upload_and_epochs_with_requests_bytes_and_a_project
     assert not any(secret.encode() in written for secret in secrets)
 
 
-@pytest.mark.parametrize("backend", ["webdataset", "litdata", "mds", "lance", "zarr", "hdf5", "npy"])
+@pytest.mark.parametrize("backend", ["webdataset", "litdata", "mds", "lance", "parquet", "zarr", "hdf5", "npy"])
 def test_every_format_s_own_loader_reads_a_one_shape_store_from_the_bucket(s3, tmp_path, backend: str) -> None:
     """CIFAR's one shape is the case a format may store its own way (Lance: one fixed-size column),
     so each remote loader is run on it: both epochs verified image by image against the source."""

@@ -53,7 +53,8 @@ READERS: dict[str, tuple[str, str]] = {
     "lance": ("readers.lance:RemoteLanceStore", "Lance over S3 (storage_options): ranged GETs, nothing cached"),
     "parquet": (
         "readers.parquet:RemoteParquetStore",
-        "pyarrow S3FileSystem: ranged GETs of row groups, nothing cached",
+        "pyarrow S3FileSystem: epochs read whole row groups in a random order through a 1,000-sample shuffle "
+        "buffer; single reads a ranged GET of their row group; nothing cached",
     ),
     "zarr": (
         "readers.zarr:RemoteZarrStore",
