@@ -96,7 +96,8 @@ class S3Server:
 
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
-    """One SeaweedFS server on free ports for every test that needs S3; stopped with Ctrl+C (SIGINT) at the end.
+    """One SeaweedFS server on free ports for every test that needs S3; stopped with Ctrl+C (SIGINT) at the end,
+    though started with SIGINT ignored.
 
     Started as a user starts it, with no AWS variables set: it writes a fresh identity to
     its credentials file, and the tests reach it through that profile (the AWS chain).
@@ -122,6 +123,8 @@ def s3_server(tmp_path_factory):
         stderr=subprocess.STDOUT,
         text=True,
         env=environment,
+        # as a shell's background job or a test runner's worker starts it: Ctrl+C must stop it all the same
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     lines = []
     for line in process.stdout:

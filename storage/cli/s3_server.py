@@ -46,7 +46,12 @@ def run_from_args(args: argparse.Namespace) -> int:
         write_profile(folder / "credentials", *credentials, profile=PROFILE)
     server = SeaweedServer(folder, credentials, port=args.port)
     stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # Ctrl+C raises KeyboardInterrupt even where the starting process left SIGINT ignored (a
+    # shell's background job, a test runner's worker); SIGTERM ends the wait below.
+    previous = {
+        signal.SIGTERM: signal.signal(signal.SIGTERM, lambda *_: stop.set()),
+        signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
+    }
     print(f"starting SeaweedFS in {folder} ...", file=sys.stderr)
     try:
         with server:
@@ -59,7 +64,8 @@ def run_from_args(args: argparse.Namespace) -> int:
                 pass
             print("stopping the server ...", file=sys.stderr)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
     print("stopped", file=sys.stderr)
     return 0
 
