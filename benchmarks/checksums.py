@@ -63,6 +63,44 @@ def hash_alone(images: np.ndarray, labels: np.ndarray, chunk: int = 1024) -> flo
     )
 
 
+def ceilings(images: np.ndarray, repeats: int) -> None:
+    """What any verified read of these bytes is up against: a copy of them in memory, and hashing them.
+
+    A plain ``read_all`` of a raw store is at best a copy from the page cache into ``out``; a
+    verified one also hashes every byte. Where hashing runs nearly as fast as copying, one
+    core cannot verify for less than about (copy + hash) / copy, and a second core helps
+    only as far as the memory bus lets two streams through at once.
+    """
+    source = np.ascontiguousarray(images).reshape(-1)
+    out = np.empty_like(source)
+    out.fill(1)
+    piece = 2**20
+    view = memoryview(out)
+
+    def copy() -> None:
+        np.copyto(out, source)
+
+    def hash_all() -> None:
+        for start in range(0, len(view), piece):
+            checksums.hasher(checksums.DEFAULT_ALGORITHM).update(view[start : start + piece])
+
+    def copy_then_hash() -> None:
+        for start in range(0, len(source), piece):
+            np.copyto(out[start : start + piece], source[start : start + piece])
+            checksums.hasher(checksums.DEFAULT_ALGORITHM).update(view[start : start + piece])
+
+    cases = {"copy in memory": copy, "hash alone": hash_all, "copy, then hash (1 MiB pieces)": copy_then_hash}
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for repeat in range(max(repeats, 5)):
+        for name in list(cases)[repeat % 3 :] + list(cases)[: repeat % 3]:
+            times[name].append(timed(cases[name]))
+    base = statistics.median(times["copy in memory"])
+    print(f"\nceilings over the same {len(source) / 2**20:,.0f} MiB (ms, median [min-max]; x the copy)")
+    for name, values in times.items():
+        gigabytes = len(source) / statistics.median(values) / 1e9
+        print(f"  {name:<30} {summary(values)}  {statistics.median(values) / base:.2f}x  {gigabytes:.1f} GB/s")
+
+
 def measure(backend: str, images: np.ndarray, labels: np.ndarray, repeats: int, evicted: bool, work: Path) -> None:
     path = work / backend
     writes, hashes = [], []
@@ -130,6 +168,7 @@ def main() -> None:
     print(f"checksum {checksums.DEFAULT_ALGORITHM}, runs of {checksums.BLOCK_BYTES // 1024} KiB")
     work = Path(tempfile.mkdtemp(dir=REPO_ROOT / "data", prefix="bench-checksums-"))
     try:
+        ceilings(images, arguments.repeats)
         for backend in arguments.backends.split(","):
             measure(backend.strip(), images, labels, arguments.repeats, arguments.evicted, work)
             sys.stdout.flush()
