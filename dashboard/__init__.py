@@ -13,6 +13,7 @@ modules, which in turn call the storage library and the benchmark engine.
 * :mod:`dashboard.worker`: the process a run from the dashboard runs in.
 * :mod:`dashboard.charts`: measurements as pandas frames and Altair charts, and their export.
 * :mod:`dashboard.previews`: images enlarged so that 32x32 pixels can be seen.
+* :mod:`dashboard.image_folders`: an image folder's bad files named, its size against the counts.
 * :mod:`dashboard.resources`: cached database handles, data sources and stores.
 * :mod:`dashboard.views`: Streamlit blocks shared by several pages.
 

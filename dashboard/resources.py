@@ -7,7 +7,9 @@ takes plain, hashable arguments so that the cache keys say what a handle is.
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,7 @@ from storage import ImageStore, datasets, detect_backend, open_store, registry, 
 from storage.base import MANIFEST_NAME
 from storage.bench import Experiment, ResultsDB, estimate_experiment
 from storage.bench.estimate import Estimate
+from storage.datasets.image_folder import SKIPPED_FILES_LOGGER
 from storage.errors import StorageError
 
 from . import config
@@ -45,32 +48,81 @@ def run_params_of(run_id: str) -> dict[str, str]:
         return {}
 
 
+@dataclass(frozen=True)
+class LoadedSource:
+    """A data source and the files ``skip_bad`` left out of it: ``(path, problem)`` each."""
+
+    data: datasets.DataSource
+    skipped: tuple[tuple[str, str], ...] = ()
+
+
+class _SkippedFilesLog(logging.Handler):
+    """The files this thread's load leaves out, as the library logs them (another session may load meanwhile)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.thread = threading.get_ident()
+        self.files: list[tuple[str, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread != self.thread:
+            return
+        args = record.args if isinstance(record.args, tuple) else ()
+        self.files.append((str(args[0]), str(args[1])) if len(args) == 2 else (record.getMessage(), ""))
+
+
 @st.cache_resource(show_spinner="Loading the images…", max_entries=2)
-def load_source(source: str) -> datasets.DataSource:
-    """A data source loaded once per process (``auto``, ``sample``, ``cifar10`` or a folder)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", datasets.SampleDataWarning)
-        return datasets.load_source(source)
+def _loaded_source(source: str, skip_bad: bool) -> LoadedSource:
+    log = logging.getLogger(SKIPPED_FILES_LOGGER)
+    skipped = _SkippedFilesLog()
+    log.addHandler(skipped)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", datasets.SampleDataWarning)
+            warnings.simplefilter("ignore", datasets.SkippedFilesWarning)  # the page names the files itself
+            data = datasets.load_source(source, skip_bad=skip_bad)
+    finally:
+        log.removeHandler(skipped)
+    return LoadedSource(data, tuple(skipped.files))
+
+
+def load_source(source: str, skip_bad: bool = False) -> datasets.DataSource:
+    """A data source loaded once per process (``auto``, ``sample``, ``cifar10`` or a folder).
+
+    ``skip_bad``: a folder's unreadable files are left out (as the run's ``skip_bad`` does)
+    instead of raising BadImageFileError.
+    """
+    return _loaded_source(source, bool(skip_bad)).data
+
+
+def skipped_files(source: str, skip_bad: bool = False) -> tuple[tuple[str, str], ...]:
+    """The files loading ``source`` with ``skip_bad`` left out: ``(path, problem)`` each, in the folder's order."""
+    return _loaded_source(source, bool(skip_bad)).skipped
 
 
 def clear_source_cache() -> None:
     """Forget loaded sources (after CIFAR-10 was downloaded, ``auto`` means something else)."""
-    load_source.clear()
+    _loaded_source.clear()
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def store_image_bytes(
-    source: str, encoding: str = "raw", max_side: int | None = None, shorter_side: int | None = None
+    source: str,
+    encoding: str = "raw",
+    max_side: int | None = None,
+    shorter_side: int | None = None,
+    skip_bad: bool = False,
 ) -> float:
     """About what one image of ``source`` takes in a store, for the run's disk estimate.
 
     CIFAR-10 keywords are 3,072 pixel bytes, known without loading. A folder (already
     listed: this reads its listing) is its photos' pixels after the resize, or, for a store
-    that keeps encoded bytes, its files' bytes scaled by the share of pixels the resize keeps.
+    that keeps encoded bytes, its files' bytes scaled by the share of pixels the resize keeps;
+    ``skip_bad`` as the folder was listed with.
     """
     if source in SOURCE_KEYWORDS:
         return 32 * 32 * 3
-    images = load_source(source).images
+    images = load_source(source, skip_bad).images
     count = max(1, len(images))
     resized = images.resized(max_side, shorter_side) if hasattr(images, "resized") else images
     pixels = float(resized.nbytes) if hasattr(resized, "nbytes") else float(sum(image.nbytes for image in resized))

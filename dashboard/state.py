@@ -10,8 +10,8 @@ Run page::
     ?formats=png,lmdb&max_count=1000&counts=5000&ops=write_batch,read_all&caches=warm,cold
      &repeats=1&source=auto&keep=1&run=<run id>
 
-with, for photos, ``&source=photos`` (the bundled ImageNet sample) or a folder,
-``&encoding=source`` (what the stores keep: ``raw`` pixels, ``source`` for the photos' own
+with, for photos, ``&source=photos`` (the bundled ImageNet sample) or a folder (and
+``&skip_bad=1`` to leave out the folder's files that cannot be read), ``&encoding=source`` (what the stores keep: ``raw`` pixels, ``source`` for the photos' own
 bytes, ``png``, ``jpeg:90``, ``webp``) and ``&shorter_side=256`` or ``&max_side=512``; and,
 with the training loader among the operations, ``&workers=0,2&batch_size=256``.
 
@@ -157,6 +157,7 @@ class RunControls:
     resize: str = "none"
     side: int = DEFAULT_SIDE
     location: str = ""  # where the data lives: "" a local folder, else s3://bucket/prefix at AWS_ENDPOINT_URL
+    skip_bad: bool = False  # a folder's unreadable files are left out instead of stopping the run
 
     @property
     def source_kind(self) -> str:
@@ -179,6 +180,11 @@ class RunControls:
     @property
     def folder(self) -> str:
         return self.source if self.source_kind == FOLDER else ""
+
+    @property
+    def skips_bad_files(self) -> bool:
+        """Whether the run leaves out bad files: asked for, and a folder given by path to leave them out of."""
+        return self.skip_bad and self.source_kind == FOLDER
 
     def counts(self) -> list[int]:
         """The counts to run. Raises ValueError if "Other counts" holds something that is not a count."""
@@ -251,6 +257,7 @@ def parse_run_params(
     if source:
         controls.source = source.strip()
     controls.keep = _last(params.get("keep")) in ("1", "true", "yes")
+    controls.skip_bad = _last(params.get("skip_bad")) in ("1", "true", "yes")
     _parse_loader_params(params, controls, notes)
     _parse_photo_params(params, controls, notes)
     run_id = _last(params.get("run"))
@@ -291,6 +298,8 @@ def params_of_run(parameters: Mapping[str, object]) -> dict[str, str]:
             params[name] = str(parameters[name])
     if parameters.get("keep"):
         params["keep"] = "1"
+    if parameters.get("skip_bad"):
+        params["skip_bad"] = "1"
     return {key: value for key, value in params.items() if value}
 
 
@@ -372,6 +381,8 @@ def run_params(controls: RunControls) -> dict[str, str]:
         params[RESIZE_PARAMS[controls.resize]] = str(controls.side)
     if controls.keep:
         params["keep"] = "1"
+    if controls.skips_bad_files:
+        params["skip_bad"] = "1"
     if controls.run_id:
         params["run"] = controls.run_id
     return params
@@ -394,11 +405,12 @@ RUN_WIDGETS = {
     "resize": "run_resize",
     "side": "run_side",
     "location": "run_location",
+    "skip_bad": "run_skip_bad",
 }
 # What a link may set on the Run page; any of them in the address makes the page follow the link.
 RUN_LINK_PARAMS = (
     "formats", "max_count", "counts", "ops", "caches", "cold", "repeats", "source",
-    "encoding", "shorter_side", "max_side", "workers", "batch_size", "keep",
+    "encoding", "shorter_side", "max_side", "workers", "batch_size", "keep", "skip_bad",
 )  # fmt: skip
 
 
@@ -420,6 +432,7 @@ def run_widget_values(controls: RunControls) -> dict[str, object]:
         RUN_WIDGETS["resize"]: controls.resize,
         RUN_WIDGETS["side"]: controls.side,
         RUN_WIDGETS["location"]: controls.location,
+        RUN_WIDGETS["skip_bad"]: controls.skip_bad,
     }
 
 
@@ -443,6 +456,7 @@ def controls_from_widgets(values: Mapping[str, object], run_id: str | None = Non
         resize=str(values.get(RUN_WIDGETS["resize"]) or "none"),
         side=int(values.get(RUN_WIDGETS["side"]) or DEFAULT_SIDE),
         location=str(values.get(RUN_WIDGETS["location"]) or "").strip(),
+        skip_bad=bool(values.get(RUN_WIDGETS["skip_bad"])),
     )
 
 
@@ -460,6 +474,7 @@ CONTROL_LABELS = {
     "max_side": "Resize",
     "shorter_side": "Resize",
     "location": "Where the data lives",
+    "skip_bad": "Skip bad files",
 }
 NO_SOURCE_FILES = (
     "CIFAR-10 is pixels with no encoded files to keep; choose a folder of photos (such as the bundled "
@@ -492,6 +507,7 @@ def to_experiment(controls: RunControls, work_dir: str, source: str | None = Non
         repeats=controls.repeats,
         source=source or experiment_source(controls),
         keep=controls.keep,
+        skip_bad=controls.skips_bad_files,
         work_dir=str(work_dir),
         workers=list(controls.workers),
         batch_size=controls.batch_size,

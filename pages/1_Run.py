@@ -8,19 +8,21 @@ database several times a second) or finished. "Stop" asks the run to stop, from 
 
 A folder given by the link or typed in is read only under the dashboard's data roots
 (``dashboard.access``), and only once **Check folder** is pressed: a link fills in the
-form, it never makes the server list or decode anything.
+form, it never makes the server list or decode anything. Its files that cannot be read are
+named under the data source, each with its problem; **Skip bad files** (``skip_bad``, the
+command line's ``--skip-bad``) runs without them.
 """
 
 import streamlit as st
 
-from dashboard import access, charts, config, live_view, resources, runner, state, views, watching
+from dashboard import access, charts, config, image_folders, live_view, resources, runner, state, views, watching
 from dashboard.text import plain
 from storage import backend_info, backends
 from storage.bench import CACHES, OPERATIONS
 from storage.bench.estimate import format_duration
 from storage.bench.experiment import EPOCH_OPERATIONS, RunParameterError
-from storage.datasets import describe_available_sources
-from storage.errors import StorageError
+from storage.datasets import DataSource, describe_available_sources
+from storage.errors import BadImageFileError, StorageError
 
 STARTED = "run_started"  # the id of the run this session has just started
 SAVED = "run_controls"
@@ -109,6 +111,13 @@ row[2].number_input("Repeats", min_value=1, max_value=state.MAX_REPEATS, step=1,
 row[3].selectbox("Data source", list(SOURCE_LABELS), key=W["source_kind"], format_func=SOURCE_LABELS.get)
 if st.session_state[W["source_kind"]] == state.FOLDER:
     row[3].text_input("Image folder", key=W["folder"], placeholder="root folder with one subfolder per class")
+    row[3].checkbox(
+        "Skip bad files",
+        key=W["skip_bad"],
+        help="Leave out the folder's files that cannot be read (empty, damaged, not an image) instead of "
+        "refusing the folder, as --skip-bad does on the command line; the files left out are named here.",
+    )
+source_box = st.container()  # what the data source says (a folder to check, its bad files, its size), beside it
 photo_row = st.columns([3, 2, 1.3, 2])
 photo_row[0].selectbox(
     "Stores keep",
@@ -186,6 +195,10 @@ def check_folder(folder: str) -> None:
     st.session_state[CHECKED] = folder
 
 
+def check_folder_button(folder: str) -> None:
+    st.button("Check folder", on_click=check_folder, args=(folder,))
+
+
 def run_source(current: state.RunControls) -> str | None:
     """What the engine reads: a CIFAR-10 keyword, the bundled photos, or an allowed folder once checked.
 
@@ -206,9 +219,38 @@ def run_source(current: state.RunControls) -> str | None:
             "Press **Check folder** to list the folder (its files are read only then) and see the estimate.",
             icon=":material/folder_open:",
         )
-        st.button("Check folder", on_click=check_folder, args=(str(folder),))
+        check_folder_button(str(folder))
         return None
     return str(folder)
+
+
+def list_photos(source: str, current: state.RunControls) -> DataSource | None:
+    """The photos the run would write, listed (headers only) and described.
+
+    None when the folder cannot be used, with the reason: its bad files are named, every
+    one, and the folder is to be checked again once they are fixed or skipped (a folder
+    that failed is not listed again at every click).
+    """
+    try:
+        photos = resources.load_source(source, current.skips_bad_files)
+    except BadImageFileError as error:
+        bad = image_folders.bad_files(source)
+        if bad:
+            st.error(image_folders.bad_files_message(config.display_path(source), bad), icon=":material/error:")
+        else:
+            views.show_error(error, what="Image folder")
+        st.session_state.pop(CHECKED, None)
+        check_folder_button(source)
+        return None
+    except StorageError as error:  # a folder that is no image folder, or holds no readable image
+        views.show_error(error, what="Image folder")
+        st.session_state.pop(CHECKED, None)
+        return None
+    st.caption(f":material/photo_library: {plain(photos.description)}")
+    skipped = resources.skipped_files(source, current.skips_bad_files)
+    if skipped:
+        st.caption(f":material/block: {plain(image_folders.skipped_message(source, skipped))}")
+    return photos
 
 
 # -- what the run would be, and whether it can start -----------------------------------------
@@ -222,26 +264,33 @@ if controls.source_kind == state.FOLDER and not controls.folder:
     hints.append("Enter the path of the **Image folder** (one subfolder per class, images inside).")
 for hint in hints:
     st.info(hint, icon=":material/touch_app:")
-source = run_source(controls) if not hints else None
+with source_box:
+    source = run_source(controls) if not hints else None
+    photos = list_photos(source, controls) if source is not None and controls.photos else None
+if controls.photos and photos is None:
+    source = None
 if source is not None:
     try:
         counts = controls.counts()
         experiment = state.to_experiment(controls, str(config.runs_dir()), source=source)
-        if controls.photos:
-            st.caption(f":material/photo_library: {plain(resources.load_source(source).description)}")
-        image_bytes = resources.store_image_bytes(source, controls.encoding, **controls.sides)
+        image_bytes = resources.store_image_bytes(
+            source, controls.encoding, skip_bad=controls.skips_bad_files, **controls.sides
+        )
         estimate = resources.estimate_run(experiment, image_bytes, source_in_memory=not controls.photos)
     except RunParameterError as error:
         views.show_error(error, what=state.CONTROL_LABELS.get(error.field))
         experiment = None
-    except ValueError as error:  # "Other counts" that are not counts
-        views.show_error(str(error), what="Other counts")
-        experiment = None
-    except StorageError as error:  # a folder that is no image folder, or holds bad files: said once
+    except StorageError as error:  # before ValueError: the library's errors are ValueErrors too
         views.show_error(error)
         experiment = None
         st.session_state.pop(CHECKED, None)  # not listed again at every click: press Check folder again
+    except ValueError as error:  # "Other counts" that are not counts
+        views.show_error(str(error), what="Other counts")
+        experiment = None
     else:
+        repeated = image_folders.repeat_note(len(photos), counts) if photos is not None else None
+        if repeated:
+            source_box.caption(f":material/repeat: {plain(repeated)}")
         st.markdown(
             f"**Counts:** {state.format_counts(counts)} · **Estimated time:** about "
             f"{format_duration(estimate.seconds)} · **Disk:** about {estimate.disk_bytes / 1e6:,.0f} MB "
@@ -275,11 +324,12 @@ def stop_run(run_id: str) -> None:
 
 
 views.run_name_input()
+can_start = experiment is not None and not running and not read_only
 buttons = st.columns([1.2, 1, 5])
 buttons[0].button(
     "Run benchmark",
     type="primary",
-    disabled=experiment is None or running or read_only,
+    disabled=not can_start,
     on_click=start_run,
     args=(experiment, estimate.seconds if experiment is not None else None),
 )
@@ -365,5 +415,5 @@ elif view is not None:
             st.warning(f"Run {plain(view.run_id)} cannot be shown: {plain(f'{type(error).__name__}: {error}')}")
 elif shown_run:
     st.warning(f"Run {plain(shown_run)} is not in the results database {plain(config.display_path(db.path))}.")
-else:
+elif can_start:  # said only when the button can be pressed; the hints above say what is missing otherwise
     st.info("Press **Run benchmark**: the charts and the images read back appear as the measurements land.")
