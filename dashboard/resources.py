@@ -21,7 +21,8 @@ from storage.base import MANIFEST_NAME
 from storage.bench import Experiment, ResultsDB, estimate_experiment
 from storage.bench.estimate import Estimate
 from storage.datasets.image_folder import SKIPPED_FILES_LOGGER
-from storage.errors import StorageError
+from storage.errors import StorageError, WrongBackendError
+from storage.sharded import SHARDED_BACKEND, SHARDED_MANIFEST, ShardedStore, read_sharded_manifest
 
 from . import config
 from .state import SOURCE_KEYWORDS
@@ -160,24 +161,70 @@ def pixel_only_formats(formats: list[str]) -> list[str]:
 
 
 def _store_stamp(path: Path) -> float:
-    try:
-        return (path / MANIFEST_NAME).stat().st_mtime_ns
-    except OSError:
-        return -1.0
+    """When the store's manifest (``store.json``, or a sharded store's ``sharded.json``) last changed."""
+    stamps = []
+    for name in (MANIFEST_NAME, SHARDED_MANIFEST):
+        try:
+            stamps.append((path / name).stat().st_mtime_ns)
+        except OSError:
+            continue
+    return float(max(stamps, default=-1))
 
 
 @st.cache_resource(show_spinner=False, max_entries=8, on_release=lambda store: store.close())
-def _open_store(backend: str, path: str, stamp: float) -> ImageStore:
+def _open_store(backend: str, path: str, stamp: float) -> ImageStore | ShardedStore:
     return open_store(backend, path, "r")
 
 
-def open_store_cached(backend: str, path: str | os.PathLike[str]) -> ImageStore:
+def open_store_cached(backend: str | None, path: str | os.PathLike[str]) -> ImageStore | ShardedStore:
     """A read-only store, opened once and reopened when the store is rewritten.
+
+    ``backend`` None opens it with the backend its folder names (:func:`storage.detect_backend`),
+    a sharded store as one. A sharded store also opens when ``backend`` is its shards'
+    backend: sharding is how a store is laid out, not another format.
 
     Raises the library's errors (StoreNotFoundError, WrongBackendError, ...) unchanged.
     """
     resolved = Path(path).expanduser().resolve()
-    return _open_store(backend, str(resolved), _store_stamp(resolved))
+    return _open_store(_backend_to_open(backend, resolved), str(resolved), _store_stamp(resolved))
+
+
+def _backend_to_open(backend: str | None, folder: Path) -> str:
+    if backend is None:
+        return detect_backend(folder)
+    if not (folder / SHARDED_MANIFEST).is_file():
+        return backend  # a plain store's own backend says, when opened, whether it is the one asked for
+    shards = str(read_sharded_manifest(folder)["backend"])
+    if shards != backend:
+        raise WrongBackendError(
+            f"{folder} holds a sharded store of {shards!r} shards, not a {backend!r} store; "
+            f"open it as {shards!r}, or let the folder say which backend it is"
+        )
+    return SHARDED_BACKEND
+
+
+def format_label(store: ImageStore | ShardedStore) -> str:
+    """The store's format as the pages name it: the backend's label, and a sharded store's shard count."""
+    if isinstance(store, ShardedStore):
+        return f"{store.info.label}, {len(store.shards):,} shard(s)"
+    return store.info.label
+
+
+def backend_label(name: str) -> str:
+    """A backend's label for a store found on disk; ``"sharded"`` and backends not registered here by name."""
+    if name == SHARDED_BACKEND:
+        return "Sharded store"
+    try:
+        return registry.backend_info(name).label
+    except StorageError:
+        return name
+
+
+def class_names_of(store: ImageStore | ShardedStore) -> list[str] | None:
+    """The class names the store keeps; a sharded store's are its first shard's (convert names every shard alike)."""
+    if isinstance(store, ShardedStore):
+        return store.open_shard(0).class_names if store.shards else None
+    return store.class_names
 
 
 @dataclass(frozen=True)
@@ -208,10 +255,10 @@ def backend_written_in(path: str) -> str | None:
 
 @st.cache_data(ttl=10, show_spinner=False)
 def find_stores(roots: tuple[str, ...], max_depth: int = 5, limit: int = 200) -> list[FoundStore]:
-    """Stores (folders holding a ``store.json``) under ``roots``, newest first, each once.
+    """Stores (folders holding a ``store.json``, or a sharded store's ``sharded.json``) under ``roots``, newest first.
 
     Roots may lie inside each other (the run folder is inside ``data/``): a store reached
-    from two roots is listed once.
+    from two roots is listed once, and so is a sharded store (its shards are not listed apart).
     """
     found = []
     seen: set[str] = set()
@@ -221,7 +268,7 @@ def find_stores(roots: tuple[str, ...], max_depth: int = 5, limit: int = 200) ->
             continue
         for folder, names, files in os.walk(base):
             depth = len(Path(folder).relative_to(base).parts)
-            if MANIFEST_NAME in files:
+            if MANIFEST_NAME in files or SHARDED_MANIFEST in files:
                 resolved = os.path.realpath(folder)
                 if resolved in seen:
                     names[:] = []

@@ -1,7 +1,9 @@
 """Explore page: open a store of any backend, page through its images, time the read of any id.
 
 ``?backend=lmdb&path=data/runs/<run id>/lmdb/1000/store&id=7&page=2`` opens the same store
-at the same place. Only stores under the dashboard's data roots are opened
+at the same place; ``?path=...`` alone opens it with the backend its folder names. A sharded
+store (a folder with ``sharded.json``) opens as one, through :func:`storage.open_store`.
+Only stores under the dashboard's data roots are opened
 (``dashboard.access``); any other path gets the same refusal, whether or not it exists.
 Images are shown as thumbnails (at most 192 pixels a side), a page of 24 at a time.
 """
@@ -37,12 +39,11 @@ st.caption("Open any image store, page through its images with their labels, and
 available = backends()
 params = {key: st.query_params.get_all(key) for key in st.query_params}
 link, notes = state.parse_explore_params(params, available)
-if views.init_state(
-    {K_BACKEND: link.backend or available[0], K_PATH: link.path, K_ID: link.image_id, K_PAGE: link.page}
-):
+FOUND_IN_FOLDER = None  # the Backend choice that lets the folder say which backend wrote it
+if views.init_state({K_BACKEND: link.backend, K_PATH: link.path, K_ID: link.image_id, K_PAGE: link.page}):
     for note in notes:
         st.warning(f"The link could not be followed entirely: {plain(note)}.")
-    if link.backend and link.path and OPENED not in st.session_state:
+    if link.path and OPENED not in st.session_state:
         st.session_state[OPENED] = (link.backend, link.path)
 
 found = resources.find_stores(resources.store_roots())
@@ -52,7 +53,7 @@ def use_found() -> None:
     choice = st.session_state.get(K_FOUND)
     for store in found:
         if store.path == choice:
-            st.session_state[K_BACKEND] = store.backend if store.backend in available else st.session_state[K_BACKEND]
+            st.session_state[K_BACKEND] = store.backend if store.backend in available else FOUND_IN_FOLDER
             st.session_state[K_PATH] = config.display_path(store.path)
             st.session_state[K_PAGE] = 1
             st.session_state[K_ID] = 0
@@ -68,8 +69,7 @@ if found:
             "Pick a store found on disk…"
             if path is None
             else next(
-                f"{backend_info(s.backend).label if s.backend in available else s.backend} · {s.count:,} images · "
-                f"{config.display_path(s.path)}"
+                f"{resources.backend_label(s.backend)} · {s.count:,} images · {config.display_path(s.path)}"
                 for s in found
                 if s.path == path
             )
@@ -84,7 +84,13 @@ else:
     )
 
 columns = st.columns([1, 3, 1], vertical_alignment="bottom")
-columns[0].selectbox("Backend", available, key=K_BACKEND, format_func=lambda name: backend_info(name).label)
+columns[0].selectbox(
+    "Backend",
+    [FOUND_IN_FOLDER, *available],
+    key=K_BACKEND,
+    format_func=lambda name: "Found in the folder" if name is FOUND_IN_FOLDER else backend_info(name).label,
+    help="Found in the folder: the backend its store.json names, or a sharded store (sharded.json) as one.",
+)
 columns[1].text_input("Store folder", key=K_PATH, placeholder="e.g. data/runs/<run id>/lmdb/1000/store")
 
 
@@ -94,8 +100,8 @@ def open_clicked() -> None:
         written = resources.backend_written_in(str(access.allowed_path(path)))  # a store says which backend wrote it
     except access.OutsideRootsError:
         written = None  # refused below, when it is opened
-    if written in available:
-        st.session_state[K_BACKEND] = written
+    if written is not None:  # a sharded store is opened as one, whatever its shards are
+        st.session_state[K_BACKEND] = written if written in available else FOUND_IN_FOLDER
     st.session_state[OPENED] = (st.session_state[K_BACKEND], path)
     st.session_state[K_PAGE] = 1
 
@@ -106,7 +112,7 @@ opened = st.session_state.get(OPENED)
 if not opened:
     views.sync_query_params({"backend": st.session_state[K_BACKEND], "path": st.session_state[K_PATH].strip()})
     st.info(
-        "Pick a store found on disk, or give a backend and a folder and press **Open store**.",
+        "Pick a store found on disk, or give a store's folder and press **Open store**.",
         icon=":material/touch_app:",
     )
     st.stop()
@@ -123,15 +129,15 @@ try:
     size = len(store)
     usage = store.disk_usage()
 except StorageError as error:
-    views.show_error(error, what=f"Cannot open {path} as a {backend} store")
+    views.show_error(error, what=f"Cannot open {path} as a {backend} store" if backend else f"Cannot open {path}")
     st.stop()
 except OSError as error:
     views.show_error(f"{path}: {error.strerror or error}", what="Cannot open the store")
     st.stop()
 
 # Class names: kept in the store (convert writes them), or, for a store kept by a run, its source's.
-class_names, labels_note = store.class_names, "labels named by the store"
-run_id = resources.FoundStore(str(store.path), backend, size).run_id
+class_names, labels_note = resources.class_names_of(store), "labels named by the store"
+run_id = resources.FoundStore(str(store.path), store.info.name, size).run_id
 if run_id and not class_names:
     try:
         record = resources.results_db().get_run(run_id)
@@ -144,7 +150,7 @@ if not class_names:
     labels_note = "labels shown as numbers"
 
 metrics = st.columns(4)
-metrics[0].metric("Format", backend_info(backend).label)
+metrics[0].metric("Format", resources.format_label(store))
 metrics[1].metric("Images", f"{size:,}")
 metrics[2].metric("Disk (allocated)", f"{usage.allocated_bytes / 1e6:,.2f} MB")
 metrics[3].metric("Files", f"{usage.files:,}")
