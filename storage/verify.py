@@ -199,9 +199,10 @@ def verify_store(
                 ids = np.arange(len(store))
             ids = np.asarray(ids, dtype=np.int64)
             verdicts: list[Verification] = []
-            step = _chunk_images(source_images)
-            for start in range(0, len(ids), step):
-                part = ids[start : start + step]
+            # Pieces cut by each image's decoded size: the store's images and the source's decoded
+            # for them are both held while compared.
+            for start, stop in _decode_bounds(source_images, ids):
+                part = ids[start:stop]
                 checked = sum(verdict.checked for verdict in verdicts)
                 if kept and (mismatch := _first_bytes_mismatch(store, source_images, part)) is not None:
                     return Verification(False, checked, error=mismatch)

@@ -327,3 +327,31 @@ def test_the_check_against_a_folder_decodes_it_in_pieces_cut_by_their_decoded_by
     wrong = [image.copy() for image in expected]
     wrong[-1][0, 0, 0] ^= 1
     assert not verify.compare(wrong, labels[ids], images, labels, ids, lossless=True).verified
+
+
+def test_verifying_a_store_of_photos_reads_it_in_pieces_cut_by_their_decoded_bytes(tmp_path, photos, monkeypatch):
+    """verify_store holds a piece of the store and the source decoded for it: both about _CHUNK_BYTES."""
+    import math
+
+    from storage import verify
+    from storage.base import ImageStore
+
+    images, labels, _ = photos
+    by_size = sorted(range(len(images)), key=lambda index: -math.prod(images.image_shape(index)))
+    order = np.array(by_size[:15] + by_size[-15:])  # the largest photos in a row, then the smallest
+    source, source_labels = images.select(order), labels[order]
+    write_kept("lmdb", tmp_path / "store", source, source_labels)
+    budget = 2 * 2**20
+    monkeypatch.setattr(verify, "_CHUNK_BYTES", budget)
+    pieces = []  # (images, bytes of pixels) of each read_batch call
+    read_batch = ImageStore.read_batch
+
+    def recording_read_batch(self, ids, *args, **kwargs):
+        found, found_labels = read_batch(self, ids, *args, **kwargs)
+        pieces.append((len(found), sum(image.nbytes for image in found)))
+        return found, found_labels
+
+    monkeypatch.setattr(ImageStore, "read_batch", recording_read_batch)
+    assert verify_store("lmdb", tmp_path / "store", source, source_labels).verified
+    assert sum(count for count, _ in pieces) == len(order) and len(pieces) > 2
+    assert all(held <= budget or count == 1 for count, held in pieces), pieces
