@@ -355,3 +355,48 @@ def test_verifying_a_store_of_photos_reads_it_in_pieces_cut_by_their_decoded_byt
     assert verify_store("lmdb", tmp_path / "store", source, source_labels).verified
     assert sum(count for count, _ in pieces) == len(order) and len(pieces) > 2
     assert all(held <= budget or count == 1 for count, held in pieces), pieces
+
+
+def test_the_estimate_of_a_photo_run_counts_their_decoding(photos):
+    """A run on photos decodes them for the store, for reads and for every check: the estimate counts each."""
+    from storage.bench import Experiment, estimate_experiment
+
+    images, _, _ = photos
+    pixels = images.nbytes / len(images)
+
+    def steps(encoding: str, in_memory: bool) -> list[float]:
+        experiment = Experiment(
+            backends=["lmdb"], counts=[10_000], operations=["write_batch", "read_all"], encoding=encoding, repeats=1
+        )
+        return estimate_experiment(experiment, raw_image_bytes=pixels, source_in_memory=in_memory).step_seconds
+
+    (kept_write, kept_read), (raw_write, raw_read) = steps("source", False), steps("raw", False)
+    (_, in_memory_read) = steps("raw", True)
+    assert kept_write < raw_write  # kept bytes: the source is read, not decoded
+    assert kept_read > raw_read > in_memory_read  # the stored bytes decoded, then the source for the check
+    assert kept_read > 10_000 * 2 * pixels * 2e-9 / os.cpu_count()  # at least 2 ns a pixel byte per decode
+
+
+def test_bench_prints_the_engine_s_estimate_made_from_the_photos(tmp_path, photos):
+    """The command line printed an estimate for CIFAR-sized images whatever the source."""
+    from storage.bench import Experiment, estimate_experiment
+
+    images, _, files = photos
+    result = run_cli(
+        "bench", "--source", str(PHOTOS), "--backends", "lmdb", "--counts", "100", "--ops", "write_batch",
+        "--repeats", "1", "--keep-encoded", "--no-progress",
+        "--db", str(tmp_path / "r.sqlite"), "--work-dir", str(tmp_path / "runs"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("estimate:")]
+    printed_disk = int(line.split(" MB of disk")[0].rsplit(" ", 1)[-1].replace(",", ""))
+    experiment = Experiment(backends=["lmdb"], counts=[100], operations=["write_batch"], repeats=1, encoding="source",
+                            work_dir=str(tmp_path / "runs"))  # fmt: skip
+    expected = estimate_experiment(
+        experiment,
+        raw_image_bytes=images.nbytes / len(images),
+        source_in_memory=False,
+        stored_image_bytes=sum(len(data) for data in files) / len(files),
+    )
+    assert printed_disk == round(expected.disk_bytes / 1e6)
+    assert printed_disk * 1e6 >= sum(len(data) for data in files)  # the files' size, not 100 CIFAR images'

@@ -308,12 +308,14 @@ def _check_before_running(experiment: Experiment, db: Any) -> tuple[Any, Estimat
     return source, estimate
 
 
-def _measure_all(run: Run, environment: dict[str, Any]) -> tuple[str, str | None, BaseException | None]:
+def _measure_all(
+    run: Run, environment: dict[str, Any], estimate: Estimate
+) -> tuple[str, str | None, BaseException | None]:
     """Every count of the run, however it ends: (status, error, the KeyboardInterrupt to raise again)."""
     status, error = "failed", None
     interrupted: BaseException | None = None
     try:
-        run.emit(RunStarted(run.run_id, len(run.plan), run.experiment, environment))
+        run.emit(RunStarted(run.run_id, len(run.plan), run.experiment, environment, estimate.message, estimate.seconds))
         for count in run.experiment.counts:
             _measure_count(run, count)
         error = _failure_summary(run.measurements)
@@ -401,7 +403,7 @@ def run_experiment(
     )
     if db is not None:
         db.create_run(run_id, experiment.to_dict(), environment, _source_summary(experiment, source))
-    status, error, interrupted = _measure_all(run, environment)
+    status, error, interrupted = _measure_all(run, environment, estimate)
     if interrupted is not None:
         raise interrupted
     return _summary(run, status, error, environment, time.perf_counter() - started)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import psutil
 
 from .. import registry
+from ..parallel import worker_count
 from .environment import existing_parent
 from .experiment import (
     CEILING_BACKEND,
@@ -160,6 +161,9 @@ _WRITE_STEP_OVERHEAD = 0.04
 # Once per run: starting its process, loading the images and describing the machine (1.0 s
 # measured in the engine here, plus about half a second to start the dashboard's process).
 _RUN_OVERHEAD = 1.5
+# Photos (a folder source) are decoded on every core, and every decode costs about this per byte
+# of pixels: PIL's libjpeg-turbo on the bundled ImageNet photos here, 3-7 ms a photo of 560-680 KB.
+_DECODE_PER_PIXEL_BYTE = 6e-9
 _EVICT_PER_FILE = 3e-5
 _BASE_MEMORY = 300 * MEGABYTE
 
@@ -207,6 +211,26 @@ def per_image_cost(backend: str, operation: str, cache: str = "warm") -> float:
         return per_image_cost(backend, "read_all", cache) * 2 + _LOADER_OVERHEAD
     cost = _COSTS.get(backend, _DEFAULT_COSTS).get(operation, _DEFAULT_COSTS[operation])
     return cost * (_COLD_FACTOR if cache == "cold" else 1.0)
+
+
+def _stores_encoded(experiment: Experiment, backend: str) -> bool:
+    """Whether ``backend`` keeps encoded images in this run (the files' bytes, a re-encoding, a codec's files)."""
+    info = registry.backend_info(backend)
+    return experiment.encoding != "raw" or info.compressed or info.one_file_per_image or not info.lossless
+
+
+def decodes_per_image(experiment: Experiment, backend: str, operation: str, timed: bool = True) -> int:
+    """Photo decodes an operation costs per image it handles: in its timed calls (unless ``timed`` is
+    False, when a past measurement's cost already holds them), and in its untimed check against the source.
+
+    A write decodes the source unless the store keeps its files' bytes; a read decodes what
+    the store keeps when it is encoded, and the source's photo to check it against.
+    """
+    if operation == "upload":
+        return 0
+    if operation in WRITE_OPERATIONS:
+        return int(timed and experiment.encoding != "source")
+    return int(timed and _stores_encoded(experiment, backend)) + 1
 
 
 def _history_costs(db, experiment: Experiment) -> dict[tuple[str, str, str], list[tuple[int, float]]]:
@@ -259,9 +283,8 @@ def estimate_experiment(
     history = _history_costs(db, experiment) if db is not None else {}
     step_seconds = []
     for backend, count, operation, cache in steps(experiment):
-        cost = _closest(history.get((backend, operation, cache), []), count) or per_image_cost(
-            backend, operation, cache
-        )
+        past = _closest(history.get((backend, operation, cache), []), count)
+        cost = past or per_image_cost(backend, operation, cache)
         images = images_per_sample(operation, count)
         if operation == "read_one":
             images = min(count, LATENCY_READS)
@@ -278,6 +301,13 @@ def estimate_experiment(
             seconds += per_image_cost(backend, "read_all") * verified_after_write(experiment, operation, count)
         if cache == "cold":
             seconds += experiment.repeats * count * _EVICT_PER_FILE
+        if not source_in_memory:  # photos: decoded for the store, for reads and for every check
+            decoded = decodes_per_image(experiment, backend, operation, timed=past is None) * images * runs
+            if operation in WRITE_OPERATIONS:
+                decoded += (1 + _stores_encoded(experiment, backend)) * verified_after_write(
+                    experiment, operation, count
+                )
+            seconds += decoded * raw_image_bytes * _DECODE_PER_PIXEL_BYTE / worker_count()
         step_seconds.append(seconds)
 
     # Stores of one count exist at once (one per write operation); earlier counts are

@@ -170,10 +170,15 @@ def fill_rates(measurement: Measurement) -> Measurement:
 
 @dataclass
 class RunStarted:
+    """A run has begun; ``estimate`` is the engine's sentence on its time, disk and memory, made from the
+    source itself (a folder's photos' sizes, not CIFAR's), and ``estimated_seconds`` its time."""
+
     run_id: str
     total_steps: int
     experiment: Experiment
     environment: dict[str, Any]
+    estimate: str = ""
+    estimated_seconds: float | None = None
 
 
 @dataclass

@@ -98,6 +98,8 @@ class LiveRecorder:
     def _keep(self, event: Event) -> None:
         with self._lock:
             if isinstance(event, RunStarted):
+                if event.estimated_seconds is not None:  # the engine's, from the source itself: the closest
+                    self.estimated_seconds = event.estimated_seconds
                 self._progress = {"step": 0, "total_steps": event.total_steps, "fraction": 0.0, "message": "starting"}
                 self._wake.set()
             elif isinstance(event, Progress):

@@ -279,7 +279,6 @@ def run(
             raise DiskSpaceError(estimate.message)
         if not estimate.memory_fits:
             raise UsageError(estimate.message)
-        print(f"estimate: {estimate.message}", file=sys.stderr)
         summary = _measure(experiment, db, estimate.seconds, progress, name)
         _print_summary(summary, experiment.keep)
         for path, export in ((json_path, db.export_json), (csv_path, db.export_csv)):
@@ -349,6 +348,8 @@ class _ProgressBar:
 
     def on_event(self, event) -> None:
         if isinstance(event, RunStarted):
+            if event.estimate:  # the engine's, made from the source itself (a folder's photos, not CIFAR's size)
+                self.bar.write(f"estimate: {event.estimate}", file=sys.stderr)
             self.bar.write(f"run {event.run_id}: {describe(event.environment)}", file=sys.stderr)
         elif isinstance(event, Progress):
             target = int(event.fraction * 1000)
