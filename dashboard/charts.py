@@ -6,14 +6,16 @@ reshapes and draws them:
 * :func:`time_chart`: elapsed time against the number of images, log-log, one line per
   format, a panel per operation (writes first, then reads), the min–max spread as a rule;
 * :func:`rate_chart`: images per second against the number of images, the same way;
-* :func:`disk_chart`: apparent and allocated bytes per format at the largest count;
+* :func:`disk_chart`: apparent and allocated bytes per image of each format, each run at its
+  largest count (a format a stopped run measured only at a smaller count at that count);
 * :func:`loader_chart`: the training loader's images per second against the DataLoader's
   worker count, one line per format (a format read in its library's own order dotted, in
   its colour), the in-memory ceiling as a dashed grey reference line and, for photos, the
   decode ceiling (the encoded files themselves) as a dashed red one;
 * :func:`table_frame`: the same numbers as a readable table; for photos, with what the
   stores kept, the resize, and each store's bytes as a ratio to the source files'
-  (:func:`source_ratio_lines` says the same in a sentence per run).
+  (:func:`source_ratio_lines` says the same in a sentence per run); :func:`disk_table_frame`:
+  its disk columns, one row per store.
 
 Colours follow the registry's order of formats, so a format keeps its colour in every
 chart; the colour scale's domain lists the formats by label, so a chart's Vega-Lite spec
@@ -408,57 +410,101 @@ def rate_chart(frame: pd.DataFrame) -> alt.FacetChart | None:
     return _line_chart(frame, "images_per_second", "Images per second", "Images per second")
 
 
-def disk_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    """Apparent and allocated bytes per (run, format) at the largest count measured (long form)."""
+DISK_COLUMNS = [
+    "run",
+    "run_label",
+    "backend",
+    "format",
+    "bar",
+    "panel",
+    "count",
+    "run_count",
+    "measure",
+    "bytes",
+    "per_image",
+    "megabytes",
+    "files",
+]
+
+
+def _disk_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per (run, format): the largest count that format's disk use was measured at in that run.
+
+    Each run keeps its own largest count, so a run of 10,000 images compared with one of
+    20,000 keeps its formats, and a format that a stopped run measured only at a smaller
+    count keeps its figures, at the count it reached (``run_count`` is the run's largest).
+    """
     rows = frame[frame["allocated_bytes"].notna() & ~frame["operation"].isin(["write_one", LOADER])]
+    rows = rows.sort_values("count", kind="stable").drop_duplicates(["run", "backend"], keep="last")
+    rows = rows.assign(run_count=rows.groupby("run")["count"].transform("max"))
+    order = format_order(rows["backend"])
+    return rows.assign(_order=[order.index(name) for name in rows["backend"]]).sort_values(["run", "_order"])
+
+
+def _disk_bar_label(format_name: str, count: int, run_count: int) -> str:
+    """The bar's name: the format, and the count it reached when that is short of its run's largest."""
+    return format_name if count == run_count else f"{format_name}\n(only {count:,} images)"
+
+
+def disk_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """Apparent and allocated bytes per (run, format), each at its own largest count (long form).
+
+    ``per_image`` (the bytes over the count) is what the chart draws: it compares stores of
+    different counts; ``bar`` names the format and, when it stopped short of its run's
+    largest count, the count it reached; ``panel`` names the run and its largest count.
+    """
+    rows = _disk_rows(frame)
     if rows.empty:
-        return pd.DataFrame(
-            columns=[
-                "run",
-                "run_label",
-                "backend",
-                "format",
-                "count",
-                "measure",
-                "bytes",
-                "bytes_per_image",
-                "files",
-                "megabytes",
-            ]
-        )
-    largest = rows["count"].max()
-    rows = rows[rows["count"] == largest].drop_duplicates(["run", "backend", "count"])
+        return pd.DataFrame(columns=DISK_COLUMNS)
+    rows = rows.assign(
+        bar=[_disk_bar_label(*values) for values in zip(rows["format"], rows["count"], rows["run_count"])],
+        panel=[f"{label} · {count:,} images" for label, count in zip(rows["run_label"], rows["run_count"])],
+    )
     long = rows.melt(
-        id_vars=["run", "run_label", "backend", "format", "count", "bytes_per_image", "files"],
+        id_vars=["run", "run_label", "backend", "format", "bar", "panel", "count", "run_count", "files"],
         value_vars=["apparent_bytes", "allocated_bytes"],
         var_name="measure",
         value_name="bytes",
     )
     long["measure"] = long["measure"].map({"apparent_bytes": "apparent", "allocated_bytes": "allocated"})
+    long["per_image"] = long["bytes"] / long["count"]
     long["megabytes"] = long["bytes"] / 1e6
-    return long
+    return long[DISK_COLUMNS]
+
+
+def disk_title(data: pd.DataFrame) -> alt.TitleParams:
+    """What the disk chart shows: bytes per image, at which count, and what a bar marked "only" means."""
+    if data["run"].nunique() == 1:
+        title = f"Disk use per image, stores of {int(data['run_count'].max()):,} images"
+    else:
+        title = "Disk use per image, each run at its largest count"
+    subtitle = ["apparent = file sizes, allocated = disk blocks, each divided by the store's number of images"]
+    if (data["count"] < data["run_count"]).any():
+        subtitle.append(
+            "“only N images”: the format stopped short of its run's largest count, drawn at the count it reached"
+        )
+    return alt.TitleParams(title, subtitle=subtitle)
 
 
 def disk_chart(frame: pd.DataFrame) -> alt.Chart | alt.FacetChart | None:
-    """Disk use per format (apparent and allocated bytes) at the largest count; None if unknown yet."""
+    """Disk use per image (apparent and allocated), every run's formats at their largest count; None if unknown yet."""
     data = disk_frame(frame)
     if data.empty:
         return None
-    count = int(data["count"].max())
-    domain = _formats_domain(data)
+    bars = list(dict.fromkeys(data["bar"]))
+    per_panel = data.groupby("run")["bar"].nunique().max()
     chart = (
         alt.Chart(data)
         .mark_bar()
         .encode(
             x=alt.X(
-                "format:N",
+                "bar:N",
                 title=None,
-                sort=domain,
-                scale=alt.Scale(domain=domain),
-                axis=alt.Axis(labelAngle=0, labelLimit=160),
+                sort=bars,
+                axis=alt.Axis(labelAngle=0, labelLimit=160, labelExpr="split(datum.label, '\\n')"),
             ),
             xOffset=alt.XOffset("measure:N", sort=["apparent", "allocated"]),
-            y=alt.Y("megabytes:Q", title="Disk use (MB)", axis=alt.Axis(format=",.3~r")),
+            y=alt.Y("per_image:Q", title="Bytes per image", axis=alt.Axis(format=",.3~r")),
             color=alt.Color(
                 "measure:N",
                 title="Size",
@@ -467,23 +513,26 @@ def disk_chart(frame: pd.DataFrame) -> alt.Chart | alt.FacetChart | None:
                 legend=alt.Legend(orient="top"),
             ),
             tooltip=[
+                alt.Tooltip("run_label:N", title="run"),
                 alt.Tooltip("format:N", title="format"),
                 alt.Tooltip("measure:N", title="size"),
-                alt.Tooltip("bytes:Q", title="bytes", format=","),
-                alt.Tooltip("bytes_per_image:Q", title="allocated bytes/image", format=",.0f"),
+                alt.Tooltip("per_image:Q", title="bytes/image", format=",.0f"),
+                alt.Tooltip("megabytes:Q", title="MB", format=",.3~r"),
                 alt.Tooltip("files:Q", title="files", format=","),
                 alt.Tooltip("count:Q", title="images", format=","),
+                alt.Tooltip("run_count:Q", title="run's largest count", format=","),
             ],
         )
-        .properties(width=max(360, 120 * len(domain)), height=PANEL_HEIGHT)
+        .properties(width=max(360, 120 * int(per_panel)), height=PANEL_HEIGHT)
     )
-    title = alt.TitleParams(
-        f"Disk use per format at {count:,} images", subtitle="apparent = file sizes, allocated = disk blocks"
-    )
-    if data["run"].nunique() > 1:
-        chart = chart.facet(column=alt.Column("run_label:N", title=None))
+    if data["run"].nunique() > 1:  # a panel per run, named by its label and its largest count
+        header = alt.Header(labelFontWeight="bold", labelLimit=0)
+        chart = chart.facet(
+            column=alt.Column("panel:N", title=None, sort=list(dict.fromkeys(data["panel"])), header=header)
+        )
+        chart = chart.resolve_scale(x="independent", xOffset="independent")
     # "pad": the plot keeps its size and the title and legend add to it (Streamlit would squeeze it).
-    return chart.properties(title=title, autosize=alt.AutoSizeParams(type="pad"))
+    return chart.properties(title=disk_title(data), autosize=alt.AutoSizeParams(type="pad"))
 
 
 def _loader_panel(count: int, cache: str, with_cache: bool) -> str:
@@ -619,6 +668,20 @@ def chart_svg(chart: alt.TopLevelMixin | dict) -> str:
 
 def _bytes(value: float | None) -> str:
     return "-" if value is None or pd.isna(value) else f"{value / 1e6:,.3f}" if value < 1e8 else format_megabytes(value)
+
+
+DISK_TABLE_COLUMNS = ("MB apparent / allocated", "Files", "Bytes/image", "× source files")
+
+
+def disk_table_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """Disk use as a table: one row per store (run, format, count), not one per operation timed on it."""
+    rows = frame[frame["allocated_bytes"].notna() & ~frame["operation"].isin(["write_one", LOADER])]
+    if rows.empty:
+        return pd.DataFrame()
+    rows = rows.drop_duplicates(["run", "backend", "count"])
+    table = table_frame(rows)
+    columns = ["Run"] * ("Run" in table) + ["Format", "Images", *DISK_TABLE_COLUMNS]
+    return table[columns]
 
 
 def table_frame(frame: pd.DataFrame) -> pd.DataFrame:

@@ -122,30 +122,64 @@ def page_link(page: object, label: str, icon: str | None = None, query_params: M
         st.markdown(f"{icon or ''} {plain(label)}")
 
 
-def render_table(frame: pd.DataFrame, key: str) -> None:
+# Column widths (pixels) that keep each table inside the page of a 1,400-pixel-wide window: its
+# content column is 940 pixels beside the sidebar. A cell's whole text shows on hover.
+TABLE_WIDTH = 940
+COLUMN_WIDTHS = {"Run": 170, "Format": 140, "Operation": 130, "MB apparent / allocated": 140, "Verified": 65}
+NUMBER_WIDTH = 70
+
+
+def column_widths(columns: Sequence[str]) -> dict[str, int]:
+    """Each column's width in pixels: the wide ones from :data:`COLUMN_WIDTHS`, the others narrow."""
+    return {name: COLUMN_WIDTHS.get(name, NUMBER_WIDTH) for name in columns}
+
+
+def measurement_table(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
+    """The timings table as shown, and the columns that say the same on every row (said once, above it).
+
+    The disk columns go to their own table (:func:`charts.disk_table_frame`): they belong to a
+    store, not to each operation timed on it, and with them the table ran off the page's right edge.
+    """
     table = charts.table_frame(frame)
     if table.empty:
-        return
-    # The whole table fits the page instead of scrolling off its right edge: narrow number
-    # columns, and columns that say the same on every row are said once, above it.
-    empty = [
-        name
-        for name in ("Workers", "Share of ceiling", "× source files", "Resize")
-        if name in table and (table[name] == "-").all()
-    ]
+        return table, {}
+    empty = [name for name in ("Workers", "Share of ceiling", "Resize") if name in table and (table[name] == "-").all()]
     same = {
         name: table[name].iloc[0]
         for name in ("Cache", "Repeats", "Keeps", "Resize")
         if name in table and name not in empty and table[name].nunique() == 1
     }
     # MB/s, IQR and min – max are in the charts' tooltips and the exports; the spread says how far apart the repeats are
-    table = table.drop(columns=[*same, *empty, "MB/s", "IQR", "Min – max"])
+    table = table.drop(columns=[*same, *empty, *charts.DISK_TABLE_COLUMNS, "MB/s", "IQR", "Min – max"])
     table.insert(3 + ("Run" in table), "Verified", table.pop("Verified"))  # seen without scrolling
+    return table, same
+
+
+def disk_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """The disk table as shown: one row per store; "× source files" only for photos."""
+    table = charts.disk_table_frame(frame)
+    if not table.empty and (table["× source files"] == "-").all():
+        table = table.drop(columns=["× source files"])
+    return table
+
+
+def _show_table(table: pd.DataFrame, key: str) -> None:
+    config = {name: st.column_config.Column(width=width) for name, width in column_widths(table.columns).items()}
+    st.dataframe(table, hide_index=True, key=key, width="content", column_config=config)
+
+
+def render_table(frame: pd.DataFrame, key: str) -> None:
+    """The measurements (one row each), then disk use (one row per store), each fitting the page."""
+    table, same = measurement_table(frame)
+    if table.empty:
+        return
     if same:
         st.caption(plain(" · ".join(f"{name}: {value}" for name, value in same.items()) + " (every row)"))
-    wide = {"Run", "Format", "Operation", "MB apparent / allocated", "Verified"}
-    config = {name: st.column_config.Column(width="small") for name in table.columns if name not in wide}
-    st.dataframe(table, hide_index=True, key=key, width="stretch", column_config=config)
+    _show_table(table, key)
+    disk = disk_table(frame)
+    if not disk.empty:
+        st.caption("Disk use: one row per store")
+        _show_table(disk, f"{key}-disk")
     failed = frame[frame["error"].notna()]
     for _, row in failed.head(5).iterrows():
         st.error(

@@ -18,8 +18,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
+from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -403,6 +405,37 @@ def test_results_page_overlays_exports_shares_and_deletes(isolated):
     assert any("Pick one or more runs" in i.value for i in at.info)
 
 
+def column_widths(table) -> dict[str, int]:
+    """The pixel width the page gives each column of a shown table."""
+    columns = json.loads(table.proto.columns)
+    return {name: config.get("width") for name, config in columns.items() if not config.get("hidden")}
+
+
+def test_results_compares_runs_of_different_counts_in_the_disk_chart_and_tables_that_fit(isolated):
+    db_path = isolated / "results.sqlite"
+    smaller = record_run(db_path, isolated / "runs", ["png", "hdf5"], [1, 10])
+    larger = record_run(db_path, isolated / "runs", ["lmdb", "hdf5"], [1, 20])
+    at = page(RESULTS, runs=f"{smaller},{larger}")
+    assert_clean(at)
+    (disk,) = [chart.proto for chart in at.get("vega_lite_chart") if "Disk use per image" in chart.proto.spec]
+    data = pd.concat([convert_arrow_bytes_to_pandas_df(dataset.data.data) for dataset in disk.datasets])
+    drawn = set(zip(data["run"], data["format"], data["count"]))
+    assert drawn == {
+        (smaller, "PNG files + CSV", 10),
+        (smaller, "HDF5", 10),
+        (larger, "LMDB", 20),
+        (larger, "HDF5", 20),
+    }
+    assert "each run at its largest count" in disk.spec
+    timings, stores = at.dataframe[0], at.dataframe[1]
+    assert not set(charts.DISK_TABLE_COLUMNS) & set(timings.value.columns)
+    assert {"MB apparent / allocated", "Files", "Bytes/image"} <= set(stores.value.columns)
+    assert len(stores.value) == 8  # one row per store: 2 runs × 2 formats × 2 counts
+    for table in (timings, stores):  # every column has its width, and together they fit a 1,400-px window
+        widths = column_widths(table)
+        assert set(widths) == set(table.value.columns) and sum(widths.values()) <= views.TABLE_WIDTH, widths
+
+
 def test_a_command_line_run_shows_as_running_and_stops_from_the_run_page(isolated):
     at = page(RESULTS)
     assert any("No runs yet" in i.value for i in at.info)
@@ -629,7 +662,7 @@ def test_a_real_photo_run_keeps_the_photos_bytes_shows_the_ratio_and_thumbnails(
     # The table says what each store kept, the resize and its bytes against the source files.
     table = at.dataframe[0].value
     assert set(table["Keeps"]) == {"source bytes", "pixels"}, table.columns
-    ratios = {row["Format"]: row["× source files"] for _, row in table.iterrows()}
+    ratios = {row["Format"]: row["× source files"] for _, row in at.dataframe[1].value.iterrows()}  # per store
     assert all(text.endswith("×") for text in ratios.values()), ratios
     text = texts(at)
     assert "Resize: shorter side 128 px" in text  # the same on every row, so said once above the table
@@ -650,7 +683,7 @@ def test_a_real_photo_run_keeps_the_photos_bytes_shows_the_ratio_and_thumbnails(
     with ResultsDB(db_file()) as db:
         picture = Image.open(io.BytesIO(share.share_png([record], runner_specs(db, run_id), stored, notes=notes)))
     assert picture.format == "PNG" and picture.height > 600
-    assert "× source files" in results.dataframe[0].value.columns
+    assert "× source files" in results.dataframe[1].value.columns
     # A bare link to the run sets the form as the run was set up.
     later = page(RUN, run=run_id)
     assert_clean(later)

@@ -199,6 +199,78 @@ def test_several_runs_are_overlaid_with_a_dash_per_run():
     assert "Run" in charts.table_frame(frame).columns
 
 
+def _spec_rows(spec: dict) -> list[dict]:
+    """The rows a chart's spec carries inline (every dataset of it)."""
+    return [row for rows in spec.get("datasets", {}).values() for row in rows]
+
+
+def _disk_run(run_id, counts, backends, stopped=None):
+    """Write measurements of a run; ``stopped`` (backend, count): that format measured up to that count only."""
+    items = []
+    for count in counts:
+        for backend in backends:
+            if stopped and backend == stopped[0] and count > stopped[1]:
+                continue
+            items.append(_measurement(run_id, backend, count, "write_batch", 0.001 * count))
+            items.append(_measurement(run_id, backend, count, "read_all", 0.0005 * count))
+    return items
+
+
+def test_the_disk_chart_keeps_every_runs_formats_each_at_its_largest_count():
+    small = _disk_run("run-small", (1, 10, 100, 1000, 10_000), ("png", "hdf5"))
+    large = _disk_run("run-large", (1, 10, 100, 1000, 10_000, 20_000), ("lmdb", "hdf5"))
+    frame = charts.measurements_frame(small + large, run_labels={"run-small": "small", "run-large": "large"})
+    spec = charts.chart_spec(charts.disk_chart(frame))
+    drawn = {(row["run_label"], row["format"], row["count"]) for row in _spec_rows(spec)}
+    assert drawn == {
+        ("small", "PNG files + CSV", 10_000),
+        ("small", "HDF5", 10_000),
+        ("large", "LMDB", 20_000),
+        ("large", "HDF5", 20_000),
+    }
+    # bytes per image: the same stores of 10,000 and 20,000 images draw the same bars
+    assert {row["per_image"] for row in _spec_rows(spec) if row["measure"] == "allocated"} == {4096.0}
+    text = json.dumps(spec, ensure_ascii=False)
+    assert "Disk use per image, each run at its largest count" in text
+    assert "small · 10,000 images" in text and "large · 20,000 images" in text  # each run's panel says its count
+    assert '"field": "panel"' in text
+
+
+def test_a_format_a_stopped_run_did_not_finish_stays_in_the_disk_chart_at_the_count_it_reached():
+    frame = charts.measurements_frame(_disk_run("run-a", (1, 10, 100), ("png", "lmdb", "hdf5"), stopped=("lmdb", 10)))
+    spec = charts.chart_spec(charts.disk_chart(frame))
+    bars = {(row["format"], row["count"], row["bar"]) for row in _spec_rows(spec)}
+    assert bars == {
+        ("PNG files + CSV", 100, "PNG files + CSV"),
+        ("LMDB", 10, "LMDB\n(only 10 images)"),
+        ("HDF5", 100, "HDF5"),
+    }
+    text = json.dumps(spec)
+    assert "Disk use per image, stores of 100 images" in text and "stopped short" in text
+    svg = charts.chart_svg(spec)
+    assert "(only 10 images)" in svg and "LMDB" in svg  # drawn: the label's second line
+    complete = charts.chart_spec(charts.disk_chart(charts.measurements_frame(_measurements())))
+    assert "stopped short" not in json.dumps(complete)  # said only when a format stopped short
+
+
+def test_the_disk_table_has_one_row_per_store():
+    frame = charts.measurements_frame(_disk_run("run-a", (1, 10), ("png", "hdf5"), stopped=("hdf5", 1)))
+    table = charts.disk_table_frame(frame)
+    assert list(table.columns) == [
+        "Format",
+        "Images",
+        "MB apparent / allocated",
+        "Files",
+        "Bytes/image",
+        "× source files",
+    ]
+    assert list(zip(table["Format"], table["Images"])) == [
+        ("PNG files + CSV", "1"),
+        ("HDF5", "1"),
+        ("PNG files + CSV", "10"),
+    ]
+
+
 def test_colours_are_fixed_per_backend():
     assert charts.format_colors(["hdf5", "png"]) == {"png": charts.PALETTE[0], "hdf5": charts.PALETTE[2]}
     assert charts.format_colors(["hdf5"]) == {"hdf5": charts.PALETTE[2]}
