@@ -5,7 +5,9 @@ reshapes and draws them:
 
 * :func:`time_chart`: elapsed time against the number of images, log-log, one line per
   format, a panel per operation (writes first, then reads), the min–max spread as a rule;
-* :func:`rate_chart`: images per second against the number of images, the same way;
+* :func:`rate_chart`: images per second against the number of images, the same way; the
+  count axis of both has a labelled tick at every count measured, and a random read's note
+  says it is 1,000 reads whatever the store's size;
 * :func:`disk_chart`: apparent and allocated bytes per image of each format, each run at its
   largest count (a format a stopped run measured only at a smaller count at that count);
 * :func:`loader_chart`: the training loader's images per second against the DataLoader's
@@ -24,6 +26,7 @@ names the formats it shows. Several runs are overlaid with one dash pattern per 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 
 import altair as alt
@@ -31,7 +34,15 @@ import pandas as pd
 
 from storage import registry
 from storage.bench import CACHES, OPERATIONS, Measurement
-from storage.bench.experiment import CEILING_BACKEND, CEILINGS, DECODE_CEILING_BACKEND, LOADER, WRITE_OPERATIONS
+from storage.bench.experiment import (
+    CEILING_BACKEND,
+    CEILINGS,
+    DECODE_CEILING_BACKEND,
+    LOADER,
+    RANDOM_READS,
+    WRITE_OPERATIONS,
+    images_per_sample,
+)
 from storage.bench.machine_load import was_disturbed
 from storage.bench.report import format_megabytes, format_rate, format_seconds
 
@@ -40,7 +51,12 @@ from .state import OPERATION_LABELS
 PANEL_WIDTH = 250
 PANEL_HEIGHT = 220
 PANEL_COLUMNS = 3
-TICK_SPACING = 4  # the x axis's labels stay apart when counts differ by this factor or more
+COUNT_FORMAT = ","  # every image count and images-per-second figure, axes and tooltips: 1,000,000 and 0.5
+LABEL_CHAR_WIDTH = 6  # pixels per character of an axis label (Vega's 10-pixel font: digits and commas)
+LABEL_GAP = 4  # pixels kept free between two neighbouring labels
+UPRIGHT_LABEL_WIDTH = 12  # pixels a label takes across the axis once turned upright
+MAX_PANEL_WIDTH = 4 * PANEL_WIDTH
+SAMPLED_READS = ("read_random", "remote_random")  # read min(N, RANDOM_READS) ids of a store of N
 
 # Measurement figures that may be missing (None): kept as floats so charts see numbers.
 NUMERIC_COLUMNS = [
@@ -84,6 +100,7 @@ COLUMNS = [
     "kind",
     "repeats",
     "images",
+    "timed",
     *NUMERIC_COLUMNS,
     "verified",
     "psnr",
@@ -157,6 +174,7 @@ def measurements_frame(measurements: Sequence[Measurement], run_labels: dict[str
                 "kind": "write" if m.operation in WRITE_OPERATIONS else "read",
                 "repeats": m.repeats,
                 "images": m.images,
+                "timed": timed_words(m.operation, int(m.count)),
                 "seconds": m.seconds_median,
                 "seconds_min": m.seconds_min,
                 "seconds_max": m.seconds_max,
@@ -190,6 +208,16 @@ def measurements_frame(measurements: Sequence[Measurement], run_labels: dict[str
     for column in (*NUMERIC_COLUMNS, "psnr"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
     return frame
+
+
+def timed_words(operation: str, count: int) -> str:
+    """What one timed sample handled, in words: the random reads are 1,000 whatever the store's size."""
+    handled = images_per_sample(operation, count)
+    if handled == count:
+        return f"{count:,} image{'' if count == 1 else 's'}"
+    if operation in SAMPLED_READS:
+        return f"{handled:,} random reads from a store of {count:,} images"
+    return f"{handled:,} image{'' if handled == 1 else 's'} per timed read, from a store of {count:,} images"
 
 
 def spread(measurement: Measurement) -> float | None:
@@ -316,7 +344,8 @@ def _tooltips(multi_run: bool) -> list[alt.Tooltip]:
         alt.Tooltip("format:N", title="format"),
         alt.Tooltip("operation_label:N", title="operation"),
         alt.Tooltip("cache:N", title="cache"),
-        alt.Tooltip("count:Q", title="images", format=","),
+        alt.Tooltip("count:Q", title="images in the store", format=COUNT_FORMAT),
+        alt.Tooltip("timed:N", title="timed"),
         alt.Tooltip("seconds:Q", title="median (s)", format=".6~g"),
         alt.Tooltip("seconds_min:Q", title="min (s)", format=".6~g"),
         alt.Tooltip("seconds_max:Q", title="max (s)", format=".6~g"),
@@ -331,23 +360,41 @@ def _tooltips(multi_run: bool) -> list[alt.Tooltip]:
 
 
 def count_ticks(counts: Iterable[int]) -> list[int]:
-    """The x axis's ticks: every power of ten from 1 up to the largest count, and that count itself.
+    """The x axis's ticks: every count measured, so that each point stands on a labelled tick.
 
-    Vega's own ticks on a log axis land on 1, 3, 20, 100, 300 and skip the end; these
-    are the counts people pick (1, 10, 100, 1,000, ...). A power of ten less than
-    ``TICK_SPACING`` times below the largest count gives way to it: on a panel
-    ``PANEL_WIDTH`` wide, the labels 10,000 and 20,000 would print over each other.
+    Vega's own ticks on a log axis land on 1, 3, 20, 100, 300, and a count between two of
+    them (10,000 beside 20,000) would read as its neighbour.
     """
-    values = [int(count) for count in counts]
-    if not values:
+    return sorted({int(count) for count in counts})
+
+
+def _tick_gaps(ticks: Sequence[int], domain: Sequence[int], width: float) -> list[float]:
+    """The pixels between neighbouring ticks on a log axis ``width`` pixels wide."""
+    low, high = (math.log10(value) for value in domain)
+    if high <= low:
         return []
-    largest = max(values)
-    ticks = [10**power for power in range(len(str(largest))) if 10**power <= largest]
-    if largest not in ticks:
-        if ticks and largest < TICK_SPACING * ticks[-1] and len(ticks) > 1:
-            ticks.pop()
-        ticks.append(largest)
-    return ticks
+    place = [width * (math.log10(tick) - low) / (high - low) for tick in ticks]
+    return [right - left for left, right in zip(place, place[1:])]
+
+
+def _flat_labels_fit(ticks: Sequence[int], gaps: Sequence[float]) -> bool:
+    labels = [len(f"{tick:,}") * LABEL_CHAR_WIDTH for tick in ticks]
+    return all(gap >= (left + right) / 2 + LABEL_GAP for gap, left, right in zip(gaps, labels, labels[1:]))
+
+
+def count_axis_layout(counts: Iterable[int], width: int = PANEL_WIDTH) -> tuple[int, int]:
+    """The count axis's label angle and the panel's width, so that no two tick labels overlap.
+
+    Flat labels when they fit; upright ones when neighbours are too close (10,000 beside
+    20,000 on a 250-pixel panel); and a wider panel when even upright ones would touch.
+    """
+    ticks = count_ticks(counts)
+    domain = count_domain(ticks)
+    gaps = _tick_gaps(ticks, domain, width)
+    if not gaps or _flat_labels_fit(ticks, gaps):
+        return 0, width
+    needed = UPRIGHT_LABEL_WIDTH + LABEL_GAP
+    return -90, min(MAX_PANEL_WIDTH, max(width, math.ceil(width * needed / min(gaps))))
 
 
 def count_domain(counts: Iterable[int]) -> list[int]:
@@ -362,13 +409,15 @@ def _line_chart(frame: pd.DataFrame, column: str, title: str, y_title: str) -> a
         return None
     multi_run = rows["run"].nunique() > 1
     panels = _panels(rows)
+    angle, width = count_axis_layout(rows["count"])
     x = alt.X(
         "count:Q",
-        title="Number of images",
+        title="Number of images in the store",
         scale=alt.Scale(type="log", domain=count_domain(rows["count"]), nice=False),
-        axis=alt.Axis(values=count_ticks(rows["count"]), format=",~d", labelOverlap=False),
+        axis=alt.Axis(values=count_ticks(rows["count"]), format=COUNT_FORMAT, labelOverlap=False, labelAngle=angle),
     )
-    y = alt.Y(f"{column}:Q", title=y_title, scale=alt.Scale(type="log"), axis=alt.Axis(format="~g"))
+    y_format = COUNT_FORMAT if column == "images_per_second" else "~g"
+    y = alt.Y(f"{column}:Q", title=y_title, scale=alt.Scale(type="log"), axis=alt.Axis(format=y_format))
     encodings = {"x": x, "y": y, "color": _color(rows), "tooltip": _tooltips(multi_run)}
     detail = ["backend:N"]
     if multi_run:
@@ -386,7 +435,7 @@ def _line_chart(frame: pd.DataFrame, column: str, title: str, y_title: str) -> a
             y2="seconds_max:Q",
         )
         layers.insert(0, spread)
-    layered = alt.layer(*layers).properties(width=PANEL_WIDTH, height=PANEL_HEIGHT)
+    layered = alt.layer(*layers).properties(width=width, height=PANEL_HEIGHT)
     return (
         layered.facet(
             facet=alt.Facet(
@@ -395,9 +444,20 @@ def _line_chart(frame: pd.DataFrame, column: str, title: str, y_title: str) -> a
             columns=min(PANEL_COLUMNS, len(panels)),
             data=rows,
         )
-        .properties(title=title)
+        .properties(title=line_title(title, rows))
         .resolve_scale(x="shared", y="shared")
     )
+
+
+def line_title(title: str, rows: pd.DataFrame) -> alt.TitleParams:
+    """The chart's title, and what the count means for random reads, when the chart has them."""
+    if not rows["operation"].isin(SAMPLED_READS).any():
+        return alt.TitleParams(title)
+    note = (
+        f"{OPERATION_LABELS['read_random']}: {RANDOM_READS:,} random reads from a store of N images "
+        f"(all N when N is under {RANDOM_READS:,}), plotted at N"
+    )
+    return alt.TitleParams(title, subtitle=note)
 
 
 def time_chart(frame: pd.DataFrame) -> alt.FacetChart | None:
@@ -518,9 +578,9 @@ def disk_chart(frame: pd.DataFrame) -> alt.Chart | alt.FacetChart | None:
                 alt.Tooltip("measure:N", title="size"),
                 alt.Tooltip("per_image:Q", title="bytes/image", format=",.0f"),
                 alt.Tooltip("megabytes:Q", title="MB", format=",.3~r"),
-                alt.Tooltip("files:Q", title="files", format=","),
-                alt.Tooltip("count:Q", title="images", format=","),
-                alt.Tooltip("run_count:Q", title="run's largest count", format=","),
+                alt.Tooltip("files:Q", title="files", format=COUNT_FORMAT),
+                alt.Tooltip("count:Q", title="images", format=COUNT_FORMAT),
+                alt.Tooltip("run_count:Q", title="run's largest count", format=COUNT_FORMAT),
             ],
         )
         .properties(width=max(360, 120 * int(per_panel)), height=PANEL_HEIGHT)
@@ -574,13 +634,13 @@ def loader_chart(frame: pd.DataFrame) -> alt.FacetChart | None:
         "images_per_second:Q",
         title="Images per second (median epoch)",
         scale=alt.Scale(type="log"),
-        axis=alt.Axis(format="~s"),
+        axis=alt.Axis(format=COUNT_FORMAT),
     )
     tips = [
         alt.Tooltip("format:N", title="format"),
         alt.Tooltip("workers:Q", title="workers"),
-        alt.Tooltip("batch_size:Q", title="batch size"),
-        alt.Tooltip("count:Q", title="images", format=","),
+        alt.Tooltip("batch_size:Q", title="batch size", format=COUNT_FORMAT),
+        alt.Tooltip("count:Q", title="images", format=COUNT_FORMAT),
         alt.Tooltip("cache:N", title="cache"),
         alt.Tooltip("images_per_second:Q", title="images/s", format=",.0f"),
         alt.Tooltip("fraction_of_ceiling:Q", title="share of ceiling", format=".0%"),

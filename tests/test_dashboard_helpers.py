@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from dashboard import charts, previews, runner, state  # noqa: E402
+from dashboard import charts, previews, runner, state, views  # noqa: E402
 from storage.bench import Experiment, Measurement, PreviewReady, ResultsDB  # noqa: E402
 
 BACKENDS = ["png", "lmdb", "hdf5"]
@@ -398,14 +398,111 @@ def test_a_run_that_cannot_start_says_why_in_a_sentence(tmp_path):
     assert "does not exist" in view.error and "Traceback" not in view.error
 
 
-def test_count_ticks_reach_the_largest_count():
+def test_count_ticks_are_the_counts_measured():
     assert charts.count_ticks([1, 10, 100, 1000]) == [1, 10, 100, 1000]
-    assert charts.count_ticks([1, 10, 100, 500]) == [1, 10, 100, 500]
-    assert charts.count_ticks([1]) == [1]
-    # 10,000 and 20,000 would print over each other: the largest count is labelled
-    assert charts.count_ticks([1, 10, 100, 1000, 10_000, 20_000]) == [1, 10, 100, 1000, 20_000]
-    assert charts.count_ticks([1, 10, 50_000]) == [1, 10, 100, 1000, 10_000, 50_000]
-    assert charts.count_ticks([3]) == [1, 3]
+    assert charts.count_ticks([500, 1, 100, 10, 100]) == [1, 10, 100, 500]
+    assert charts.count_ticks([1, 10, 100, 1000, 10_000, 20_000]) == [1, 10, 100, 1000, 10_000, 20_000]
+    assert charts.count_ticks([3]) == [3]
+
+
+COUNTS = (1, 10, 100, 1000, 10_000, 20_000)
+
+
+def _count_run(counts=COUNTS, operations=("write_batch", "read_all", "read_random")):
+    items = []
+    for count in counts:
+        for backend in ("png", "lmdb"):
+            for operation in operations:
+                items.append(_measurement("run-a", backend, count, operation, 1e-6 * count))
+    return items
+
+
+def _x_label_places(svg: str, labels) -> dict[str, float]:
+    """Where the chart's first panel draws each count label along its x axis (pixels)."""
+    places = {}
+    for label in labels:
+        found = re.search(rf'<text[^>]*transform="translate\(([\d.]+),[\d.]+\)[^>]*>{re.escape(label)}</text>', svg)
+        assert found, f"no label {label} drawn"
+        places[label] = float(found.group(1))
+    return places
+
+
+def test_the_count_axis_labels_a_tick_at_every_count_measured_without_overlap():
+    frame = charts.measurements_frame(_count_run())
+    for build in (charts.time_chart, charts.rate_chart):
+        spec = charts.chart_spec(build(frame))
+        axis = spec["spec"]["layer"][-1]["encoding"]["x"]["axis"]
+        assert axis["values"] == list(COUNTS) and axis["labelOverlap"] is False
+        svg = charts.chart_svg(spec)
+        places = _x_label_places(svg, [f"{count:,}" for count in COUNTS])
+        assert places["20,000"] - places["10,000"] >= charts.UPRIGHT_LABEL_WIDTH  # 10,000 has its own label
+        assert axis["labelAngle"] == -90  # turned upright: flat, 10,000 and 20,000 would print over each other
+    spread_out = charts.chart_spec(charts.time_chart(charts.measurements_frame(_count_run((1, 10, 100, 1000)))))
+    assert spread_out["spec"]["layer"][-1]["encoding"]["x"]["axis"]["labelAngle"] == 0  # flat where they fit
+    angle, width = charts.count_axis_layout([1000, 1100, 1200])  # too close even upright: a wider panel
+    assert angle == -90 and width > charts.PANEL_WIDTH
+
+
+def _formats_of(spec, fields) -> dict[str, set]:
+    """Each field's number formats anywhere in a spec: its axes' and its tooltips'."""
+    found: dict[str, set] = {}
+
+    def walk(node):
+        if isinstance(node, dict):
+            if node.get("field") in fields:
+                fmt = node.get("format", (node.get("axis") or {}).get("format"))
+                if "axis" in node or "title" in node:
+                    found.setdefault(node["field"], set()).add(fmt)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(spec)
+    return found
+
+
+def _loader_measurements():
+    items = []
+    for backend in ("lmdb", charts.CEILING_BACKEND):
+        for workers, rate in ((0, 300_000.0), (2, 1_000_000.0)):
+            items.append(
+                Measurement("run-a", backend, 20_000, "loader", "warm", workers=workers, batch_size=1024,
+                            images_per_second=rate, seconds_median=20_000 / rate, images=20_000)
+            )  # fmt: skip
+    return items
+
+
+def test_every_chart_writes_image_counts_and_rates_in_one_format():
+    frame = charts.measurements_frame(_count_run() + _loader_measurements())
+    counted = {"count", "run_count", "files", "batch_size", "images_per_second"}
+    specs = {name: charts.chart_spec(build(frame)) for name, build in views.CHARTS}
+    assert set(specs) == {"time", "rate", "disk", "loader"}
+    for name, spec in specs.items():
+        formats = _formats_of(spec, counted)
+        formats.get("images_per_second", set()).discard(",.0f")  # a rate's tooltip: whole images per second
+        formats = {field: found for field, found in formats.items() if found}
+        assert "count" in formats, name
+        assert all(found == {charts.COUNT_FORMAT} for found in formats.values()), (name, formats)
+    rate_svg = charts.chart_svg(specs["rate"])
+    loader_svg = charts.chart_svg(specs["loader"])
+    assert ">1,000,000<" in loader_svg and ">20,000<" in rate_svg
+    for svg in (rate_svg, loader_svg):
+        assert not re.search(r">[\d.]+(k|M|e\+\d+)<", svg)  # no 300k, 1M or 1e+6 beside 1,000
+
+
+def test_random_reads_say_they_read_1000_ids_of_a_store_of_n():
+    frame = charts.measurements_frame(_count_run())
+    for build in (charts.time_chart, charts.rate_chart):
+        spec = charts.chart_spec(build(frame))
+        assert "1,000 random reads from a store of N images" in json.dumps(spec["title"])
+        assert any(tip["field"] == "timed" for tip in spec["spec"]["layer"][-1]["encoding"]["tooltip"])
+        timed = {(row["operation"], row["count"]): row["timed"] for row in _spec_rows(spec)}
+        assert timed[("read_random", 20_000)] == "1,000 random reads from a store of 20,000 images"
+        assert timed[("read_random", 100)] == "100 images" and timed[("read_all", 20_000)] == "20,000 images"
+    writes = charts.chart_spec(charts.time_chart(charts.measurements_frame(_count_run(operations=("write_batch",)))))
+    assert "random reads" not in json.dumps(writes["title"])  # said only where there are random reads
 
 
 def test_link_hint_only_for_addresses_of_this_computer():
