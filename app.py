@@ -11,8 +11,8 @@ import streamlit as st
 
 from dashboard import access, config, resources, views
 from dashboard.text import plain
-from storage import backend_info, backends
 from storage.datasets import describe_available_sources, download_cifar10
+from storage.registry import backends, registered_info
 
 views.setup_page("Home")
 st.title("Image Storage Lab")
@@ -22,7 +22,10 @@ st.markdown(
     "every number on these pages is measured on this machine, with real images, and every "
     "store is read back and checked pixel for pixel."
 )
-st.markdown("\n".join(f"- **{backend_info(name).label}**: {backend_info(name).description}" for name in backends()))
+# The formats as registered, nothing imported; their libraries import beside, for the Run page.
+resources.backends_imported_beside()
+formats = [registered_info(name) for name in backends(available_only=False)]
+st.markdown("\n".join(f"- **{info.label}**: {info.description}" for info in formats))
 
 st.subheader("Data")
 if "home_flash" in st.session_state:

@@ -28,6 +28,19 @@ from . import config
 from .state import SOURCE_KEYWORDS
 
 
+@st.cache_resource(show_spinner=False)
+def backends_imported_beside() -> threading.Thread:
+    """Every backend's library imported once per server process, on a thread of its own.
+
+    The peers' libraries take seconds to import (MosaicML Streaming, LitData, torch: 6.5 s
+    on two cores), which the home page need not wait for: it starts this and draws at once,
+    and the Run page finds them imported, or waits only for what is left.
+    """
+    thread = threading.Thread(target=registry.backends, name="import-backends", daemon=True)
+    thread.start()
+    return thread
+
+
 @st.cache_resource(show_spinner=False, on_release=lambda db: db.close())
 def _results_db(path: str) -> ResultsDB:
     return ResultsDB(path)

@@ -88,6 +88,16 @@ def backends(available_only: bool = True) -> list[str]:
     return [name for name, registration in list(_BACKENDS.items()) if _load(registration) is not None]
 
 
+def registered_info(name: str) -> BackendInfo:
+    """A backend's name, label, description and flags as registered, importing nothing.
+
+    Whether it can be used here is not known yet (its ``unavailable_reason`` is None): that
+    is :func:`backend_info`'s to find out, by importing its module. A page that only names
+    the formats uses this, and does not wait seconds for the peers' libraries to import.
+    """
+    return _registration(name).info
+
+
 def backend_info(name: str) -> BackendInfo:
     """Name, label, one-line description and capability flags of a backend.
 

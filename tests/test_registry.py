@@ -37,6 +37,21 @@ def test_import_storage_loads_no_format_library():
     assert json.loads(fresh_interpreter(code)) == []
 
 
+def test_the_registered_info_of_every_backend_imports_none_of_them():
+    """What the home page lists (its first draw waited seconds for the peers' libraries to import)."""
+    code = (
+        "import json, sys\n"
+        "from storage import registry\n"
+        "labels = [registry.registered_info(name).label for name in registry.backends(available_only=False)]\n"
+        "heavy = ['streaming', 'litdata', 'lance', 'ffcv', 'datasets', *" + repr(list(HEAVY_LIBRARIES)) + "]\n"
+        "print(json.dumps([labels, [name for name in heavy if name in sys.modules],"
+        " [name for name in sys.modules if name.startswith('storage.formats.')]]))"
+    )
+    labels, imported, backend_modules = json.loads(fresh_interpreter(code))
+    assert labels == [backend.info.label for backend in BUILTIN_BACKENDS] and "LMDB" in labels
+    assert imported == [] and backend_modules == []
+
+
 def test_a_backend_module_is_imported_on_first_use_only():
     code = (
         "import json, sys, storage\n"
