@@ -88,7 +88,7 @@ def advise(path: str | os.PathLike[str], advice: int) -> bool:
 
 SCATTERED_READ_MAPPED_BYTES = 32 * 2**20
 """What one scattered read of a big image was seen to map (see :class:`ReadBudget`)."""
-READ_MAPPED_BYTES = 256 * 2**20
+READ_MAPPED_BYTES = 128 * 2**20
 """A big store's reads are unmapped after about this much."""
 BIG_IMAGE_BYTES = 16 * 2**10
 """Images from this size on are unmapped after every few scattered reads."""

@@ -280,14 +280,14 @@ def test_a_kept_bytes_run_is_sized_by_the_files_not_the_pixels(tmp_path, photos)
 
 
 def test_read_all_slices_of_photos_are_cut_by_their_decoded_bytes(photos, monkeypatch):
-    """A streamed read_all of photos holds about READ_BUFFER_BYTES of pixels per slice, whatever the average."""
+    """A streamed read_all of photos holds about PHOTO_SLICE_BYTES of pixels per slice, whatever the average."""
     import math
 
     from storage.bench.operations import read
 
     images, _, _ = photos
     budget = 4 * 2**20
-    monkeypatch.setattr(read, "READ_BUFFER_BYTES", budget)
+    monkeypatch.setattr(read, "PHOTO_SLICE_BYTES", budget)
     count = 3 * len(images)  # cycled, as a bench of more images than the folder has
     bounds = read._slice_bounds(images, count, step=50)
     assert bounds[0][0] == 0 and bounds[-1][1] == count

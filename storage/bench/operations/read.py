@@ -51,7 +51,7 @@ from ..run_state import (
     sample_ids,
     store_was_written,
 )
-from ..streaming import READ_BUFFER_BYTES, read_slice_images, streams
+from ..streaming import PHOTO_SLICE_BYTES, read_slice_images, streams
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +252,7 @@ def _time_read_all_in_slices(
 
 
 def _slice_bounds(images, count: int, step: int) -> list[tuple[int, int]]:
-    """Slices of at most ``step`` images and about ``READ_BUFFER_BYTES`` of decoded pixels each.
+    """Slices of at most ``step`` images and about ``PHOTO_SLICE_BYTES`` of decoded pixels each.
 
     Images of many sizes: a slice sized by the average image would hold, where large photos
     come in a row, many times the average (a folder that repeats each photo in a row took a
@@ -265,7 +265,7 @@ def _slice_bounds(images, count: int, step: int) -> list[tuple[int, int]]:
     bounds, start, total = [], 0, 0
     for index in range(count):
         size = math.prod(shape_of(index % len(images)))
-        if index > start and (index - start >= step or total + size > READ_BUFFER_BYTES):
+        if index > start and (index - start >= step or total + size > PHOTO_SLICE_BYTES):
             bounds.append((start, index))
             start, total = index, 0
         total += size
