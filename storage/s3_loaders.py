@@ -15,7 +15,8 @@
 * Lance: ``lance.torch.data.LanceDataset("s3://...", dataset_options={"storage_options": ...})``,
   batches read by range in a random order, workers spawned (Lance is not fork-safe).
 * Parquet: whole row groups in a seeded random order per epoch, dealt out to the workers,
-  samples through the same 1,000-sample shuffle buffer (:class:`ParquetRowGroups`).
+  samples through the same 1,000-sample shuffle buffer
+  (:class:`storage.formats.parquet_torch.ParquetRowGroups`, as its local loader).
 * Every other format (Zarr read in place, and the formats downloaded first):
   :class:`storage.torch.StoreDataset`'s batched path over the remote store, shuffled by
   the sampler.
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import functools
 import io
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -250,68 +250,12 @@ def _webdataset_sample(sample: dict[str, Any]) -> dict[str, Any]:
     raise ValueError(f"sample {sample['__key__']} of a WebDataset shard holds no image member")
 
 
-class ParquetRowGroups(torch.utils.data.IterableDataset):
-    """A shuffled epoch of a Parquet store in a bucket, streamed as Parquet's users stream it.
-
-    Row groups are what a Parquet reader fetches: one ranged GET per column chunk. Reading
-    a shuffled list of ids one by one fetched a whole row group for every image (100,000
-    CIFAR images brought 31 GB for a 307 MB store). So each epoch takes the row groups in a
-    seeded random order, deals them out to the workers, reads each whole once and sends its
-    samples through a shuffle buffer of ``SHUFFLE_BUFFER`` samples, as Hugging Face
-    ``datasets``' streaming shuffle and WebDataset do: a lesser shuffle than a permutation of
-    every id (samples stay near their row group's neighbours), which ``read_method`` says.
-    Every id still comes exactly once an epoch; a new order every epoch.
-    """
-
-    def __init__(self, store: Any, seed: int, buffer: int = SHUFFLE_BUFFER) -> None:
-        self.location: S3Location = store.location
-        self.cache = Path(getattr(store, "cache", Path(store.path).parent))
-        self.seed, self.buffer, self.epoch = seed, buffer, 0
-        rows = store.options["row_group_rows"]
-        self.groups = [
-            (part, group, first + group * rows, first + min(part_rows, (group + 1) * rows))
-            for part, (first, part_rows) in enumerate(store.backend_state["parts"])
-            for group in range(-(-part_rows // rows))
-        ]
-        self.uniform = store.uniform_shape is not None
-        self._store, self._pid = store, os.getpid()
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_store": None, "_pid": None}
-
-    def _opened(self) -> Any:
-        if self._store is None or self._pid != os.getpid():
-            self._store, self._pid = reopen_remote(self.location, "parquet", self.cache), os.getpid()
-        return self._store
-
-    def __iter__(self):
-        info = torch.utils.data.get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        epoch, self.epoch = self.epoch, self.epoch + 1
-        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.groups))[worker::workers]
-        draw = np.random.default_rng([self.seed, epoch, worker])
-        store, held = self._opened(), []
-        for index in order.tolist():
-            _, _, first, stop = self.groups[index]
-            images, labels = store.read_batch(np.arange(first, stop))
-            for offset in range(stop - first):
-                held.append({"image": images[offset], "label": int(labels[offset]), "id": first + offset})
-                if len(held) >= self.buffer:
-                    yield _take_at_random(held, draw)
-        while held:
-            yield _take_at_random(held, draw)
-
-
-def _take_at_random(held: list, draw: np.random.Generator) -> Any:
-    """One item of ``held`` picked at random and removed (swapped with the last: no shifting)."""
-    at = int(draw.integers(len(held)))
-    held[at], held[-1] = held[-1], held[at]
-    return held.pop()
-
-
 def _parquet_loader(store: Any, batch_size: int, num_workers: int, seed: int, timeout: float) -> DataLoader:
-    dataset = ParquetRowGroups(store, seed)
-    collate = SampleCollate(encoded=False, stack=dataset.uniform)  # read_batch decodes
+    from .formats.parquet_torch import ParquetRowGroups
+
+    cache = Path(getattr(store, "cache", Path(store.path).parent))
+    dataset = ParquetRowGroups(store, functools.partial(reopen_remote, store.location, "parquet", cache), seed)
+    collate = SampleCollate(encoded=False, stack=store.uniform_shape is not None)  # decoded as read
     return DataLoader(dataset, batch_size=batch_size, collate_fn=collate, **_worker_options(num_workers, timeout))
 
 
@@ -323,4 +267,4 @@ _BUILDERS: dict[str, Callable[..., DataLoader]] = {
     "lance": _lance_loader,
 }
 
-__all__ = ["ParquetRowGroups", "RemoteStoreDataset", "make_s3_loader"]
+__all__ = ["RemoteStoreDataset", "make_s3_loader"]

@@ -170,6 +170,34 @@ def test_a_peers_own_order_decodes_its_kept_bytes_in_the_collate_step(tmp_path, 
     assert sorted(seen) == list(range(100)) and path.startswith("litdata.StreamingDataset in StreamingDataLoader")
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_parquets_own_order_reads_whole_row_groups_through_a_shuffle_buffer(tmp_path, cifar, workers, monkeypatch):
+    """Every id once an epoch, a new order each epoch, pixels as stored; each row group read once, not per image."""
+    from storage.base import ImageStore
+
+    images, labels = cifar
+    with storage.open_store("parquet", tmp_path / "s", "w", row_group_rows=50) as store:
+        store.write_batch(images, labels)
+    reads = []
+    read_batch = ImageStore.read_batch
+    monkeypatch.setattr(
+        ImageStore, "read_batch", lambda self, ids, *a, **k: reads.append(len(ids)) or read_batch(self, ids, *a, **k)
+    )
+    loader, path = own_order_loader("parquet", tmp_path / "s", 64, workers, Pipeline(), seed=5)
+    orders = []
+    for _ in range(2):
+        order = []
+        for batch, batch_labels, ids, _ in loader:
+            np.testing.assert_array_equal(batch.numpy(), images[ids.numpy()])
+            np.testing.assert_array_equal(batch_labels.numpy(), labels[ids.numpy()])
+            order.extend(ids.tolist())
+        orders.append(order)
+    assert all(sorted(order) == list(range(600)) for order in orders) and orders[0] != orders[1]
+    assert consecutive_share(orders[0]) < 0.5 and "row groups" in path and "shuffle buffer" in path
+    if not workers:  # read in this process: one read of 50 images per row group and epoch
+        assert reads == [50] * 24
+
+
 def test_memory_and_file_sources_give_the_same_photos(tmp_path, photos, photo_bytes):
     order = np.arange(150) % 100
     labels = photos.labels[order]

@@ -104,6 +104,39 @@ class ParquetStore(ImageStore):
     # "parallel" is kept for stores written before encodings were shared: encoding runs on the pool anyway
     default_options = {"compression": "snappy", "row_group_rows": 100, "parallel": True}
 
+    torch_shuffles = True  # its own epochs: whole row groups through a shuffle buffer (parquet_torch)
+    torch_order = (
+        "Parquet streamed by row groups: whole row groups in a seeded random order, dealt out to the workers, "
+        "through a 1,000-sample shuffle buffer"
+    )
+
+    @classmethod
+    def torch_dataset(
+        cls,
+        path: str | os.PathLike[str],
+        transform: Any = None,
+        *,
+        shuffle: bool = True,
+        seed: int | None = None,
+        batch_size: int | None = None,
+    ) -> Any:
+        """Epochs as Parquet's users stream them (:class:`~storage.formats.parquet_torch.ParquetRowGroups`):
+        each row group read whole once, in a seeded random order, samples through a shuffle buffer.
+
+        Samples are dicts (``image``: pixels, or an encoded store's kept bytes as a uint8 array;
+        ``label``; ``id``). ``batch_size`` is the DataLoader's; a per-image ``transform`` is not
+        taken (use :class:`storage.torch.StoreDataset` for that).
+        """
+        import functools
+
+        from .parquet_torch import ParquetRowGroups
+
+        if transform is not None or not shuffle:
+            raise TypeError("Parquet's row-group epochs are shuffled and take no per-image transform")
+        with cls(path, "r") as store:
+            opener = functools.partial(cls, path, "r")
+            return ParquetRowGroups(store, opener, 0 if seed is None else seed, stored=True, keep_store=False)
+
     def _check_options(self, options: dict[str, Any]) -> None:
         super()._check_options(options)
         if options.get("compression", "snappy") not in COMPRESSIONS:
