@@ -10,6 +10,8 @@ Run page::
     ?formats=png,lmdb&max_count=1000&counts=5000&ops=write_batch,read_all&caches=warm,cold
      &repeats=1&source=auto&keep=1&run=<run id>
 
+(``max_count=0``: no powers of ten, only the ``counts`` given.)
+
 with, for photos, ``&source=photos`` (the bundled ImageNet sample) or a folder (and
 ``&skip_bad=1`` to leave out the folder's files that cannot be read), ``&encoding=source`` (what the stores keep: ``raw`` pixels, ``source`` for the photos' own
 bytes, ``png``, ``jpeg:90``, ``webp``) and ``&shorter_side=256`` or ``&max_side=512``; and,
@@ -40,6 +42,8 @@ from storage.encodings import parse_encoding
 from storage.errors import StorageError
 
 COUNT_STEPS = (1, 10, 100, 1_000, 10_000, 100_000)
+NO_STEPS = 0  # the slider's "none": no powers of ten, only the other counts (a run of 10 and 20 images)
+MAX_COUNT_CHOICES = (NO_STEPS, *COUNT_STEPS)
 DEFAULT_FORMATS = ("png", "lmdb", "hdf5")  # the three formats of the original article
 DEFAULT_MAX_COUNT = 1_000
 DEFAULT_OPERATIONS = ("write_batch", "read_all", "read_random")
@@ -212,7 +216,9 @@ def parse_run_params(
         controls.formats = list(dict.fromkeys(name for name in wanted if name in available_backends))
     extra_counts: list[int] = []
     max_text = _last(params.get("max_count"))
-    if max_text:
+    if max_text and max_text.strip() == str(NO_STEPS):
+        controls.max_count = NO_STEPS
+    elif max_text:
         try:
             value = parse_count(max_text)
         except ValueError as error:
@@ -269,11 +275,12 @@ def params_of_run(parameters: Mapping[str, object]) -> dict[str, str]:
     """The Run page's query parameters that set its controls as a recorded run had them.
 
     ``parameters`` is the run's recorded :class:`Experiment` (``RunRecord.parameters``). The
-    counts come back as the powers of ten the run measured in a row from 1 (the slider),
-    plus the others; the bundled photos' folder as ``photos``.
+    counts come back as the powers of ten the run measured in a row from 1 (the slider;
+    ``NO_STEPS`` if it did not measure 1 image), plus the others; the bundled photos' folder
+    as ``photos``.
     """
     counts = sorted({int(count) for count in parameters.get("counts") or [] if isinstance(count, int)})
-    max_count = COUNT_STEPS[0]
+    max_count = NO_STEPS
     for step in COUNT_STEPS:
         if step not in counts:
             break
@@ -284,7 +291,7 @@ def params_of_run(parameters: Mapping[str, object]) -> dict[str, str]:
     params = {
         "formats": ",".join(map(str, parameters.get("backends") or [])),
         "max_count": str(max_count),
-        "counts": ",".join(str(count) for count in counts if count > max_count or count not in COUNT_STEPS),
+        "counts": ",".join(str(count) for count in counts if count not in counts_for(max_count)),
         "ops": ",".join(map(str, parameters.get("operations") or [])),
         "caches": ",".join(map(str, parameters.get("caches") or [])),
         "repeats": str(parameters.get("repeats") or DEFAULT_REPEATS),
@@ -365,7 +372,8 @@ def run_params(controls: RunControls) -> dict[str, str]:
         "source": controls.source,
     }
     try:
-        extra = [count for count in parse_counts(controls.other_counts) if count not in COUNT_STEPS]
+        slider = counts_for(controls.max_count)
+        extra = [count for count in parse_counts(controls.other_counts) if count not in slider]
     except ValueError:
         extra = None
     if extra is None:
@@ -442,7 +450,7 @@ def controls_from_widgets(values: Mapping[str, object], run_id: str | None = Non
     folder = str(values.get(RUN_WIDGETS["folder"]) or "").strip()
     return RunControls(
         formats=list(values.get(RUN_WIDGETS["formats"]) or []),
-        max_count=int(values.get(RUN_WIDGETS["max_count"]) or DEFAULT_MAX_COUNT),
+        max_count=int(values.get(RUN_WIDGETS["max_count"], DEFAULT_MAX_COUNT) or NO_STEPS),
         other_counts=str(values.get(RUN_WIDGETS["other_counts"]) or ""),
         operations=list(values.get(RUN_WIDGETS["operations"]) or []),
         caches=list(values.get(RUN_WIDGETS["caches"]) or []),

@@ -42,14 +42,18 @@ available = backends()
 params = {key: st.query_params.get_all(key) for key in st.query_params}
 url_controls, notes = state.parse_run_params(params, available)
 link_given = any(key in params for key in state.RUN_LINK_PARAMS)
-if not link_given and url_controls.run_id and SAVED not in st.session_state:
-    # A bare ``?run=<id>`` link in a new tab: the form shows how that run was set up.
+saved_run = st.session_state[SAVED].run_id if SAVED in st.session_state else None
+follow_run = not link_given and url_controls.run_id is not None and url_controls.run_id != saved_run
+if follow_run:
+    # A bare ``?run=<id>`` link (a new tab, or a link from another page): the form shows how that
+    # run was set up, over what this session had, so that Run benchmark runs it again.
     url_controls, notes = state.parse_run_params(
         {**resources.run_params_of(url_controls.run_id), "run": url_controls.run_id}, available
     )
     link_given = True
+    st.session_state.update(state.run_widget_values(url_controls))
 starting = url_controls if link_given or SAVED not in st.session_state else st.session_state[SAVED]
-if views.init_state(state.run_widget_values(starting)):
+if views.init_state(state.run_widget_values(starting)) or follow_run:
     for note in notes:
         st.warning(f"The link could not be followed entirely: {plain(note)}.")
 read_only = access.read_only()
@@ -81,10 +85,10 @@ for name in backends(available_only=False):
         top[0].caption(f":gray[~~{backend_info(name).label}~~ unavailable: {backend_info(name).unavailable_reason}]")
 top[1].select_slider(
     "Number of images",
-    options=list(state.COUNT_STEPS),
+    options=list(state.MAX_COUNT_CHOICES),
     key=W["max_count"],
-    format_func=lambda count: f"{count:,}",
-    help="Every power of ten up to this count is run: 1, 10, 100, …",
+    format_func=lambda count: f"{count:,}" if count != state.NO_STEPS else "none",
+    help="Every power of ten up to this count is run: 1, 10, 100, …; none: only the other counts.",
 )
 top[2].text_input(
     "Other counts",

@@ -29,7 +29,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import storage  # noqa: E402
-from dashboard import charts, previews, runner, share, views  # noqa: E402
+from dashboard import charts, previews, runner, share, state, views  # noqa: E402
 from dashboard.charts import PRELOAD_DESCRIPTION  # noqa: E402
 from storage.bench import Experiment, ResultsDB, run_experiment  # noqa: E402
 from storage.bench.results import PREVIEW_MAX_SIDE  # noqa: E402
@@ -176,7 +176,8 @@ def test_run_page_has_the_promised_controls_and_an_estimate():
     assert formats.value == ["png", "lmdb", "hdf5"]
     counts = at.select_slider(key="run_max_count")
     assert counts.label == "Number of images" and counts.value == 1000
-    assert [int(option.replace(",", "")) for option in counts.options] == [1, 10, 100, 1000, 10000, 100000]
+    assert counts.options[0] == "none"  # only the other counts
+    assert [int(option.replace(",", "")) for option in counts.options[1:]] == [1, 10, 100, 1000, 10000, 100000]
     assert at.text_input(key="run_other_counts").label == "Other counts"
     assert at.multiselect(key="run_operations").label == "Operations"
     assert at.multiselect(key="run_caches").label == "Page cache"
@@ -363,6 +364,39 @@ def test_a_run_link_shows_that_run_from_the_database(isolated):
     missing = page(RUN, run="20000101-000000-000000")
     assert_clean(missing)
     assert any("not in the results database" in w.value for w in missing.warning)
+
+
+def test_a_run_link_fills_the_form_as_the_run_was_set_up_and_run_benchmark_repeats_it(isolated, monkeypatch):
+    recorded = Experiment(
+        backends=["lmdb", "hdf5"], counts=[10, 20], operations=["write_batch", "read_all", "loader"],
+        caches=["warm"], repeats=2, source="sample", workers=[0], batch_size=8, work_dir=str(isolated / "runs"),
+    )  # fmt: skip
+    with ResultsDB(db_file()) as db:
+        run_id = run_experiment(recorded, db).run_id
+        recorded = Experiment(**db.get_run(run_id).parameters)
+    started = []
+    monkeypatch.setattr(runner, "launch", lambda experiment, db, **options: started.append(experiment) or run_id)
+
+    def assert_form_is_the_runs(at: AppTest) -> None:
+        assert_clean(at)
+        assert at.multiselect(key="run_formats").value == ["lmdb", "hdf5"]
+        assert at.select_slider(key="run_max_count").value == 0  # "none": no powers of ten, so no run of 1 image
+        assert at.text_input(key="run_other_counts").value == "10, 20"
+        assert at.multiselect(key="run_operations").value == ["write_batch", "read_all", "loader"]
+        assert at.number_input(key="run_repeats").value == 2
+        assert at.multiselect(key="run_workers").value == [0] and at.number_input(key="run_batch_size").value == 8
+        assert at.query_params["run"] == run_id and at.query_params["counts"] == "10,20"
+        assert state.to_experiment(state.controls_from_widgets(at.session_state), str(isolated / "runs")) == recorded
+
+    later = page(RUN, run=run_id)
+    assert_form_is_the_runs(later)
+    button(later, "Run benchmark").click().run()
+    assert started == [recorded]
+    # A session whose form shows other settings follows a link that names only the run, too.
+    other = page(RUN, formats="png", max_count="10", ops="write_batch", source="sample")
+    other.query_params.clear()
+    other.query_params["run"] = run_id
+    assert_form_is_the_runs(other.run())
 
 
 # -- results ------------------------------------------------------------------------------------

@@ -59,6 +59,22 @@ def test_run_params_round_trip():
     assert parsed.counts() == [1, 10, 100, 500, 5000]
 
 
+def test_a_recorded_runs_counts_come_back_exactly_in_the_form_and_the_address():
+    """A run of 10 and 20 images (no 1) is neither 1, 10, 20 nor 1, 20 once it is a form or a link."""
+    recorded = {"backends": ["lmdb", "hdf5"], "counts": [10, 20], "operations": ["write_batch"], "repeats": 2}
+    controls, notes = state.parse_run_params(state.params_of_run(recorded), BACKENDS)
+    assert notes == [] and controls.max_count == state.NO_STEPS and controls.counts() == [10, 20]
+    again, _ = state.parse_run_params(state.run_params(controls), BACKENDS)
+    assert again.counts() == [10, 20]
+    widgets = state.controls_from_widgets(state.run_widget_values(controls))
+    assert widgets.max_count == state.NO_STEPS and widgets.counts() == [10, 20]
+    # A run from 1 image keeps the slider; a count the slider covers is not repeated in the link.
+    slider, _ = state.parse_run_params(state.params_of_run({**recorded, "counts": [1, 10, 100, 5000]}), BACKENDS)
+    assert slider.max_count == 100 and slider.counts() == [1, 10, 100, 5000]
+    typed = state.RunControls(max_count=1, other_counts="10, 20")
+    assert state.parse_run_params(state.run_params(typed), BACKENDS)[0].counts() == [1, 10, 20]
+
+
 def test_parse_run_params_defaults_and_bad_values_become_notes():
     controls, notes = state.parse_run_params({}, BACKENDS)
     assert controls.formats == ["png", "lmdb", "hdf5"]
