@@ -423,7 +423,8 @@ def _line_chart(frame: pd.DataFrame, column: str, title: str, y_title: str) -> a
     if multi_run:
         run_legend = alt.Legend(orient="bottom", direction="vertical", labelLimit=400)
         encodings["strokeDash"] = alt.StrokeDash("run_label:N", title="Run", legend=run_legend)
-        encodings["shape"] = alt.Shape("run_label:N", title="Run", legend=run_legend)
+        # The points' shapes tell the runs apart too; one legend ("Run", by the dashes) says which is which.
+        encodings["shape"] = alt.Shape("run_label:N", title="Run", legend=None)
         detail.append("run_label:N")
     base = alt.Chart().encode(detail=detail)
     line = base.mark_line(point=True, strokeWidth=2).encode(**encodings)

@@ -1,7 +1,8 @@
 """The "Share" picture: one PNG of a whole result, to paste in a chat or an issue.
 
 The picture holds what a reader needs to judge the numbers without the dashboard: a
-title, the run's settings and data source, the machine it ran on, the charts (rendered by
+title, the run's settings and data source, the machine it ran on, a table of the main
+figures per format at the largest count, the charts (the training loader's too; rendered by
 vl-convert, as the chart exports are) and the images read back from each store. It is
 composed with Pillow, top to bottom, on a white page.
 """
@@ -15,10 +16,10 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from storage.bench import PreviewReady, RunRecord
+from storage.bench import Measurement, PreviewReady, RunRecord
 from storage.bench.environment import describe
 
-from . import charts, previews
+from . import charts, previews, summary
 from .state import OPERATION_LABELS, format_counts
 from .text import printable
 
@@ -26,6 +27,8 @@ MARGIN = 40
 WIDTH_MIN = 1200
 CHART_SCALE = 1.5
 PREVIEW_SIDE = 64
+CAPTION_SLOT = 130  # pixels per image read back: its caption is wrapped (then cut) to fit, never drawn over the next
+SHARE_CHARTS = ("time", "rate", "disk", "loader")  # drawn in this order, the first above the images read back
 TEXT = (38, 39, 48)
 MUTED = (100, 104, 115)
 _FONT_FILES = {
@@ -116,7 +119,7 @@ def _preview_block(items: Sequence[PreviewReady], width: int) -> Image.Image | N
         return None
     label_font, caption_font = font(18, bold=True), font(14)
     label_width = 260
-    row_height = PREVIEW_SIDE + 30
+    row_height = PREVIEW_SIDE + 48  # two lines of caption
     block = Image.new("RGB", (width, 40 + row_height * len(rows)), "white")
     draw = ImageDraw.Draw(block)
     draw.text((0, 0), f"Images read back from every store of {rows[0].count:,} images", fill=TEXT, font=font(22, True))
@@ -129,10 +132,44 @@ def _preview_block(items: Sequence[PreviewReady], width: int) -> Image.Image | N
         left = label_width
         for picture, caption in zip(row.images, row.captions):
             block.paste(picture.convert("RGB"), (left, top))
-            draw.text(
-                (left, top + picture.height + 4), caption.split(" ✓")[0].split(" ✗")[0], fill=MUTED, font=caption_font
-            )
-            left += max(picture.width, 110) + 16
+            for number, line in enumerate(caption_lines(caption, caption_font, draw)):
+                draw.text((left, top + picture.height + 4 + 17 * number), line, fill=MUTED, font=caption_font)
+            left += max(picture.width, CAPTION_SLOT) + 16
+    return block
+
+
+def caption_lines(caption: str, caption_font, draw: ImageDraw.ImageDraw, width: int = CAPTION_SLOT) -> list[str]:
+    """An image's caption (``#2830 automobile``, its check mark left out) in at most two lines of ``width`` pixels."""
+    text = caption.split(" ✓")[0].split(" ✗")[0]
+    lines = wrap_text(text, caption_font, width, draw)[:2]
+    for index, line in enumerate(lines):
+        while draw.textlength(line, font=caption_font) > width and len(line) > 1:
+            line = line[:-2] + "…"
+        lines[index] = line
+    return lines
+
+
+def drawn_specs(chart_specs: Mapping[str, dict]) -> list[tuple[str, dict]]:
+    """The charts the picture draws, by name, in order: every one of :data:`SHARE_CHARTS` there is."""
+    return [(name, chart_specs[name]) for name in SHARE_CHARTS if name in chart_specs]
+
+
+def _table_block(measurements: Sequence[Measurement], width: int) -> Image.Image | None:
+    """The main figures per format at the run's largest count, as the Run page's summary has them."""
+    count, rows = summary.figures_table(measurements)
+    if not rows:
+        return None
+    head_font, cell_font, row_height = font(16, bold=True), font(16), 28
+    block = Image.new("RGB", (width, 40 + row_height * (len(rows) + 1)), "white")
+    draw = ImageDraw.Draw(block)
+    draw.text((0, 0), f"The figures at {count:,} image{'s' if count != 1 else ''}", fill=TEXT, font=font(22, True))
+    lefts = [0, 300, 480, 680, 900]
+    for column, (left, name) in enumerate(zip(lefts, summary.FIGURE_COLUMNS)):
+        draw.text((left, 40), name, fill=MUTED if column else TEXT, font=head_font)
+    for index, row in enumerate(rows, start=1):
+        top = 40 + row_height * index
+        for left, cell in zip(lefts, row):
+            draw.text((left, top), printable(cell), fill=TEXT, font=cell_font)
     return block
 
 
@@ -142,23 +179,24 @@ def share_png(
     preview_items: Sequence[PreviewReady] = (),
     title: str | None = None,
     notes: Sequence[str] = (),
+    measurements: Sequence[Measurement] = (),
 ) -> bytes:
     """The whole result as one PNG: title, settings, machine, charts and read-back images.
 
     Args:
         records: the runs shown (one, or several overlaid).
-        chart_specs: Vega-Lite specs by name (``time``, ``rate``, ``disk``), drawn in that order.
+        chart_specs: Vega-Lite specs by name (``time``, ``rate``, ``disk``, ``loader``), drawn in that order.
         preview_items: images read back from the stores (of one run).
         title: the heading (default: names the run or the number of runs).
         notes: lines said under the settings (for photos: each store against the source files).
+        measurements: the run's, for a table of the main figures per format at its largest count.
     """
     import vl_convert as vlc
 
     pictures = []
-    for name in ("time", "rate", "disk"):
-        if name in chart_specs:
-            png = vlc.vegalite_to_png(chart_specs[name], scale=CHART_SCALE)
-            pictures.append(Image.open(io.BytesIO(png)).convert("RGB"))
+    for _, spec in drawn_specs(chart_specs):
+        png = vlc.vegalite_to_png(spec, scale=CHART_SCALE)
+        pictures.append(Image.open(io.BytesIO(png)).convert("RGB"))
     width = max([WIDTH_MIN, *(picture.width + 2 * MARGIN for picture in pictures)])
     inner = width - 2 * MARGIN
     scratch = ImageDraw.Draw(Image.new("RGB", (1, 1)))
@@ -177,6 +215,7 @@ def share_png(
     for line in machine_lines(records):
         blocks.append(("muted", f"Machine: {line}"))
     preview_block = _preview_block(preview_items, inner)
+    table_block = _table_block(measurements, inner)
 
     # Measure, then draw.
     fonts = {"title": font(34, True), "subtitle": font(20), "text": body, "muted": small}
@@ -189,6 +228,8 @@ def share_png(
         text_height += line_height * len(lines) + 8
     height = MARGIN + text_height + 16
     height += sum(picture.height + 24 for picture in pictures)
+    if table_block is not None:
+        height += table_block.height + 24
     if preview_block is not None:
         height += preview_block.height + 24
     height += 40 + MARGIN
@@ -202,6 +243,9 @@ def share_png(
         top += 8
     draw.line((MARGIN, top + 4, width - MARGIN, top + 4), fill=(220, 222, 228), width=2)
     top += 16
+    if table_block is not None:
+        page.paste(table_block, (MARGIN, top))
+        top += table_block.height + 24
     for picture in pictures[:1]:
         page.paste(picture, (MARGIN, top))
         top += picture.height + 24

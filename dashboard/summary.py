@@ -146,3 +146,35 @@ def cautions(measurements: Sequence[Measurement]) -> list[str]:
             + ". More repeats, or a quieter machine, give steadier medians."
         )
     return lines
+
+
+FIGURE_COLUMNS = ("Format", "Write (images/s)", "Read all (images/s)", "Random read (per image)", "Disk (MB)")
+
+
+def figures_table(measurements: Sequence[Measurement]) -> tuple[int | None, list[tuple[str, ...]]]:
+    """The run's largest count and one row per format there (:data:`FIGURE_COLUMNS`; "–" where not measured).
+
+    The numbers behind :func:`findings`, for the Share picture, where a reader cannot hover a chart.
+    """
+    usable = _usable(measurements)
+    if not usable:
+        return None, []
+    count = max(m.count for m in usable)
+    rows = []
+    for backend in dict.fromkeys(m.backend for m in usable if m.count == count):
+        at = {m.operation: m for m in usable if m.count == count and m.backend == backend}
+        write = at.get("write_batch") or at.get("write_one")
+        random = at.get("read_random") or at.get("read_one")
+        sized = next((m for m in at.values() if m.allocated_bytes), None)
+        if not (write or random or sized or "read_all" in at):
+            continue  # the loader's in-memory reference: a chart of its own, no store to time
+        rows.append(
+            (
+                format_label(backend),
+                f"{format_rate(write.images_per_second)}" if write else "–",
+                f"{format_rate(at['read_all'].images_per_second)}" if "read_all" in at else "–",
+                format_seconds(random.seconds_per_image) if random else "–",
+                format_megabytes(sized.allocated_bytes) if sized else "–",
+            )
+        )
+    return count, rows

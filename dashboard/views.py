@@ -403,7 +403,14 @@ def share_button(
         notes = [*filter(None, [summary.summary_line(measurements)]), *summary.cautions(measurements), *notes]
     st.download_button(
         "Share",
-        data=functools.partial(share.share_png, list(records), dict(specs), list(preview_items), notes=notes),
+        data=functools.partial(
+            share.share_png,
+            list(records),
+            dict(specs),
+            list(preview_items),
+            notes=notes,
+            measurements=list(measurements) if len(records) == 1 else [],  # the table is one run's
+        ),
         file_name=file_name,
         mime="image/png",
         icon=":material/share:",

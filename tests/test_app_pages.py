@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
 from streamlit.testing.v1 import AppTest
 
@@ -29,7 +29,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import storage  # noqa: E402
-from dashboard import charts, previews, runner, share, state, views  # noqa: E402
+from dashboard import charts, previews, runner, share, state, summary, views  # noqa: E402
 from dashboard.charts import PRELOAD_DESCRIPTION  # noqa: E402
 from storage.bench import Experiment, ResultsDB, run_experiment  # noqa: E402
 from storage.bench.results import PREVIEW_MAX_SIDE  # noqa: E402
@@ -332,6 +332,62 @@ def test_a_finished_run_link_shows_its_previews_and_share_makes_a_picture():
         png = share.share_png([record], specs, db.previews(run_id))
     picture = Image.open(io.BytesIO(png))
     assert picture.format == "PNG" and picture.width > 800 and picture.height > 600
+
+
+def legend_titles(spec: dict) -> list[str]:
+    """The legends' titles of a chart as Vega draws it (every facet and layer)."""
+    import vl_convert as vlc
+
+    found = []
+
+    def walk(node) -> None:
+        if isinstance(node, dict):
+            found.extend(legend.get("title") for legend in node.get("legends", []))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(vlc.vegalite_to_vega(spec))
+    return found
+
+
+def test_the_share_picture_of_a_loader_run_has_its_chart_a_table_of_figures_and_captions_that_fit(isolated):
+    loader_run = Experiment(
+        backends=["lmdb", "hdf5"], counts=[10, 20], operations=["write_batch", "read_all", "read_random", "loader"],
+        repeats=1, source="sample", workers=[0], batch_size=8, work_dir=str(isolated / "runs"),
+    )  # fmt: skip
+    with ResultsDB(db_file()) as db:
+        run_id = run_experiment(loader_run, db).run_id
+        other_id = record_run(db_file(), isolated / "runs", ["lmdb"], [10, 20])
+        record, measurements, stored = db.get_run(run_id), db.measurements(run_id), db.previews(run_id)
+        specs = runner_specs(db, run_id)
+        both = charts.measurements_frame([*measurements, *db.measurements(other_id)])
+    # The training loader's chart is drawn with the others.
+    assert [name for name, _ in share.drawn_specs(specs)] == ["time", "rate", "disk", "loader"]
+    # Two runs compared: one "Run" legend per chart (the dashes and the points' shapes say the same).
+    for build in (charts.time_chart, charts.rate_chart):
+        assert legend_titles(charts.chart_spec(build(both))).count("Run") == 1
+    # A table of the main figures per format at the largest count, as the page's summary has them.
+    count, rows = summary.figures_table(measurements)
+    assert count == 20 and [row[0] for row in rows] == [charts.format_label("lmdb"), charts.format_label("hdf5")]
+    assert all(len(row) == len(summary.FIGURE_COLUMNS) and "–" not in row for row in rows), rows
+    plain_png = share.share_png([record], specs, stored)
+    with_table = share.share_png([record], specs, stored, measurements=measurements)
+    pictures = [Image.open(io.BytesIO(png)) for png in (plain_png, with_table)]
+    assert all(picture.format == "PNG" for picture in pictures)
+    assert pictures[1].height > pictures[0].height
+    # Each image's caption fits under it: "#2830 automobile" no longer runs into the next one's.
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    captions = [caption for row in previews.preview_rows(stored) for caption in row.captions]
+    caption_font = share.font(14)
+    for caption in captions:
+        lines = share.caption_lines(caption, caption_font, draw)
+        assert 1 <= len(lines) <= 2 and all(
+            draw.textlength(line, font=caption_font) <= share.CAPTION_SLOT for line in lines
+        )
+    assert draw.textlength(share.caption_lines("#2830 automobile ✓", caption_font, draw)[0], font=caption_font) <= 130
 
 
 def runner_specs(db: ResultsDB, run_id: str) -> dict:
