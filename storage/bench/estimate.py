@@ -19,6 +19,7 @@ from ..parallel import worker_count
 from .environment import existing_parent
 from .experiment import (
     CEILING_BACKEND,
+    DECODE_CEILING_BACKEND,
     LATENCY_READS,
     LOADER,
     OBJECT_STORAGE_OPERATIONS,
@@ -215,7 +216,9 @@ def per_image_cost(backend: str, operation: str, cache: str = "warm") -> float:
 
 def _stores_encoded(experiment: Experiment, backend: str) -> bool:
     """Whether ``backend`` keeps encoded images in this run (the files' bytes, a re-encoding, a codec's files)."""
-    info = registry.backend_info(backend)
+    if backend in (CEILING_BACKEND, DECODE_CEILING_BACKEND):  # the loader's references: pixels, or the files
+        return backend == DECODE_CEILING_BACKEND
+    info = registry.registered_info(backend)
     return experiment.encoding != "raw" or info.compressed or info.one_file_per_image or not info.lossless
 
 
