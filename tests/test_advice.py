@@ -110,6 +110,19 @@ def test_formats_whose_projected_ranges_overlap_are_named_as_a_tie_and_a_clear_w
     assert clear.to_dict()["tied_with_recommended"] == [] and "ties with" not in clear.text
 
 
+def test_a_format_s_own_loader_order_is_left_out_of_its_epoch_projection():
+    """Parquet, LitData, MDS and Lance are also measured in their own (weaker) shuffle: epochs of both orders
+    pooled into one fit gave a projection of neither. The advice fits the common full shuffle only."""
+    question = Question(count=1_000_000, access="shuffled")
+    common = evidence("parquet", epoch=5e-5)
+    both = evidence("parquet", epoch=5e-5)
+    for count in COUNTS:
+        both.measurements.append(_measurement("parquet", count, "loader", 0.1 + 5e-6 * count, order="own"))
+    expected = answer(question, common).ranked[0].projection.epoch_s
+    assert answer(question, both).ranked[0].projection.epoch_s == expected
+    assert 40 < expected.value < 60  # 0.4 s + 50 µs an image at 1,000,000, not the own order's 5 µs
+
+
 def test_a_lossy_format_is_never_recommended_when_lossless_is_asked():
     lossy = evidence("jpeg", epoch=1e-7, lossy=True)
     exact = evidence("hdf5", epoch=3e-5)
