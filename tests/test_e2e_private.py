@@ -203,6 +203,10 @@ def test_results_files_are_checked_and_their_names_shown_as_text(server, page, t
         ("hostile", "Imported 1 run(s)."),
     ):
         page.locator("[data-testid='stFileUploaderDropzoneInput']").set_input_files(str(files[name]))
+        # The upload reruns the page: a click while it runs is lost (the second file's Import did nothing
+        # in one CI run), so press Import once the file is listed and the page has settled.
+        visible_text(page, f"{name}.json")
+        settle(page)
         importing = page.get_by_role("button", name="Import")
         expect(importing).to_be_enabled(timeout=30_000)
         importing.click()
