@@ -211,6 +211,7 @@ def test_results_files_are_checked_and_their_names_shown_as_text(server, page, t
         expect(importing).to_be_enabled(timeout=30_000)
         importing.click()
         visible_text(page, expected)
+    settle(page)  # the import's rerun redraws the runs it selected: the expander below is drawn anew
     page.get_by_text("About the selected runs").click()
     visible_text(page, ":red[red] \\x1b[31mANSI")
     settle(page)
