@@ -7,7 +7,7 @@ dtypes and shapes: they copy no pixels, so a large batch costs no extra memory h
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -130,6 +130,25 @@ class ImageBatch:
         if isinstance(self.images, ChunkedImages):
             return [tuple(self.images.image_shape(i)) for i in range(start, stop)]
         return [tuple(self.images[i].shape) for i in range(start, stop)]
+
+
+def bounded_runs(sizes: Iterable[int], most_items: int, most_bytes: int) -> list[tuple[int, int]]:
+    """Consecutive positions of items of ``sizes`` bytes, cut into runs ``(start, stop)`` of at most
+    ``most_items`` items and ``most_bytes`` bytes (an item bigger than that is a run alone).
+
+    Photos of many sizes are read, decoded and checked in such runs: cut by the average size,
+    a run that falls on large photos in a row holds many times what was meant.
+    """
+    runs, start, held, count = [], 0, 0, 0
+    for count, size in enumerate(sizes, start=1):
+        position = count - 1
+        if position > start and (position - start >= most_items or held + size > most_bytes):
+            runs.append((start, position))
+            start, held = position, 0
+        held += size
+    if count > start:
+        runs.append((start, count))
+    return runs
 
 
 def make_batch(images: object, labels: object) -> ImageBatch:

@@ -81,12 +81,17 @@ def _collate_for(store: Any) -> SampleCollate:
     return SampleCollate(encoded, stack=store.uniform_shape is not None)
 
 
+def cache_folder(store: Any) -> Path:
+    """Where a remote store's workers reopen it (its cache folder), so that they fetch nothing again."""
+    return Path(getattr(store, "cache", Path(store.path).parent))
+
+
 class RemoteStoreDataset(StoreDataset):
     """:class:`~storage.torch.StoreDataset` over a store in object storage: each worker reopens it, fetching nothing."""
 
     def __init__(self, store: Any, transform: Callable | None = None) -> None:
         self.location: S3Location = store.location
-        self.cache = Path(getattr(store, "cache", Path(store.path).parent))
+        self.cache = cache_folder(store)
         self._first = store
         super().__init__(store.info.name, store.location.url, transform)
         self.fork_safe = getattr(type(store), "fork_safe", True)
@@ -253,8 +258,8 @@ def _webdataset_sample(sample: dict[str, Any]) -> dict[str, Any]:
 def _parquet_loader(store: Any, batch_size: int, num_workers: int, seed: int, timeout: float) -> DataLoader:
     from .formats.parquet_torch import ParquetRowGroups
 
-    cache = Path(getattr(store, "cache", Path(store.path).parent))
-    dataset = ParquetRowGroups(store, functools.partial(reopen_remote, store.location, "parquet", cache), seed)
+    opener = functools.partial(reopen_remote, store.location, "parquet", cache_folder(store))
+    dataset = ParquetRowGroups(store, opener, seed)
     collate = SampleCollate(encoded=False, stack=store.uniform_shape is not None)  # decoded as read
     return DataLoader(dataset, batch_size=batch_size, collate_fn=collate, **_worker_options(num_workers, timeout))
 

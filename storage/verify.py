@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import registry
+from .batch import bounded_runs
 from .cycled import CycledImages
 from .errors import StorageError
 
@@ -135,16 +136,7 @@ def _decode_bounds(source_images, ids: np.ndarray) -> list[tuple[int, int]]:
     if shape_of is None:
         step = _chunk_images(source_images)
         return [(start, min(start + step, len(ids))) for start in range(0, len(ids), step)]
-    bounds, start, held = [], 0, 0
-    for position, image_id in enumerate(ids.tolist()):
-        size = math.prod(shape_of(image_id))
-        if position > start and (position - start >= _CHUNK or held + size > _CHUNK_BYTES):
-            bounds.append((start, position))
-            start, held = position, 0
-        held += size
-    if start < len(ids):
-        bounds.append((start, len(ids)))
-    return bounds
+    return bounded_runs((math.prod(shape_of(image_id)) for image_id in ids.tolist()), _CHUNK, _CHUNK_BYTES)
 
 
 def _chunk_images(source_images) -> int:

@@ -7,8 +7,9 @@ So each epoch takes the row groups in a seeded random order (a new one every epo
 them out to the DataLoader's workers, reads each whole once and sends its samples through
 a shuffle buffer of ``SHUFFLE_BUFFER`` samples, as Hugging Face ``datasets``' streaming
 shuffle and WebDataset do. That is a lesser shuffle than a permutation of every id (a
-sample's neighbours come from the few row groups in the buffer), which ``ORDER`` says.
-Every id still comes exactly once an epoch.
+sample's neighbours come from the few row groups in the buffer), which the store's
+``torch_order`` and the remote store's ``read_method`` say. Every id still comes exactly
+once an epoch.
 
 Imported only when a loader is made (it imports torch).
 """
@@ -23,7 +24,6 @@ import numpy as np
 import torch
 
 SHUFFLE_BUFFER = 1_000  # samples held for shuffling, WebDataset's documented usual size
-ORDER = "whole row groups in a seeded random order, dealt out to the workers, through a 1,000-sample shuffle buffer"
 
 
 class ParquetRowGroups(torch.utils.data.IterableDataset):
@@ -102,4 +102,4 @@ def take_at_random(held: list, draw: np.random.Generator) -> Any:
     return held.pop()
 
 
-__all__ = ["ORDER", "SHUFFLE_BUFFER", "ParquetRowGroups", "take_at_random"]
+__all__ = ["SHUFFLE_BUFFER", "ParquetRowGroups", "take_at_random"]

@@ -32,6 +32,7 @@ import numpy as np
 
 from ... import registry
 from ...base import ImageStore
+from ...batch import bounded_runs
 from ...verify import Verification, combine, compare
 from ..estimate import per_image_cost
 from ..events import Measurement
@@ -262,15 +263,8 @@ def _slice_bounds(images, count: int, step: int) -> list[tuple[int, int]]:
     shape_of = getattr(images, "image_shape", None)
     if shape_of is None or not len(images):
         return [(start, min(start + step, count)) for start in range(0, count, step)]
-    bounds, start, total = [], 0, 0
-    for index in range(count):
-        size = math.prod(shape_of(index % len(images)))
-        if index > start and (index - start >= step or total + size > PHOTO_SLICE_BYTES):
-            bounds.append((start, index))
-            start, total = index, 0
-        total += size
-    bounds.append((start, count))
-    return bounds
+    sizes = (math.prod(shape_of(index % len(images))) for index in range(count))
+    return bounded_runs(sizes, step, PHOTO_SLICE_BYTES)
 
 
 # -- read_random and read_one ----------------------------------------------------------
