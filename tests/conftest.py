@@ -17,6 +17,71 @@ from storage import ImageStore
 """
 
 
+class DeferredUnraisableHook:
+    """Hand pytest each exception raised in a finalizer later, outside the garbage collection.
+
+    pytest's own hook formats the traceback the moment a ``__del__`` raises, and Python
+    3.11's traceback module parses source lines with :mod:`ast` to place its carets. A
+    collection that runs inside another ``ast`` construction (NumPy's ``np.load`` reads
+    each ``.npy`` header with ``ast.literal_eval``) then fails that outer parse with
+    "SystemError: AST constructor recursion depth mismatch" (the depth counter is shared
+    by the nested parse; see pytest-dev/pytest#10763), so an unrelated finalizer made a
+    round-trip test fail at random. The exceptions are kept and passed on, at each test
+    phase, just before pytest collects them.
+    """
+
+    def __init__(self, pytest_hook):
+        self.pytest_hook = pytest_hook
+        self.pending: list = []
+
+    def __call__(self, unraisable) -> None:
+        self.pending.append(unraisable)
+
+    def pass_on(self) -> None:
+        while self.pending:
+            self.pytest_hook(self.pending.pop(0))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config):
+    """Install the deferring hook over the one pytest's unraisable-exception plugin set."""
+    if sys.unraisablehook is not sys.__unraisablehook__:
+        config.stash[DEFERRED_HOOK] = sys.unraisablehook = DeferredUnraisableHook(sys.unraisablehook)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_unconfigure(config):
+    """Pass on what is left and give pytest its own hook back for its final collection."""
+    hook = config.stash.get(DEFERRED_HOOK, None)
+    if hook is not None:
+        hook.pass_on()
+        sys.unraisablehook = hook.pytest_hook
+
+
+DEFERRED_HOOK = pytest.StashKey[DeferredUnraisableHook]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    _pass_on_unraisable(item.config)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item):
+    _pass_on_unraisable(item.config)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item):
+    _pass_on_unraisable(item.config)
+
+
+def _pass_on_unraisable(config) -> None:
+    hook = config.stash.get(DEFERRED_HOOK, None)
+    if hook is not None:
+        hook.pass_on()
+
+
 @pytest.fixture
 def broken_backend(tmp_path, monkeypatch):
     """A registered backend whose module imports a library that is not installed."""
