@@ -139,11 +139,16 @@ def _check_one_image_size(samples: Any) -> None:
         return
     shapes = sorted({tuple(sample[0].shape) for sample in samples if isinstance(sample, (list, tuple)) and sample
                      and isinstance(sample[0], torch.Tensor)})  # fmt: skip
+    _refuse_sizes(shapes)
+
+
+def _refuse_sizes(shapes: list[tuple[int, ...]]) -> None:
     if len(shapes) > 1:
         raise ImageShapeError(
             f"a batch cannot stack images of {len(shapes)} sizes ({shapes[0]} and {shapes[-1]}, among others): "
-            "give the dataset a transform that brings them to one size (e.g. torchvision's Resize), "
-            "or use batch_size=1, or pass collate_fn=list to get lists of samples"
+            "give the dataset a transform that brings them to one size (e.g. torchvision's Resize; "
+            "storage.training.training_loader takes one), or use batch_size=1, "
+            "or pass collate_fn=list to get lists of samples"
         ) from None
 
 
@@ -153,7 +158,9 @@ def collate_samples(samples: Sequence[dict]) -> tuple[torch.Tensor, torch.Tensor
     The peer formats (LitData, MDS) store their samples this way and shuffle inside their
     own datasets, so the ids say which image each sample is.
     """
-    images = torch.from_numpy(np.stack([np.asarray(sample["image"]) for sample in samples]))
+    arrays = [np.asarray(sample["image"]) for sample in samples]
+    _refuse_sizes(sorted({array.shape for array in arrays}))  # np.stack's own error names no way out
+    images = torch.from_numpy(np.stack(arrays))
     labels = torch.tensor([int(sample["label"]) for sample in samples], dtype=torch.int64)
     ids = torch.tensor([int(sample["id"]) for sample in samples], dtype=torch.int64)
     return images, labels, ids

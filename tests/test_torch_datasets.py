@@ -261,6 +261,18 @@ def test_a_batch_of_images_of_several_sizes_is_refused_with_what_to_do(tmp_path)
     assert sorted(tuple(image.shape) for image in singles) == [(1, 6, 10, 3), (1, 8, 8, 3), (1, 8, 8, 3)]
 
 
+def test_a_peer_datasets_batch_of_several_sizes_is_refused_with_what_to_do(tmp_path):
+    """LitData orders and collates its own dict samples (collate_samples): np.stack's error named no way out."""
+    pytest.importorskip("litdata")
+    images = [np.full((8, 8, 3), 1, np.uint8), np.full((6, 10, 3), 2, np.uint8), np.full((8, 8, 3), 3, np.uint8)]
+    with storage.open_store("litdata", tmp_path / "mixed", "w") as store:
+        store.write_batch(images, [0, 1, 2])
+    with pytest.raises(storage.ImageShapeError, match="cannot stack images of 2 sizes.*transform.*batch_size=1"):
+        next(iter(make_store_loader("litdata", tmp_path / "mixed", 3, 0, seed=1)))
+    singles = [batch[0] for batch in make_store_loader("litdata", tmp_path / "mixed", 1, 0, seed=1)]
+    assert sorted(tuple(image.shape) for image in singles) == [(1, 6, 10, 3), (1, 8, 8, 3), (1, 8, 8, 3)]
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_a_transform_that_raises_names_itself_and_the_image(stores, workers):
     dataset = StoreDataset("lmdb", stores["lmdb"], transform=broken_transform)
