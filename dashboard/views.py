@@ -39,6 +39,7 @@ PAGES = (
     ("pages/1_Run.py", "Run", ":material/play_circle:"),
     ("pages/2_Results.py", "Results", ":material/bar_chart:"),
     ("pages/3_Explore.py", "Explore", ":material/image_search:"),
+    ("pages/4_Advise.py", "Advise", ":material/recommend:"),
 )
 
 

@@ -139,6 +139,16 @@ def test_home_page_says_what_it_answers_and_which_data_is_used():
         assert label in links or label in text
 
 
+def test_the_sidebar_links_every_page():
+    """The sidebar is drawn by views.PAGES (Streamlit's own list is off): a page missing there is hard to find."""
+    at = page(HOME)
+    assert_clean(at)
+    linked = sorted(link.proto.page.removeprefix("/") for link in at.sidebar.get("page_link"))
+    # Streamlit's address of pages/4_Advise.py is /Advise; the home page's is /.
+    pages = sorted(["", *(re.sub(r"^\d+_", "", path.stem) for path in (ROOT / "pages").glob("*.py"))])
+    assert linked == pages
+
+
 def test_download_button_shows_progress_then_a_clear_error(monkeypatch):
     calls = []
 
