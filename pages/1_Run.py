@@ -96,7 +96,7 @@ top[2].text_input(
     placeholder="e.g. 500, 5000",
     help="More image counts to run as well, separated by commas.",
 )
-row = st.columns([3.6, 1.7, 0.9, 2.1])  # wide enough for every operation chip
+row = st.columns([4.6, 2, 1])  # wide enough for every operation chip
 row[0].multiselect(
     "Operations",
     list(OPERATIONS),
@@ -112,10 +112,11 @@ row[1].multiselect(
     "operating system's page cache before every read, as after a reboot.",
 )
 row[2].number_input("Repeats", min_value=1, max_value=state.MAX_REPEATS, step=1, key=W["repeats"])
-row[3].selectbox("Data source", list(SOURCE_LABELS), key=W["source_kind"], format_func=SOURCE_LABELS.get)
+source_row = st.columns([3, 4.6])  # a row of its own: the longest source names show whole
+source_row[0].selectbox("Data source", list(SOURCE_LABELS), key=W["source_kind"], format_func=SOURCE_LABELS.get)
 if st.session_state[W["source_kind"]] == state.FOLDER:
-    row[3].text_input("Image folder", key=W["folder"], placeholder="root folder with one subfolder per class")
-    row[3].checkbox(
+    source_row[1].text_input("Image folder", key=W["folder"], placeholder="root folder with one subfolder per class")
+    source_row[1].checkbox(
         "Skip bad files",
         key=W["skip_bad"],
         help="Leave out the folder's files that cannot be read (empty, damaged, not an image) instead of "
