@@ -126,7 +126,16 @@ def page_link(page: object, label: str, icon: str | None = None, query_params: M
 # Column widths (pixels) that keep each table inside the page of a 1,400-pixel-wide window: its
 # content column is 940 pixels beside the sidebar. A cell's whole text shows on hover.
 TABLE_WIDTH = 940
-COLUMN_WIDTHS = {"Run": 170, "Format": 140, "Operation": 130, "MB apparent / allocated": 140, "Verified": 65}
+COLUMN_WIDTHS = {
+    "Run": 170,
+    "Format": 165,  # "In memory (no storage)" whole
+    "Operation": 120,
+    "MB apparent / allocated": 165,
+    "Verified": 65,
+    "Others' CPU": 90,
+    "Share of ceiling": 110,
+    "Bytes/image": 85,
+}
 NUMBER_WIDTH = 70
 
 
@@ -377,12 +386,20 @@ def stored_previews(db: ResultsDB, run_id: str, count: int) -> list[PreviewReady
 def download_buttons(
     files: Sequence[tuple[str, Callable[[], bytes | str] | bytes | str, str, str]], key_prefix: str
 ) -> None:
-    """A row of download buttons: (label, data or a function making it, file name, MIME type)."""
-    columns = st.columns(max(1, len(files)))
-    for column, (label, data, file_name, mime) in zip(columns, files):
-        column.download_button(
-            label, data=data, file_name=file_name, mime=mime, key=f"{key_prefix}-{file_name}", on_click="ignore"
-        )
+    """Rows of download buttons: (label, data or a function making it, file name, MIME type).
+
+    At most :data:`BUTTONS_PER_ROW` to a row: eight charts' buttons in one row cut every label short.
+    """
+    for first in range(0, len(files), BUTTONS_PER_ROW):
+        row = files[first : first + BUTTONS_PER_ROW]
+        columns = st.columns(BUTTONS_PER_ROW if len(files) > BUTTONS_PER_ROW else max(1, len(row)))
+        for column, (label, data, file_name, mime) in zip(columns, row):
+            column.download_button(
+                label, data=data, file_name=file_name, mime=mime, key=f"{key_prefix}-{file_name}", on_click="ignore"
+            )
+
+
+BUTTONS_PER_ROW = 4
 
 
 def share_button(
