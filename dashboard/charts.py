@@ -666,9 +666,11 @@ def loader_chart(frame: pd.DataFrame) -> alt.FacetChart | None:
     panel_order = sorted(panels, key=lambda panel: (panel_counts[panel], "cold" in panel))
     title = alt.TitleParams(
         "Training loader: images per second against DataLoader workers",
-        subtitle="dashed grey: the ceiling, the same DataLoader over the images held in memory (no storage); "
-        "dashed red: over the encoded files themselves (the decode ceiling of stores that keep bytes); "
-        "dotted: a format in its library's own order",
+        subtitle=[  # a line each: as one line it ran past the chart's right edge
+            "dashed grey: the ceiling, the same DataLoader over the images held in memory (no storage);",
+            "dashed red: over the encoded files themselves (the decode ceiling of stores that keep bytes);",
+            "dotted: a format in its library's own order",
+        ],
     )
     return (
         layered.facet(
