@@ -383,6 +383,9 @@ def stored_previews(db: ResultsDB, run_id: str, count: int) -> list[PreviewReady
     return _stored_previews(str(db.path), run_id, count)
 
 
+BUTTONS_PER_ROW = 4
+
+
 def download_buttons(
     files: Sequence[tuple[str, Callable[[], bytes | str] | bytes | str, str, str]], key_prefix: str
 ) -> None:
@@ -391,15 +394,11 @@ def download_buttons(
     At most :data:`BUTTONS_PER_ROW` to a row: eight charts' buttons in one row cut every label short.
     """
     for first in range(0, len(files), BUTTONS_PER_ROW):
-        row = files[first : first + BUTTONS_PER_ROW]
-        columns = st.columns(BUTTONS_PER_ROW if len(files) > BUTTONS_PER_ROW else max(1, len(row)))
-        for column, (label, data, file_name, mime) in zip(columns, row):
+        columns = st.columns(min(BUTTONS_PER_ROW, max(1, len(files))))  # every row as wide as the first
+        for column, (label, data, file_name, mime) in zip(columns, files[first : first + BUTTONS_PER_ROW]):
             column.download_button(
                 label, data=data, file_name=file_name, mime=mime, key=f"{key_prefix}-{file_name}", on_click="ignore"
             )
-
-
-BUTTONS_PER_ROW = 4
 
 
 def share_button(

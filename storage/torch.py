@@ -159,8 +159,11 @@ def collate_samples(samples: Sequence[dict]) -> tuple[torch.Tensor, torch.Tensor
     own datasets, so the ids say which image each sample is.
     """
     arrays = [np.asarray(sample["image"]) for sample in samples]
-    _refuse_sizes(sorted({array.shape for array in arrays}))  # np.stack's own error names no way out
-    images = torch.from_numpy(np.stack(arrays))
+    try:
+        images = torch.from_numpy(np.stack(arrays))
+    except ValueError:
+        _refuse_sizes(sorted({array.shape for array in arrays}))  # np.stack's own error names no way out
+        raise
     labels = torch.tensor([int(sample["label"]) for sample in samples], dtype=torch.int64)
     ids = torch.tensor([int(sample["id"]) for sample in samples], dtype=torch.int64)
     return images, labels, ids

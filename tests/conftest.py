@@ -42,6 +42,9 @@ class DeferredUnraisableHook:
             self.pytest_hook(self.pending.pop(0))
 
 
+DEFERRED_HOOK = pytest.StashKey[DeferredUnraisableHook]()
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config):
     """Install the deferring hook over the one pytest's unraisable-exception plugin set."""
@@ -56,9 +59,6 @@ def pytest_unconfigure(config):
     if hook is not None:
         hook.pass_on()
         sys.unraisablehook = hook.pytest_hook
-
-
-DEFERRED_HOOK = pytest.StashKey[DeferredUnraisableHook]()
 
 
 @pytest.hookimpl(tryfirst=True)
