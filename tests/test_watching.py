@@ -35,7 +35,7 @@ class Page:
 
     def follow(self) -> None:
         while not self.stop.is_set():
-            state = self.watch.wait_for_turn(max_wait=5.0, redraw_every=0.2)
+            state = self.watch.wait_for_turn(max_wait=watching.FOLLOW_WAIT, redraw_every=0.2)  # as the Run page waits
             began = time.time()
             drawn = len(self.db.measurements(self.run_id))
             time.sleep(0.02)  # building and sending the charts
