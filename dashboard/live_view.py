@@ -29,7 +29,22 @@ CHART_COUNT = "run_live_chart_count"  # how many measurements the time chart las
 # (a redraw of the page builds its charts anew: the browser paints them again, later).
 ENDED_PAUSE = 1.0
 
+# The browser repaints for as long as anything on the page fades or slides. While a run is
+# live, Streamlit fades every element the fragment has not redrawn yet ("stale") and slides the
+# progress bar: a timed call of a second or more saw headless Chromium take about a tenth of a
+# core the whole time. Elements that never fade or slide leave the browser idle between draws.
+STILL_CSS = """<style>
+[data-testid="stElementContainer"], [data-testid="stElementContainer"] *,
+[data-testid="stProgressBar"] * { transition: none !important; animation: none !important; }
+[data-stale="true"] { opacity: 1 !important; }
+</style>"""
+
 Show = Callable[[runner.RunView], None]
+
+
+def hold_still() -> None:
+    """Nothing on the page is animated while the run is live (see :data:`STILL_CSS`)."""
+    st.html(STILL_CSS)
 
 
 def follow(db: ResultsDB, run_id: str, page_draw: str, show_progress: Show, show_details: Show) -> None:

@@ -410,6 +410,7 @@ if unshowable:
     st.warning(f"Run {plain(shown_run)} cannot be shown: {plain(unshowable)}", icon=":material/warning:")
 elif view is not None:
     if view.running:
+        live_view.hold_still()
         # One fragment, rerun as soon as it has drawn: it waits for news between the run's timed calls.
         st.fragment(follow_live, run_every=views.LIVE_INTERVAL)(view.run_id, watching.new_watcher_id())
     else:
