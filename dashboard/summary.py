@@ -145,7 +145,23 @@ def cautions(measurements: Sequence[Measurement]) -> list[str]:
             + (", …" if len(shaky) > 6 else "")
             + ". More repeats, or a quieter machine, give steadier medians."
         )
+    above = [m for m in measurements if m.operation == "loader" and (m.fraction_of_ceiling or 0) > 1]
+    if above:
+        lines.append(
+            f"{len(above)} training-loader measurement{'s' if len(above) != 1 else ''} came out above the "
+            "in-memory ceiling: "
+            + "; ".join(f"{_name(m)}{_workers(m)}, {m.fraction_of_ceiling:.2f}x the ceiling" for m in above[:6])
+            + ("; …" if len(above) > 6 else "")
+            + ". No store is read faster than images already in memory, so this is noise between repeats: with "
+            "workers, the store and the ceiling are both held back by the DataLoader handing batches between "
+            "processes, and whichever comes out ahead differs from run to run. More repeats give steadier medians."
+        )
     return lines
+
+
+def _workers(measurement: Measurement) -> str:
+    workers = measurement.workers
+    return "" if workers is None else f" with {workers} worker{'s' if workers != 1 else ''}"
 
 
 FIGURE_COLUMNS = ("Format", "Write (images/s)", "Read all (images/s)", "Random read (per image)", "Disk (MB)")

@@ -181,3 +181,13 @@ def test_cautions_name_disturbed_measurements_and_wide_spreads() -> None:
     assert len(lines) == 2
     assert "1 of 3 measurements were disturbed" in lines[0] and "7.5" in lines[0] and "PNG files + CSV" in lines[0]
     assert "HDF5" in lines[1] and "±70%" in lines[1]
+
+
+def test_cautions_say_a_loader_above_its_in_memory_ceiling_is_noise() -> None:
+    below = measurement("hdf5", "loader", 0.2, count=10_000, workers=2, fraction_of_ceiling=0.93)
+    above = measurement("lmdb", "loader", 0.15, count=10_000, workers=2, fraction_of_ceiling=1.24)
+    assert summary.cautions([below]) == []
+    (line,) = summary.cautions([below, above])
+    assert line.startswith("1 training-loader measurement came out above the in-memory ceiling: ")
+    assert "LMDB training loader at 10,000 with 2 workers, 1.24x the ceiling" in line and "HDF5" not in line
+    assert "noise between repeats" in line and "More repeats" in line
