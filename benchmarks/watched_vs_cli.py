@@ -13,7 +13,9 @@ the two medians and their ratio (dashboard / CLI), and each measurement's own re
 how busy the machine was (the load average and the CPU other processes took while it was
 timed; ``!`` marks a measurement the run itself flagged as disturbed). The target: every
 ratio within 0.85-1.15. ``--rounds 2`` runs CLI, dashboard, CLI, dashboard and takes the
-median of each side's medians, which evens out a machine whose load drifts.
+median of each side's medians, which evens out a machine whose load drifts. With 2 rounds or
+more it also prints the CLI against itself (its odd rounds against its even rounds): the
+noise of this machine at these repeats, which no watched run can be held closer than.
 
     python benchmarks/watched_vs_cli.py                  # ~2-4 min on two cores
     python benchmarks/watched_vs_cli.py --counts 1000 --repeats 3 --rounds 2
@@ -192,26 +194,32 @@ def main(argv: list[str] | None = None) -> int:
         f"\nmedians of {args.repeats} repeats, {args.rounds} round(s); load: 1-min load average, other processes' cores"
     )
     print(
-        f"{'backend':8} {'images':>7} {'operation':12} {'CLI':>10} {'watched':>10} {'ratio':>6}   CLI load     watched load"
+        f"{'backend':8} {'images':>7} {'operation':12} {'CLI':>10} {'watched':>10} {'ratio':>6} {'CLI/CLI':>7}"
+        "   CLI load     watched load"
     )
-    outside = []
+    outside, cli_outside, ratios = [], [], []
     for key in keys:
-        cli = statistics.median(run[key][0] for run in cli_runs if key in run)
-        watched = statistics.median(run[key][0] for run in dashboard_runs if key in run)
-        ratio = watched / cli
+        cli = _median_of(cli_runs, key)
+        ratio = _median_of(dashboard_runs, key) / cli
+        itself = _median_of(cli_runs[0::2], key) / _median_of(cli_runs[1::2], key) if len(cli_runs) > 1 else None
         mark = "" if abs(ratio - 1) <= TARGET else "  <- outside ±15 %"
-        if mark:
-            outside.append(key)
+        outside += [key] if mark else []
+        cli_outside += [key] if itself is not None and abs(itself - 1) > TARGET else []
+        ratios.append(ratio)
         backend, count, operation = key
         print(
-            f"{backend:8} {count:>7,} {operation:12} {cli * 1e3:>8.2f}ms {watched * 1e3:>8.2f}ms {ratio:>6.2f}   "
+            f"{backend:8} {count:>7,} {operation:12} {cli * 1e3:>8.2f}ms {ratio * cli * 1e3:>8.2f}ms {ratio:>6.2f} "
+            f"{'-' if itself is None else f'{itself:.2f}':>7}   "
             f"{_load(cli_runs[-1][key][1])}  {_load(dashboard_runs[-1][key][1])}{mark}"
         )
-    ratios = [
-        statistics.median(r[k][0] for r in dashboard_runs) / statistics.median(r[k][0] for r in cli_runs) for k in keys
-    ]
     print(f"\nmedian ratio watched / CLI: {statistics.median(ratios):.2f}; {len(outside)} of {len(keys)} outside ±15 %")
+    if len(cli_runs) > 1:
+        print(f"the CLI against itself (odd rounds / even rounds): {len(cli_outside)} of {len(keys)} outside ±15 %")
     return 1 if outside else 0
+
+
+def _median_of(runs: list[dict], key: tuple[str, int, str]) -> float:
+    return statistics.median(run[key][0] for run in runs if key in run)
 
 
 if __name__ == "__main__":
