@@ -153,7 +153,11 @@ def measurement_table(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]
     table = charts.table_frame(frame)
     if table.empty:
         return table, {}
-    empty = [name for name in ("Workers", "Share of ceiling", "Resize") if name in table and (table[name] == "-").all()]
+    empty = [  # one repeat has no spread; a run without the loader has no workers nor ceiling
+        name
+        for name in ("Spread", "Workers", "Share of ceiling", "Resize")
+        if name in table and (table[name] == "-").all()
+    ]
     same = {
         name: table[name].iloc[0]
         for name in ("Cache", "Repeats", "Keeps", "Resize")

@@ -70,6 +70,7 @@ SOURCE_LABELS = {
     state.PHOTOS: "Photos: bundled ImageNet sample",
     state.FOLDER: "An image folder…",
 }
+SOURCE_WIDTH = 360  # pixels: the longest label whole, in a window of any width ("Full CIFAR-10 … not downloaded")
 
 top = st.columns([3, 2, 1.3])
 top[0].multiselect(
@@ -112,11 +113,14 @@ row[1].multiselect(
     "operating system's page cache before every read, as after a reboot.",
 )
 row[2].number_input("Repeats", min_value=1, max_value=state.MAX_REPEATS, step=1, key=W["repeats"])
-source_row = st.columns([3, 4.6])  # a row of its own: the longest source names show whole
-source_row[0].selectbox("Data source", list(SOURCE_LABELS), key=W["source_kind"], format_func=SOURCE_LABELS.get)
+source_row = st.container(horizontal=True)  # a row of its own: the longest source names show whole
+source_row.selectbox(
+    "Data source", list(SOURCE_LABELS), key=W["source_kind"], format_func=SOURCE_LABELS.get, width=SOURCE_WIDTH
+)
 if st.session_state[W["source_kind"]] == state.FOLDER:
-    source_row[1].text_input("Image folder", key=W["folder"], placeholder="root folder with one subfolder per class")
-    source_row[1].checkbox(
+    folder_column = source_row.container()
+    folder_column.text_input("Image folder", key=W["folder"], placeholder="root folder with one subfolder per class")
+    folder_column.checkbox(
         "Skip bad files",
         key=W["skip_bad"],
         help="Leave out the folder's files that cannot be read (empty, damaged, not an image) instead of "
@@ -330,8 +334,8 @@ def stop_run(run_id: str) -> None:
 
 views.run_name_input()
 can_start = experiment is not None and not running and not read_only
-buttons = st.columns([1.2, 1, 5])
-buttons[0].button(
+buttons = st.container(horizontal=True, vertical_alignment="center")  # each button as wide as its label
+buttons.button(
     "Run benchmark",
     type="primary",
     disabled=not can_start,
@@ -339,7 +343,7 @@ buttons[0].button(
     args=(experiment, estimate.seconds if experiment is not None else None),
 )
 stoppable = running and view.stoppable and not view.stop_requested
-buttons[1].button("Stop", disabled=not stoppable or read_only, on_click=stop_run, args=(shown_run,))
+buttons.button("Stop", disabled=not stoppable or read_only, on_click=stop_run, args=(shown_run,))
 if "run_flash" in st.session_state:
     views.show_error(st.session_state.pop("run_flash"))
 if running:
@@ -349,7 +353,7 @@ if running:
         note = "This run was started from the command line: **Stop** here ends it, as Ctrl+C does there."
     else:
         note = "This run was started from the command line: stop it there (Ctrl+C)."
-    buttons[2].caption(note)
+    buttons.caption(note)
 others = [record for record in runner.running_runs(db) if record.id != shown_run]
 if others:
     st.caption(
