@@ -126,6 +126,7 @@ def page_link(page: object, label: str, icon: str | None = None, query_params: M
 # Column widths (pixels) that keep each table inside the page of a 1,400-pixel-wide window: its
 # content column is 940 pixels beside the sidebar. A cell's whole text shows on hover.
 TABLE_WIDTH = 940
+ONE_RUN_TABLE_WIDTH = 820  # a single run's tables fit the content column of a 1,280-pixel window
 COLUMN_WIDTHS = {
     "Run": 170,
     "Format": 165,  # "In memory (no storage)" whole
@@ -183,13 +184,26 @@ def _show_table(table: pd.DataFrame, key: str) -> None:
 
 
 def render_table(frame: pd.DataFrame, key: str) -> None:
-    """The measurements (one row each), then disk use (one row per store), each fitting the page."""
-    table, same = measurement_table(frame)
-    if table.empty:
+    """The measurements (one row each), then disk use (one row per store), each fitting the page.
+
+    The training loader's rows have a table of their own: only they have workers and a
+    ceiling, and with those two columns beside the others a table ran past a 1,280-pixel window.
+    """
+    if frame.empty:
         return
-    if same:
-        st.caption(plain(" · ".join(f"{name}: {value}" for name, value in same.items()) + " (every row)"))
-    _show_table(table, key)
+    loader, said = frame["operation"] == "loader", ""
+    for rows, part in ((frame[~loader], key), (frame[loader], f"{key}-loader")):
+        table, same = measurement_table(rows)
+        if table.empty:
+            continue
+        if part != key:
+            st.caption("Training loader: one row per format, count and number of DataLoader workers")
+            table = table.drop(columns=["Operation"])
+        common = " · ".join(f"{name}: {value}" for name, value in same.items())
+        if common and common != said:  # said once when both tables share it
+            st.caption(plain(common + " (every row)"))
+        said = common
+        _show_table(table, part)
     disk = disk_table(frame)
     if not disk.empty:
         st.caption("Disk use: one row per store")

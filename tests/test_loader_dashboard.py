@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from dashboard import charts, runner, state  # noqa: E402
+from dashboard import charts, runner, state, views  # noqa: E402
 from storage.bench import Experiment, ResultsDB, run_experiment  # noqa: E402
 
 RUN, RESULTS = "pages/1_Run.py", "pages/2_Results.py"
@@ -121,7 +121,7 @@ def test_a_loader_run_from_the_run_page_draws_its_chart():
 
 
 def test_results_shows_and_exports_the_loader(loader_run, isolated, monkeypatch):
-    db_path, run_id, _ = loader_run
+    db_path, run_id, measurements = loader_run
     monkeypatch.setenv("IMAGE_STORAGE_LAB_DB", str(db_path))
     at = page(RESULTS, runs=run_id)
     assert not at.exception, [e.value for e in at.exception]
@@ -129,8 +129,15 @@ def test_results_shows_and_exports_the_loader(loader_run, isolated, monkeypatch)
     assert any("Training loader" in spec for spec in specs)
     labels = [b.proto.label for b in at.get("download_button")]
     assert "training-loader.png" in labels and "training-loader.svg" in labels
-    table = at.dataframe[0].value
-    assert "Workers" in table.columns and "Share of ceiling" in table.columns
+    timings, loader = at.dataframe[0], at.dataframe[1]  # the loader's rows in a table of their own
+    assert set(timings.value["Operation"]) == {"read all"}
+    assert not {"Workers", "Share of ceiling"} & set(timings.value.columns)
+    assert {"Workers", "Share of ceiling"} <= set(loader.value.columns) and "Operation" not in loader.value.columns
+    assert len(loader.value) == len([m for m in measurements if m.operation == "loader"])
+    for table in (timings, loader):  # each fits a 1,280-pixel window
+        columns = json.loads(table.proto.columns)
+        widths = {name: config.get("width") for name, config in columns.items() if not config.get("hidden")}
+        assert sum(widths.values()) <= views.ONE_RUN_TABLE_WIDTH, widths
     with ResultsDB(db_path) as db:
         exported = db.export_csv([run_id])
     header = exported.splitlines()[0].split(",")
