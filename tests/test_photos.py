@@ -279,6 +279,22 @@ def test_a_kept_bytes_run_is_sized_by_the_files_not_the_pixels(tmp_path, photos)
     assert as_files.disk_bytes >= 100_000 * files  # and never below the files themselves
 
 
+def test_a_loader_run_over_photos_is_not_sized_as_if_it_held_every_photo(tmp_path, photos):
+    """bench --ops loader at 100,000 photos was refused for 26 GB of memory: over a folder, the loader keeps no epoch."""
+    from storage.bench import Experiment, estimate_experiment
+    from storage.bench.streaming import MEMORY_CEILING_MAX_BYTES
+
+    images, _, _ = photos
+    pixels = images.nbytes / len(images)
+    experiment = Experiment(backends=["lmdb"], counts=[100_000], operations=["loader"], workers=[2],
+                            encoding="source", transform="train", work_dir=str(tmp_path))  # fmt: skip
+    folder = estimate_experiment(experiment, raw_image_bytes=pixels, source_in_memory=False)
+    assert folder.memory_bytes < 100_000 * pixels / 4
+    assert folder.memory_bytes >= min(100_000 * pixels, MEMORY_CEILING_MAX_BYTES)  # the in-memory ceiling's photos
+    arrays = estimate_experiment(experiment, raw_image_bytes=pixels, source_in_memory=True)
+    assert arrays.memory_bytes >= 100_000 * pixels  # arrays: the loader fills one buffer of the whole count
+
+
 def test_read_all_slices_of_photos_are_cut_by_their_decoded_bytes(photos, monkeypatch):
     """A streamed read_all of photos holds about PHOTO_SLICE_BYTES of pixels per slice, whatever the average."""
     import math

@@ -31,7 +31,7 @@ from .experiment import (
     validate,
     verified_after_write,
 )
-from .streaming import memory_needed
+from .streaming import MEMORY_CEILING_MAX_BYTES, memory_needed
 
 RAW_IMAGE_BYTES = 32 * 32 * 3
 BLOCK = 4096
@@ -329,15 +329,19 @@ def estimate_experiment(
     free = shutil.disk_usage(existing_parent(experiment.work_dir)).free
     disk_fits = disk_bytes <= free
     # The images of the largest count and the buffer reads fill, plus the interpreter and libraries.
+    # A loader over arrays fills one buffer of the whole count; over a folder of photos it keeps
+    # none of an epoch's images (each batch is checked as it arrives), as a run without it.
     memory = memory_needed(
         max(experiment.counts),
         raw_image_bytes,
         _BASE_MEMORY,
-        allow_stream=LOADER not in experiment.operations,
+        allow_stream=LOADER not in experiment.operations or not source_in_memory,
         source_in_memory=source_in_memory,
     )
     if LOADER in experiment.operations:  # torch, and the batches in flight between processes
         memory += _BASE_MEMORY
+        if not source_in_memory:  # the in-memory ceiling: the folder's distinct photos, decoded once
+            memory += min(int(max(experiment.counts) * raw_image_bytes), MEMORY_CEILING_MAX_BYTES)
     available = psutil.virtual_memory().available
     memory_fits = memory <= available
     seconds = _RUN_OVERHEAD + sum(step_seconds)

@@ -86,6 +86,10 @@ def read_buffer_for(images: np.ndarray | CycledImages | list[np.ndarray]) -> np.
     return buffer
 
 
+MEMORY_CEILING_MAX_BYTES = 2 * 2**30
+"""The most decoded photos the loader's in-memory ceiling holds (a folder's distinct photos, decoded once)."""
+
+
 def memory_needed(
     count: int, image_bytes: float, base_bytes: int, allow_stream: bool = True, source_in_memory: bool = True
 ) -> int:

@@ -69,9 +69,9 @@ from ..events import Measurement, fill_rates
 from ..experiment import CEILING_BACKEND, DECODE_CEILING_BACKEND
 from ..machine_load import LoadMeter
 from ..run_state import Cell, Repeat, Run, RunCancelled, apply_verification, evict_store, fail, store_was_written
+from ..streaming import MEMORY_CEILING_MAX_BYTES
 
 LOADER_TIMEOUT = 120.0  # seconds a worker may take for one batch before the measurement fails
-MEMORY_CEILING_MAX_BYTES = 2 * 2**30  # the most decoded photos held for the in-memory ceiling
 MIXED_SIZES = (
     "the loader with transform 'none' needs images of one size (a DataLoader batch is one tensor), and this "
     "source has images of several sizes: give --transform train or val, which bring every image to 224 x 224"
