@@ -29,13 +29,14 @@ CHART_COUNT = "run_live_chart_count"  # how many measurements the time chart las
 # (a redraw of the page builds its charts anew: the browser paints them again, later).
 ENDED_PAUSE = 1.0
 
-# The browser repaints for as long as anything on the page fades or slides. While a run is
-# live, Streamlit fades every element the fragment has not redrawn yet ("stale") and slides the
-# progress bar: a timed call of a second or more saw headless Chromium take about a tenth of a
-# core the whole time. Elements that never fade or slide leave the browser idle between draws.
+# The browser repaints for as long as anything on the page fades, slides or shimmers. While a
+# run is live, Streamlit fades every element the fragment has not redrawn yet ("stale"), slides
+# the progress bar and shimmers a placeholder where a chart is still loading: a timed call of a
+# second or more saw headless Chromium take about a tenth of a core the whole time. Nothing on
+# the Run page moves, so the browser is idle between draws. The style is the page's first
+# element, so that a full redraw keeps it in place instead of dropping it for a moment.
 STILL_CSS = """<style>
-[data-testid="stElementContainer"], [data-testid="stElementContainer"] *,
-[data-testid="stProgressBar"] * { transition: none !important; animation: none !important; }
+*, *::before, *::after { transition: none !important; animation: none !important; }
 [data-stale="true"] { opacity: 1 !important; }
 </style>"""
 
@@ -43,7 +44,7 @@ Show = Callable[[runner.RunView], None]
 
 
 def hold_still() -> None:
-    """Nothing on the page is animated while the run is live (see :data:`STILL_CSS`)."""
+    """Nothing on the page is animated (see :data:`STILL_CSS`): the Run page's first element."""
     st.html(STILL_CSS)
 
 

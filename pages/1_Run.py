@@ -30,6 +30,7 @@ CHECKED = "run_checked_folder"  # the folder (resolved) this session asked to li
 W = state.RUN_WIDGETS
 
 views.setup_page("Run")
+live_view.hold_still()  # before anything else: a live run's page must not animate (see live_view.STILL_CSS)
 st.title("Run a benchmark")
 st.caption(
     "Each format writes the same images into a fresh store for every count, reads them back "
@@ -414,7 +415,6 @@ if unshowable:
     st.warning(f"Run {plain(shown_run)} cannot be shown: {plain(unshowable)}", icon=":material/warning:")
 elif view is not None:
     if view.running:
-        live_view.hold_still()
         # One fragment, rerun as soon as it has drawn: it waits for news between the run's timed calls.
         st.fragment(follow_live, run_every=views.LIVE_INTERVAL)(view.run_id, watching.new_watcher_id())
     else:
