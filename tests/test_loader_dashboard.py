@@ -14,6 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from test_app_pages import column_widths  # noqa: E402
+
 from dashboard import charts, runner, state, views  # noqa: E402
 from storage.bench import Experiment, ResultsDB, run_experiment  # noqa: E402
 
@@ -135,8 +137,7 @@ def test_results_shows_and_exports_the_loader(loader_run, isolated, monkeypatch)
     assert {"Workers", "Share of ceiling"} <= set(loader.value.columns) and "Operation" not in loader.value.columns
     assert len(loader.value) == len([m for m in measurements if m.operation == "loader"])
     for table in (timings, loader):  # each fits a 1,280-pixel window
-        columns = json.loads(table.proto.columns)
-        widths = {name: config.get("width") for name, config in columns.items() if not config.get("hidden")}
+        widths = column_widths(table)
         assert sum(widths.values()) <= views.ONE_RUN_TABLE_WIDTH, widths
     with ResultsDB(db_path) as db:
         exported = db.export_csv([run_id])
